@@ -1,0 +1,25 @@
+"""The `precog` command: one sub-command group per package."""
+
+from __future__ import annotations
+
+import typer
+
+from backend.cli import app as backend_app
+from backend.cli import model_app
+from gateway.cli import app as gateway_app
+from precog.up import up
+from store.cli import app as store_app
+
+app = typer.Typer(
+    help="precog: a storage-assisted LLM inference gateway.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(store_app, name="store", help="Inspect and maintain a store (records, vectors, KV blobs).")
+app.add_typer(model_app, name="model", help="Prepare model checkpoints for the backend.")
+app.add_typer(backend_app, name="backend", help="The OpenAI-compatible model server.")
+app.add_typer(gateway_app, name="gateway", help="The OpenAI-compatible front proxy.")
+app.command(help="Start backend and gateway on localhost with the embedded defaults.")(up)
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,1 @@
+"""Triton kernels; importing any module here imports triton, so only kernels.dispatch-approved calls do."""

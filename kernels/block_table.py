@@ -17,12 +17,14 @@ def check_block_table(
 ) -> None:
     """Raise ValueError unless every token of every sequence maps to a page inside `cache`."""
     if block_tables.dim() != 2 or block_tables.shape[0] != num_seqs:
-        raise ValueError(f"block_tables must be [num_seqs={num_seqs}, max_blocks], got {tuple(block_tables.shape)}")
+        raise ValueError(
+            f"block_tables must be [num_seqs={num_seqs}, max_blocks], got {tuple(block_tables.shape)}"
+        )
     if context_lens.shape != (num_seqs,):
         raise ValueError(f"context_lens must be [num_seqs={num_seqs}], got {tuple(context_lens.shape)}")
     if block_tables.dtype not in _INDEX_DTYPES or context_lens.dtype not in _INDEX_DTYPES:
         raise ValueError(
-            f"block_tables and context_lens must be int32 or int64, got {block_tables.dtype}, {context_lens.dtype}"
+            f"block tables and lengths must be int32 or int64, not {block_tables.dtype}, {context_lens.dtype}"
         )
     if block_tables.device != cache.device or context_lens.device != cache.device:
         raise ValueError("block_tables, context_lens and the cache must be on the same device")
@@ -42,7 +44,9 @@ def check_block_table(
         )
 
 
-def gather_tokens(cache: torch.Tensor, block_tables: torch.Tensor, context_lens: torch.Tensor) -> torch.Tensor:
+def gather_tokens(
+    cache: torch.Tensor, block_tables: torch.Tensor, context_lens: torch.Tensor
+) -> torch.Tensor:
     """Copy each sequence's tokens out of the pages: [num_seqs, max(context_lens), num_kv_heads, dim].
 
     Slots past a sequence's length hold arbitrary (but in-range) cache entries; mask them by length.

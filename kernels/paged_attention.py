@@ -31,7 +31,9 @@ def check_paged_attention_inputs(
             f"got {tuple(k_cache.shape)} and {tuple(v_cache.shape)}"
         )
     if k_cache.shape[:3] != v_cache.shape[:3]:
-        raise ValueError(f"k_cache {tuple(k_cache.shape)} and v_cache {tuple(v_cache.shape)} disagree on pages")
+        raise ValueError(
+            f"k_cache {tuple(k_cache.shape)} and v_cache {tuple(v_cache.shape)} disagree on pages"
+        )
     num_q_heads, num_kv_heads = q.shape[1], k_cache.shape[2]
     if num_kv_heads == 0 or num_q_heads % num_kv_heads:
         raise ValueError(f"{num_q_heads} query heads do not split evenly over {num_kv_heads} KV heads")

@@ -60,11 +60,15 @@ def check_quantize_inputs(x: torch.Tensor, bits: int, group_size: int) -> None:
     if group_size < 8 // bits or group_size & (group_size - 1):
         raise ValueError(f"group_size must be a power of two ≥ {8 // bits} at {bits} bits, got {group_size}")
     if x.dim() == 0 or not x.is_floating_point():
-        raise ValueError(f"x must be a floating-point tensor with a channel dimension, got {x.dtype} {tuple(x.shape)}")
+        raise ValueError(
+            f"x must be a floating-point tensor with a channel dimension, got {x.dtype} {tuple(x.shape)}"
+        )
     if x.shape[-1] % group_size:
         raise ValueError(f"last dimension {x.shape[-1]} is not a multiple of group_size {group_size}")
     if x.numel() and not bool((x.abs() <= _FLOAT16_MAX).all()):
-        raise ValueError(f"x must be finite with |x| ≤ {_FLOAT16_MAX} (scales and zeros are stored as float16)")
+        raise ValueError(
+            f"x must be finite with |x| ≤ {_FLOAT16_MAX} (scales and zeros are stored as float16)"
+        )
 
 
 def quantize_ref(x: torch.Tensor, bits: int, group_size: int) -> QuantizedTensor:
@@ -102,7 +106,9 @@ def quantize(x: torch.Tensor, bits: int, group_size: int, backend: Backend = "au
     return QuantizedTensor(packed, scale, zero, bits, group_size, tuple(x.shape))
 
 
-def dequantize(q: QuantizedTensor, dtype: torch.dtype = torch.float32, backend: Backend = "auto") -> torch.Tensor:
+def dequantize(
+    q: QuantizedTensor, dtype: torch.dtype = torch.float32, backend: Backend = "auto"
+) -> torch.Tensor:
     """Rebuild the tensor; the Triton kernel on CUDA tensors, `dequantize_ref` otherwise."""
     if not use_triton(backend, q.packed):
         return dequantize_ref(q, dtype)

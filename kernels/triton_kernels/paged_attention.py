@@ -47,7 +47,11 @@ def _paged_decode_kernel(
         page = tl.load(tables_ptr + seq * stride_ts + page_index * stride_tm).to(tl.int64)
         slot_ok = (slots < BLOCK_SIZE) & (page_index * BLOCK_SIZE + slots < length)
         k = tl.load(
-            k_ptr + page * stride_kn + slots[:, None] * stride_kb + kv_head * stride_kh + dk[None, :] * stride_kd,
+            k_ptr
+            + page * stride_kn
+            + slots[:, None] * stride_kb
+            + kv_head * stride_kh
+            + dk[None, :] * stride_kd,
             mask=slot_ok[:, None] & (dk[None, :] < DIM_K),
             other=0.0,
         ).to(tl.float32)
@@ -58,7 +62,11 @@ def _paged_decode_kernel(
         probs = tl.exp(scores - new_max[:, None])
         denominator = denominator * rescale + tl.sum(probs, axis=1)
         v = tl.load(
-            v_ptr + page * stride_vn + slots[:, None] * stride_vb + kv_head * stride_vh + dv[None, :] * stride_vd,
+            v_ptr
+            + page * stride_vn
+            + slots[:, None] * stride_vb
+            + kv_head * stride_vh
+            + dv[None, :] * stride_vd,
             mask=slot_ok[:, None] & (dv[None, :] < DIM_V),
             other=0.0,
         ).to(tl.float32)

@@ -61,7 +61,9 @@ def _dequantize_kernel(
     row_ok = row < rows
     byte_index = group * (GROUP // PER_BYTE) + tl.arange(0, GROUP // PER_BYTE)
     bytes_ = tl.load(
-        packed_ptr + row[:, None].to(tl.int64) * stride_pr + byte_index[None, :], mask=row_ok[:, None], other=0
+        packed_ptr + row[:, None].to(tl.int64) * stride_pr + byte_index[None, :],
+        mask=row_ok[:, None],
+        other=0,
     ).to(tl.int32)
     shifts = tl.arange(0, PER_BYTE) * BITS
     codes = tl.reshape((bytes_[:, :, None] >> shifts[None, None, :]) & MASK, (ROWS, GROUP)).to(tl.float32)
@@ -93,7 +95,12 @@ def launch_quantize(x: torch.Tensor, bits: int, group_size: int) -> tuple[torch.
 
 
 def launch_dequantize(
-    packed: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int, group_size: int, dtype: torch.dtype
+    packed: torch.Tensor,
+    scale: torch.Tensor,
+    zero: torch.Tensor,
+    bits: int,
+    group_size: int,
+    dtype: torch.dtype,
 ) -> torch.Tensor:
     """Packed codes and metadata of `rows` rows → values [rows, D] in `dtype`."""
     rows, groups = scale.shape

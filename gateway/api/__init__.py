@@ -1,0 +1,1 @@
+"""The gateway's HTTP surface, one router per audience: OpenAI clients, operators (admin), probes/metrics."""

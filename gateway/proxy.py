@@ -1,0 +1,286 @@
+"""One completion request, end to end: look up, and serve from storage or relay to the upstream.
+
+StorInfer's parallel path: the upstream request starts when the request arrives (or after
+`parallel_delay_ms`) while the lookup runs. A hit cancels it; a miss finds it already under way, so a
+miss pays almost nothing for having looked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import httpx
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from gateway.conversation import NextTurnIndex
+from gateway.errors import GatewayError
+from gateway.lookup import Hit, Lookup, LookupResult
+from gateway.metrics import GatewayMetrics
+from gateway.openai_format import AnswerCollector, StoredAnswer, estimate_tokens
+from gateway.query import CacheQuery
+from gateway.settings import GatewaySettings
+from gateway.shared_tier import SharedTier
+from gateway.stats import Stats
+from gateway.store_access import StoreAccess
+from gateway.upstream import Upstream
+from gateway.writeback import WriteBack
+
+log = logging.getLogger(__name__)
+
+CacheControl = Literal["bypass", "refresh", "only-if-cached"]
+_PATHS = {"chat": "/v1/chat/completions", "completion": "/v1/completions"}
+
+
+def parse_cache_control(value: str | None) -> CacheControl | None:
+    if value is None or not value.strip():
+        return None
+    value = value.strip().lower()
+    if value not in ("bypass", "refresh", "only-if-cached"):
+        raise GatewayError(
+            400,
+            f"x-precog-cache-control must be bypass, refresh or only-if-cached, not {value!r}",
+            code="invalid_cache_control",
+            param="x-precog-cache-control",
+        )
+    return value  # type: ignore[return-value]
+
+
+def _header_safe(text: str) -> str:
+    return text.encode("ascii", "replace").decode()[:300]
+
+
+@dataclass(slots=True)
+class _Relay:
+    """An upstream request that may already be running while the lookup decides whether it is needed."""
+
+    task: asyncio.Task[httpx.Response]
+    go: asyncio.Event
+
+    async def response(self) -> httpx.Response:
+        self.go.set()
+        return await self.task
+
+    async def discard(self) -> None:
+        """Cancel the request, or close its response if it already arrived (a hit beat it)."""
+        self.go.set()
+        if not self.task.done():
+            self.task.cancel()
+        with contextlib.suppress(BaseException):
+            response = await self.task
+            await response.aclose()
+
+
+class CompletionProxy:
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        store: StoreAccess,
+        lookup: Lookup,
+        upstream: Upstream,
+        writeback: WriteBack,
+        next_turns: NextTurnIndex,
+        stats: Stats,
+        metrics: GatewayMetrics,
+        shared: SharedTier | None = None,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._lookup = lookup
+        self._upstream = upstream
+        self._writeback = writeback
+        self._next_turns = next_turns
+        self._stats = stats
+        self._metrics = metrics
+        self._shared = shared
+        self._background: set[asyncio.Task[Any]] = set()
+
+    async def handle(
+        self,
+        query: CacheQuery,
+        body: dict[str, Any],
+        stream: bool,
+        include_usage: bool,
+        control: CacheControl | None,
+    ) -> Response:
+        started = time.perf_counter()
+        if query.kind == "chat" and query.earlier_turns:
+            blob = await self._next_turns.blob_for(query.scope)
+            if blob is not None:
+                body = {**body, "kv_blob_id": blob}
+        if control == "bypass" or query.uncacheable:
+            reason = (
+                "client asked to bypass" if control == "bypass" else f"not cacheable: {query.uncacheable}"
+            )
+            bypass = self._start(query, body, delay_s=0.0)
+            return await self._relay(query, bypass, stream, "bypass", reason, started, writeback=False)
+        if control == "refresh":
+            refresh = self._start(query, body, delay_s=0.0)
+            return await self._relay(
+                query, refresh, stream, "miss", "client asked to refresh", started, replace=True
+            )
+
+        early = None
+        if self._settings.parallel_path and control != "only-if-cached":
+            early = self._start(query, body, self._settings.parallel_delay_ms / 1000.0)
+        try:
+            result = await self._lookup.run(query)
+        except asyncio.CancelledError:
+            if early is not None:
+                await early.discard()
+            raise
+        except Exception:  # a broken lookup degrades to a miss, it never fails the request
+            log.exception("lookup failed, relaying", extra={"scope": query.scope})
+            result = LookupResult(reason="lookup failed")
+        if result.hit is not None:
+            if early is not None:
+                await early.discard()
+            return await self._serve_hit(query, result, result.hit, stream, include_usage, started)
+        if control == "only-if-cached":
+            self._count(query, "miss", started)
+            raise GatewayError(
+                504,
+                f"no stored answer and only-if-cached was asked ({result.reason})",
+                code="cache_miss",
+                headers={"x-precog-cache": "miss", "x-precog-cache-reason": _header_safe(result.reason)},
+            )
+        relay = early or self._start(query, body, delay_s=0.0)
+        return await self._relay(query, relay, stream, "miss", result.reason, started, result=result)
+
+    def _start(self, query: CacheQuery, body: dict[str, Any], delay_s: float) -> _Relay:
+        go = asyncio.Event()
+
+        async def send() -> httpx.Response:
+            if delay_s > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(go.wait(), delay_s)
+            return await self._upstream.post(_PATHS[query.kind], body)
+
+        return _Relay(asyncio.create_task(send(), name="upstream-request"), go)
+
+    def _count(self, query: CacheQuery, outcome: str, started: float, tokens_saved: int = 0) -> float:
+        elapsed = time.perf_counter() - started
+        self._metrics.requests.labels(query.kind, outcome).inc()
+        self._metrics.request_seconds.labels(outcome).observe(elapsed)
+        self._stats.record(query.tenant, query.model, outcome, elapsed * 1000, tokens_saved)
+        if self._shared is not None:
+            self._shared.count(query.tenant, query.model, outcome)
+        return elapsed
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _record_hit(self, hit: Hit) -> None:
+        try:
+            await self._store.record_hit(hit.entry_id)
+        except Exception as exc:  # an entry known only to the shared tier, or a store write failure
+            log.debug("hit not recorded", extra={"entry": hit.entry_id, "error": repr(exc)})
+
+    async def _serve_hit(
+        self,
+        query: CacheQuery,
+        result: LookupResult,
+        hit: Hit,
+        stream: bool,
+        include_usage: bool,
+        started: float,
+    ) -> Response:
+        answer = StoredAnswer(
+            kind=query.kind,
+            model=query.model,
+            text=hit.answer,
+            prompt_tokens=estimate_tokens(
+                query.system_prompt + " ".join(t.content for t in query.earlier_turns) + query.question
+            ),
+            completion_tokens=hit.completion_tokens or estimate_tokens(hit.answer),
+        )
+        self._spawn(self._record_hit(hit))
+        if hit.kv_blob_id and query.kind == "chat":
+            self._spawn(self._next_turns.remember(query.next_turn_scope(hit.answer), hit.kv_blob_id))
+        self._count(query, "hit", started, tokens_saved=answer.prompt_tokens + answer.completion_tokens)
+        headers = {
+            "x-precog-cache": "hit",
+            "x-precog-entry-id": hit.entry_id,
+            "x-precog-similarity": f"{hit.similarity:.4f}",
+            "x-precog-tier": hit.tier,
+            "x-precog-cache-reason": _header_safe(result.reason),
+            "server-timing": ", ".join(f"{name};dur={ms}" for name, ms in result.timings_ms.items()),
+        }
+        if stream:
+            return StreamingResponse(
+                answer.sse(include_usage), media_type="text/event-stream", headers=headers
+            )
+        return JSONResponse(answer.completion(), headers=headers)
+
+    async def _relay(
+        self,
+        query: CacheQuery,
+        relay: _Relay,
+        stream: bool,
+        outcome: str,
+        reason: str,
+        started: float,
+        writeback: bool = True,
+        replace: bool = False,
+        result: LookupResult | None = None,
+    ) -> Response:
+        headers = {"x-precog-cache": outcome, "x-precog-cache-reason": _header_safe(reason)}
+        if result is not None and result.timings_ms:
+            headers["server-timing"] = ", ".join(f"{name};dur={ms}" for name, ms in result.timings_ms.items())
+        try:
+            response = await relay.response()
+        except GatewayError as exc:
+            self._count(query, "error", started)
+            exc.headers = {**exc.headers, **headers}
+            raise
+        self._count(query, outcome, started)
+        if stream:
+            return StreamingResponse(
+                self._pipe(query, response, writeback, replace),
+                status_code=response.status_code,
+                media_type="text/event-stream",
+                headers={**headers, "cache-control": "no-cache"},
+            )
+        try:
+            content = await response.aread()
+        except httpx.HTTPError as exc:
+            self._metrics.upstream_errors.labels("read").inc()
+            raise GatewayError(
+                502, f"the upstream connection broke: {exc!r}", code="upstream_disconnected"
+            ) from exc
+        finally:
+            await response.aclose()
+        if writeback:
+            collector = AnswerCollector(query.kind)
+            with contextlib.suppress(ValueError):
+                collector.take_body(json.loads(content))
+            self._writeback.offer(query, collector, replace=replace)
+        return Response(
+            content, status_code=response.status_code, media_type="application/json", headers=headers
+        )
+
+    async def _pipe(self, query: CacheQuery, response: httpx.Response, writeback: bool, replace: bool) -> Any:
+        """Relay SSE bytes as they come (the client's pace is the upstream's pace), collecting the answer."""
+        collector = AnswerCollector(query.kind)
+        finished = False
+        try:
+            async for chunk in response.aiter_raw():
+                collector.feed_sse(chunk)
+                yield chunk
+            finished = True
+        except httpx.HTTPError as exc:
+            self._metrics.upstream_errors.labels("stream_broken").inc()
+            log.warning("upstream stream broke", extra={"error": repr(exc)})
+            error = GatewayError(502, "the upstream stream broke off", code="upstream_disconnected")
+            yield b"data: " + json.dumps(error.body()).encode() + b"\n\n"
+        finally:
+            await response.aclose()
+        if finished and writeback:
+            self._writeback.offer(query, collector, replace=replace)

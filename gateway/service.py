@@ -1,0 +1,140 @@
+"""The gateway's parts, built and torn down together; one instance per app, no module-level state."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, cast
+
+from gateway.batcher import EmbeddingBatcher
+from gateway.conversation import NextTurnIndex
+from gateway.lookup import CandidateGuard, Lookup
+from gateway.metrics import GatewayMetrics
+from gateway.models import ModelCatalog
+from gateway.proxy import CompletionProxy
+from gateway.settings import GatewaySettings
+from gateway.shared_tier import Invalidation, SharedTier
+from gateway.stats import Stats
+from gateway.store_access import StoreAccess
+from gateway.upstream import Upstream
+from gateway.writeback import WriteBack
+from store import Embedder, Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Gateway:
+    settings: GatewaySettings
+    store: StoreAccess
+    embedder: Any
+    upstream: Upstream
+    models: ModelCatalog
+    batcher: EmbeddingBatcher
+    writeback: WriteBack
+    shared: SharedTier | None
+    stats: Stats
+    metrics: GatewayMetrics
+    proxy: CompletionProxy
+    owns_store: bool
+
+    @classmethod
+    async def start(
+        cls,
+        settings: GatewaySettings,
+        store: Store | None = None,
+        embedder: Any = None,
+        guard: CandidateGuard | None = None,
+    ) -> Gateway:
+        """Open the store (unless given), load the embedder and guard (unless given), start the workers."""
+        if embedder is None:
+            embedder = Embedder()
+        owns_store = store is None
+        if store is None:
+            store = Store.open(settings.store_path, embedding_model=embedder.name, dim=embedder.dim)
+        if guard is None:
+            from gateway.guard import Guard
+
+            guard = cast(CandidateGuard, Guard())
+        access = StoreAccess(store)
+        metrics = GatewayMetrics()
+        stats = Stats(settings.cost_per_1k_tokens)
+        upstream = Upstream(settings, metrics)
+        shared = SharedTier(settings.redis_url, settings.redis_timeout_s) if settings.redis_url else None
+        batcher = EmbeddingBatcher(
+            embedder.encode,
+            settings.embed_batch_max,
+            settings.embed_batch_window_ms,
+            on_batch=metrics.embed_batch_size.observe,
+        )
+        lookup = Lookup(access, batcher, guard, settings.threshold_for, metrics, shared, settings.search_k)
+        writeback = WriteBack(settings, access, batcher, metrics, shared)
+        proxy = CompletionProxy(
+            settings,
+            access,
+            lookup,
+            upstream,
+            writeback,
+            NextTurnIndex(shared),
+            stats,
+            metrics,
+            shared,
+        )
+        gateway = cls(
+            settings,
+            access,
+            embedder,
+            upstream,
+            ModelCatalog(settings, upstream),
+            batcher,
+            writeback,
+            shared,
+            stats,
+            metrics,
+            proxy,
+            owns_store,
+        )
+        metrics.watch(
+            breaker_state=lambda: float(upstream.breaker.state),
+            hit_rate=stats.hit_rate,
+            shared_tier_up=lambda: float(shared is not None and shared.up),
+        )
+        batcher.start()
+        writeback.start()
+        if shared is not None:
+            await shared.start(gateway.apply_invalidation)
+        log.info(
+            "gateway started",
+            extra={
+                "upstream": settings.upstream_url,
+                "store": str(settings.store_path),
+                "shared_tier": bool(shared),
+                "open_tenancy": settings.open_tenancy,
+            },
+        )
+        return gateway
+
+    async def stop(self) -> None:
+        await self.writeback.stop()
+        await self.batcher.stop()
+        if self.shared is not None:
+            await self.shared.stop()
+        await self.upstream.aclose()
+        if self.owns_store:
+            self.store.close()
+
+    async def apply_invalidation(self, invalidation: Invalidation) -> int:
+        """Drop matching entries from this replica's store (a broadcast from another replica, or our own)."""
+        return await self.store.invalidate(
+            ids=list(invalidation.ids) or None,
+            scope=invalidation.scope,
+            substring=invalidation.substring,
+            older_than=invalidation.older_than_s,
+        )
+
+    async def invalidate(self, invalidation: Invalidation) -> int:
+        """Apply here, then broadcast to the other replicas through the shared tier."""
+        removed = await self.apply_invalidation(invalidation)
+        if self.shared is not None:
+            await self.shared.publish_invalidation(invalidation)
+        return removed

@@ -1,0 +1,106 @@
+"""The gateway's typed settings: defaults < `[gateway]` in the TOML config < PRECOG_GATEWAY_* variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from pydantic import Field, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from precog import ServiceSettings
+
+
+class GatewaySettings(ServiceSettings):
+    """Everything an operator may tune; thresholds can also be patched at run time through /admin/config."""
+
+    section: ClassVar[str] = "gateway"
+    model_config = SettingsConfigDict(env_prefix="PRECOG_GATEWAY_", extra="forbid", validate_default=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    log_level: str = "info"
+
+    upstream_url: str = "http://127.0.0.1:8001"
+    upstream_api_key: str | None = Field(
+        default=None, description="Bearer token sent to the upstream, if it needs one."
+    )
+    models: list[str] = Field(
+        default_factory=list, description="Models clients may ask for; empty = whatever the upstream lists."
+    )
+
+    store_path: Path = Path("var/store")
+    embedding_model: str | None = Field(
+        default=None, description="Embedding model of a new store; None = store default."
+    )
+    similarity_threshold: float = Field(default=0.85, ge=0.0, le=1.0)
+    tenant_thresholds: dict[str, float] = Field(default_factory=dict)
+    search_k: int = Field(
+        default=4, ge=1, le=64, description="Candidates the semantic tier hands to the guard."
+    )
+
+    api_keys: dict[str, str] = Field(
+        default_factory=dict,
+        description="API key -> tenant. Empty = open gateway, every caller is 'default'.",
+    )
+    admin_token: str | None = Field(
+        default=None, description="Bearer token for /admin; None = admin open only if no keys."
+    )
+    redis_url: str | None = Field(
+        default=None, description="Shared tier across replicas; None = everything in-process."
+    )
+    redis_timeout_s: float = Field(default=0.05, gt=0)
+
+    writeback_enabled: bool = True
+    writeback_max_temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    writeback_ttl_s: float | None = Field(default=7 * 24 * 3600.0, gt=0)
+
+    parallel_path: bool = Field(
+        default=True, description="Start the upstream request while the lookup runs (StorInfer)."
+    )
+    parallel_delay_ms: float = Field(default=0.0, ge=0.0, le=10_000.0)
+
+    max_request_bytes: int = Field(default=1 << 20, ge=1024)
+    rate_limit_per_minute: int = Field(
+        default=600, ge=0, description="Requests per API key per minute; 0 = unlimited."
+    )
+    rate_limit_burst: int = Field(default=60, ge=1)
+
+    upstream_connect_timeout_s: float = Field(default=2.0, gt=0)
+    upstream_read_timeout_s: float = Field(default=120.0, gt=0)
+    upstream_max_connections: int = Field(default=256, ge=1)
+    upstream_retries: int = Field(
+        default=2, ge=0, le=10, description="Retries of requests that never reached the upstream."
+    )
+    upstream_retry_backoff_s: float = Field(default=0.05, ge=0)
+    breaker_failure_threshold: int = Field(default=5, ge=1)
+    breaker_reset_s: float = Field(default=10.0, gt=0)
+
+    embed_batch_max: int = Field(default=32, ge=1)
+    embed_batch_window_ms: float = Field(default=1.0, ge=0.0)
+    cost_per_1k_tokens: float = Field(
+        default=0.002, ge=0.0, description="Estimated upstream price, for 'cost saved'."
+    )
+
+    @field_validator("upstream_url")
+    @classmethod
+    def _no_trailing_slash(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @field_validator("tenant_thresholds")
+    @classmethod
+    def _thresholds_in_range(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = {tenant: t for tenant, t in value.items() if not 0.0 <= t <= 1.0}
+        if bad:
+            raise ValueError(f"thresholds must lie in [0, 1]: {bad}")
+        return value
+
+    def threshold_for(self, tenant: str) -> float:
+        return self.tenant_thresholds.get(tenant, self.similarity_threshold)
+
+    @property
+    def open_tenancy(self) -> bool:
+        """No API keys configured: anyone may call, as the tenant 'default'."""
+        return not self.api_keys

@@ -8,6 +8,7 @@ from backend.cli import app as backend_app
 from backend.cli import model_app
 from gateway.cli import app as gateway_app
 from precog.up import up
+from precompute.cli import app as precompute_app
 from store.cli import app as store_app
 
 app = typer.Typer(
@@ -19,6 +20,7 @@ app.add_typer(store_app, name="store", help="Inspect and maintain a store (recor
 app.add_typer(model_app, name="model", help="Prepare model checkpoints for the backend.")
 app.add_typer(backend_app, name="backend", help="The OpenAI-compatible model server.")
 app.add_typer(gateway_app, name="gateway", help="The OpenAI-compatible front proxy.")
+app.add_typer(precompute_app, name="precompute", help="Build a store of likely Q&A from a corpus.")
 app.command(help="Start backend and gateway on localhost with the embedded defaults.")(up)
 
 if __name__ == "__main__":

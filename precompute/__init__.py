@@ -1,1 +1,36 @@
-"""precompute package."""
+"""The offline pipeline: from a corpus to a store of likely questions, their answers and KV caches.
+
+Names load on first use, so that registering `precog precompute` keeps `precog --help` fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from precompute.ingest import CorpusError
+    from precompute.job import PrecomputeError
+    from precompute.pipeline import Engine, run_precompute
+    from precompute.sample import write_sample
+    from precompute.settings import PrecomputeSettings
+
+_EXPORTS = {
+    "CorpusError": "precompute.ingest",
+    "PrecomputeError": "precompute.job",
+    "Engine": "precompute.pipeline",
+    "run_precompute": "precompute.pipeline",
+    "write_sample": "precompute.sample",
+    "PrecomputeSettings": "precompute.settings",
+}
+
+__all__ = ["CorpusError", "Engine", "PrecomputeError", "PrecomputeSettings", "run_precompute", "write_sample"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'precompute' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

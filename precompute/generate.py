@@ -1,0 +1,87 @@
+"""Question generation for one chunk: rounds of prompting with the questions it already has masked in,
+until it has enough questions or runs out of rounds. The same loop serves the local and the Ray engine;
+they differ only in how a round's questions are judged and recorded."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from precompute.chunking import Chunk
+from precompute.questions import AdaptiveTemperature, parse_questions, question_prompt
+from precompute.settings import PrecomputeSettings
+from precompute.upstream import Completion, UpstreamGarbage
+
+ChatCall = Callable[[list[dict[str, str]], float, int, int], Completion]
+
+
+@dataclass(slots=True)
+class ChunkProgress:
+    """Where a chunk stands: replayed from the work log on resume."""
+
+    asked: list[str] = field(default_factory=list)
+    outcomes: list[tuple[int, int]] = field(default_factory=list)  # (parsed, duplicates) of each round
+
+
+@dataclass(frozen=True, slots=True)
+class Round:
+    chunk: Chunk
+    number: int
+    parsed: list[str]
+    completion: Completion
+    temperature: float
+
+
+# Judge a round given how many questions are still wanted: record it, return (accepted, duplicates).
+Judge = Callable[[Round, int], tuple[list[str], int]]
+
+
+def round_seed(chunk_id: str, number: int) -> int:
+    return int.from_bytes(hashlib.blake2b(f"{chunk_id}:{number}".encode(), digest_size=4).digest(), "big")
+
+
+def generate_for_chunk(
+    chunk: Chunk,
+    progress: ChunkProgress,
+    settings: PrecomputeSettings,
+    count_tokens: Callable[[str], int],
+    chat: ChatCall,
+    judge: Judge,
+    on_garbage: Callable[[UpstreamGarbage], None],
+) -> bool:
+    """Run the remaining rounds of `chunk`; True when it is finished (enough questions, or every round
+    recorded). The temperature is replayed from the recorded rounds, so a resumed chunk continues exactly
+    where it stopped."""
+    temperature = AdaptiveTemperature(
+        settings.temperature_start,
+        settings.temperature_step,
+        settings.temperature_cap,
+        settings.duplicate_rate_trigger,
+    )
+    for parsed_count, duplicates in progress.outcomes:
+        temperature.observe(parsed_count, duplicates)
+    prompt_budget = settings.context_tokens - settings.question_max_tokens
+    for number in range(len(progress.outcomes), settings.max_rounds_per_chunk):
+        wanted = settings.max_queries_per_chunk - len(progress.asked)
+        if wanted <= 0:
+            break
+        messages = question_prompt(
+            chunk.text, settings.questions_per_round, progress.asked, prompt_budget, count_tokens
+        )
+        try:
+            completion = chat(
+                messages, temperature.value, settings.question_max_tokens, round_seed(chunk.id, number)
+            )
+        except UpstreamGarbage as exc:
+            on_garbage(exc)
+            continue
+        parsed = parse_questions(completion.text, exclude=progress.asked)
+        accepted, duplicates = judge(Round(chunk, number, parsed, completion, temperature.value), wanted)
+        temperature.observe(len(parsed), duplicates)
+        progress.asked.extend(accepted)
+        progress.outcomes.append((len(parsed), duplicates))
+    return (
+        len(progress.asked) >= settings.max_queries_per_chunk
+        or len(progress.outcomes) >= settings.max_rounds_per_chunk
+    )

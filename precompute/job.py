@@ -1,0 +1,467 @@
+"""One precompute job: its inputs checked, its store and work log opened, and the guarded operations that
+both engines run (every upstream call goes through the budget, the concurrency gate and the stop flag).
+
+A job is identified by its scope: its state lives in `<store>.precompute/<scope>/` beside the store, so the
+same command run again continues it, and a job for another app (another scope) keeps its own log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from precompute.answer import answer_messages, exchange_messages
+from precompute.budget import Budget
+from precompute.chunking import Chunk, chunk_documents
+from precompute.dedup import Deduplicator
+from precompute.generate import ChunkProgress, Round
+from precompute.ingest import CorpusError, read_corpus, read_query_log
+from precompute.settings import PrecomputeSettings
+from precompute.tokens import Tokenizer, load_tokenizer
+from precompute.upstream import Completion, Upstream, UpstreamGarbage, UpstreamUnavailable
+from precompute.worklog import Replay, WorkLog
+from store import (
+    CorruptBlobError,
+    EmbeddingMismatchError,
+    Entry,
+    KVBlob,
+    Source,
+    StoreError,
+    normalise_text,
+    scope_key,
+)
+
+log = logging.getLogger(__name__)
+GARBAGE_LIMIT = 5  # consecutive unusable upstream answers before the job stops
+
+
+class PrecomputeError(RuntimeError):
+    """The job cannot start or cannot go on; the message says why and what to do."""
+
+
+class Stopped(Exception):
+    """Raised inside a worker when the job has stopped (budget, deadline, upstream down)."""
+
+
+def query_id(scope: str, query: str) -> str:
+    """The entry id: the same question in the same scope is the same entry, on every run."""
+    return hashlib.blake2b(f"{scope}\n{normalise_text(query)}".encode(), digest_size=16).hexdigest()
+
+
+def _stored_similarity(store: Any, scope: str) -> Callable[[str, np.ndarray], float]:
+    def similarity(text: str, vector: np.ndarray) -> float:
+        if store.find_exact(scope, text) is not None:
+            return 1.0
+        hits = store.search(scope, vector, 1)
+        return float(hits[0][1]) if hits else 0.0
+
+    return similarity
+
+
+def state_folder(store_path: Path, scope: str) -> Path:
+    return store_path.parent / f"{store_path.name}.precompute" / scope
+
+
+@dataclass(slots=True)
+class Listeners:
+    """Engine callbacks, so the local engine can queue answers and move progress bars as records land."""
+
+    on_query: Callable[[str], None] = lambda _id: None
+    on_record: Callable[[dict[str, Any]], None] = lambda _record: None
+
+
+@dataclass(slots=True)
+class Job:
+    settings: PrecomputeSettings
+    scope: str
+    store: Any
+    embedder: Any
+    upstream: Upstream
+    worklog: WorkLog
+    replay: Replay
+    tokenizer: Tokenizer
+    chunks: dict[str, Chunk]
+    query_log: list[str]
+    skipped_files: list[str]
+    store_path: Path
+    budget: Budget
+    dedup: Deduplicator
+    listeners: Listeners = field(default_factory=Listeners)
+    stop_reason: str | None = None
+    failed: bool = False
+    kv_supported: bool = True
+    garbage: int = 0
+    started: float = field(default_factory=time.monotonic)
+    _gate: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(1))
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _consecutive_garbage: int = 0
+    _vectors: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @classmethod
+    def open(
+        cls, settings: PrecomputeSettings, corpus: Path, store_path: Path, query_log: Path | None = None
+    ) -> Job:
+        """Check every input before anything is created: corpus, upstream, the store's embedding model."""
+        from store import Embedder, Store
+
+        try:
+            documents = read_corpus(corpus)
+            queries = read_query_log(query_log) if query_log else []
+        except CorpusError as exc:
+            raise PrecomputeError(str(exc)) from exc
+        upstream = Upstream(settings.upstream_url, settings.model, settings.request_timeout)
+        try:
+            upstream.check()
+        except UpstreamUnavailable as exc:
+            upstream.close()
+            raise PrecomputeError(f"the backend is not available: {exc}") from exc
+        embedder = Embedder()
+        try:
+            store = Store.open(store_path, embedding_model=embedder.name, dim=embedder.dim, progress=False)
+        except EmbeddingMismatchError as exc:
+            upstream.close()
+            raise PrecomputeError(
+                f"store {store_path} was built with another embedding model: {exc}. "
+                "Use a new --store path, or the embedding model the store was built with."
+            ) from exc
+        except StoreError as exc:
+            upstream.close()
+            raise PrecomputeError(f"cannot open store {store_path}: {exc}") from exc
+        scope = scope_key(settings.model, settings.system_prompt, settings.tenant)
+        folder = state_folder(store_path, scope)
+        worklog, replay = WorkLog.open(folder)
+        tokenizer = load_tokenizer(settings.tokenizer, folder.parent)
+        chunks = chunk_documents(
+            documents.documents, tokenizer, settings.chunk_tokens, settings.chunk_overlap
+        )
+        job = cls(
+            settings=settings,
+            scope=scope,
+            store=store,
+            embedder=embedder,
+            upstream=upstream,
+            worklog=worklog,
+            replay=replay,
+            tokenizer=tokenizer,
+            chunks={c.id: c for c in chunks},
+            query_log=queries,
+            skipped_files=documents.skipped,
+            store_path=store_path,
+            budget=Budget(settings.max_total_tokens, settings.max_wall_seconds),
+            dedup=Deduplicator(settings.dedup_threshold, embedder.dim, _stored_similarity(store, scope)),
+            _gate=threading.Semaphore(settings.concurrency),
+        )
+        job._seed_dedup()
+        for problem in documents.skipped:
+            log.warning("skipped unreadable file", extra={"problem": problem})
+        return job
+
+    def close(self) -> None:
+        self.worklog.close()
+        self.upstream.close()
+        self.store.close()
+
+    def _seed_dedup(self) -> None:
+        known = list(self.replay.queries.values())
+        texts = [q["query"] for q in known]
+        vectors = self.embedder.encode(texts)
+        self._vectors.update((q["id"], v) for q, v in zip(known, vectors, strict=True))
+        self.dedup.seed(texts, vectors)
+
+    # ---- what is left -------------------------------------------------------------------------------------
+
+    def pending_chunks(self) -> list[Chunk]:
+        return [c for cid, c in self.chunks.items() if cid not in self.replay.chunks_done]
+
+    def progress_of(self, chunk_id: str) -> ChunkProgress:
+        return ChunkProgress(
+            list(self.replay.asked.get(chunk_id, [])), list(self.replay.outcomes.get(chunk_id, []))
+        )
+
+    def pending_queries(self) -> list[str]:
+        """Accepted questions not yet in the store whose chunk is still in the corpus."""
+        return [
+            qid
+            for qid, q in self.replay.queries.items()
+            if qid not in self.replay.written and q["chunk"] in self.chunks
+        ]
+
+    # ---- stopping -----------------------------------------------------------------------------------------
+
+    def stop(self, reason: str, failed: bool) -> None:
+        with self._lock:
+            if self.stop_reason is None:
+                self.stop_reason, self.failed = reason, failed
+                log.warning("precompute stopping", extra={"reason": reason})
+
+    @property
+    def stopped(self) -> bool:
+        return self.stop_reason is not None
+
+    def note_garbage(self, exc: UpstreamGarbage) -> None:
+        with self._lock:
+            self.garbage += 1
+            self._consecutive_garbage += 1
+            streak = self._consecutive_garbage
+        log.warning("unusable upstream answer", extra={"error": str(exc)})
+        if streak >= GARBAGE_LIMIT:
+            self.stop(f"the backend returned {streak} unusable answers in a row (last: {exc})", failed=True)
+
+    # ---- the guarded upstream call ------------------------------------------------------------------------
+
+    def chat(
+        self, messages: list[dict[str, str]], temperature: float, max_tokens: int, seed: int
+    ) -> Completion:
+        """One chat completion within the budget and the concurrency limit; Stopped when it may not run."""
+        if self.stopped:
+            raise Stopped
+        prompt = sum(self.tokenizer.count(m["content"]) + 4 for m in messages)
+        reserved = prompt + max_tokens
+        refused = self.budget.reserve(reserved)
+        if refused:
+            self.stop(refused, failed=False)
+            raise Stopped
+        used = 0
+        try:
+            with self._gate:
+                completion = self.upstream.chat(messages, temperature, max_tokens, seed)
+            if completion.tokens == 0:
+                completion = Completion(completion.text, prompt, self.tokenizer.count(completion.text))
+            used = completion.tokens
+            with self._lock:
+                self._consecutive_garbage = 0
+            return completion
+        except UpstreamUnavailable as exc:
+            self.stop(f"the backend is down: {exc}", failed=True)
+            raise Stopped from exc
+        finally:
+            self.budget.settle(reserved, used)
+
+    def _append(self, record: dict[str, Any]) -> None:
+        self.worklog.append(record)
+        self.replay.apply(record)
+        self.listeners.on_record(record)
+
+    # ---- stage 2+3: generate and deduplicate --------------------------------------------------------------
+
+    def judge_round(self, round_: Round, wanted: int) -> tuple[list[str], int]:
+        """Dedup a round's questions against the store and this job, and record the round in one line."""
+        return self.record_round(
+            round_.chunk.id,
+            round_.number,
+            round_.temperature,
+            len(round_.parsed),
+            round_.parsed,
+            0,
+            round_.completion.tokens,
+            wanted,
+        )
+
+    def record_remote_round(self, chunk_id: str, round_: dict[str, Any]) -> None:
+        """A round judged by a Ray worker within its chunk only: dedup it against everything else here."""
+        wanted = self.settings.max_queries_per_chunk - len(self.replay.asked.get(chunk_id, []))
+        self.record_round(
+            chunk_id,
+            round_["number"],
+            round_["temperature"],
+            round_["parsed"],
+            round_["accepted"],
+            round_["duplicates"],
+            round_["tokens"],
+            wanted,
+        )
+
+    def record_round(
+        self,
+        chunk_id: str,
+        number: int,
+        temperature: float,
+        parsed: int,
+        candidates: list[str],
+        known_duplicates: int,
+        tokens: int,
+        wanted: int,
+    ) -> tuple[list[str], int]:
+        vectors = self.embedder.encode(candidates)
+        kept, duplicates = self.dedup.accept(candidates, vectors, max(wanted, 0))
+        accepted = [
+            {
+                "id": query_id(self.scope, candidates[i]),
+                "query": candidates[i],
+                "chunk": chunk_id,
+                "origin": "generated",
+            }
+            for i in kept
+        ]
+        self._vectors.update((a["id"], vectors[i]) for a, i in zip(accepted, kept, strict=True))
+        duplicates += known_duplicates
+        self._append(
+            {
+                "t": "round",
+                "chunk": chunk_id,
+                "round": number,
+                "temperature": temperature,
+                "parsed": parsed,
+                "duplicates": duplicates,
+                "accepted": accepted,
+                "tokens": tokens,
+            }
+        )
+        for a in accepted:
+            self.listeners.on_query(a["id"])
+        return [a["query"] for a in accepted], duplicates
+
+    def charge_remote(self, tokens: int) -> bool:
+        """Count tokens a Ray worker spent; True (and the job stopped) once a budget is reached."""
+        self.budget.settle(0, tokens)
+        refused = self.budget.reserve(0)
+        if refused:
+            self.stop(refused, failed=False)
+            return True
+        self.budget.settle(0, 0)
+        return False
+
+    def chunk_done(self, chunk_id: str) -> None:
+        self._append({"t": "chunk_done", "chunk": chunk_id})
+
+    def ingest_query_log(self) -> None:
+        """Historical queries: each goes to its most similar chunk, through the same dedup, in one record."""
+        if self.replay.query_log_done or not self.query_log:
+            return
+        chunk_ids = list(self.chunks)
+        chunk_vectors = self.embedder.encode([self.chunks[c].text for c in chunk_ids])
+        vectors = self.embedder.encode(self.query_log)
+        kept, duplicates = self.dedup.accept(self.query_log, vectors, len(self.query_log))
+        accepted = []
+        for i in kept:
+            nearest = chunk_ids[int(np.argmax(chunk_vectors @ vectors[i]))]
+            entry = {
+                "id": query_id(self.scope, self.query_log[i]),
+                "query": self.query_log[i],
+                "chunk": nearest,
+                "origin": "query-log",
+            }
+            self._vectors[entry["id"]] = vectors[i]
+            accepted.append(entry)
+        self._append(
+            {"t": "query_log", "parsed": len(self.query_log), "duplicates": duplicates, "accepted": accepted}
+        )
+        for a in accepted:
+            self.listeners.on_query(a["id"])
+
+    # ---- stage 4: answer ----------------------------------------------------------------------------------
+
+    def answer(self, qid: str) -> None:
+        if qid in self.replay.answers:
+            return
+        query = self.replay.queries[qid]
+        messages = answer_messages(
+            self.settings.system_prompt, self.chunks[query["chunk"]].text, query["query"]
+        )
+        completion = self.chat(messages, 0.0, self.settings.answer_max_tokens, 0)
+        answer = completion.text.strip()
+        if not answer:
+            self.note_garbage(UpstreamGarbage(f"empty answer to {query['query']!r}"))
+            return
+        self.record_answer(qid, answer, completion)
+
+    def record_answer(self, qid: str, answer: str, completion: Completion) -> None:
+        self._append(
+            {
+                "t": "answer",
+                "id": qid,
+                "answer": answer,
+                "prompt_tokens": completion.prompt_tokens,
+                "completion_tokens": completion.completion_tokens,
+                "tokens": completion.tokens,
+            }
+        )
+
+    # ---- stage 5: KV capture ------------------------------------------------------------------------------
+
+    def wants_kv(self, qid: str) -> bool:
+        return (
+            self.settings.capture_kv
+            and self.kv_supported
+            and qid in self.replay.answers
+            and qid not in self.replay.kv
+        )
+
+    def capture_kv(self, qid: str) -> None:
+        if not self.wants_kv(qid):
+            return
+        if self.stopped:
+            raise Stopped
+        query = self.replay.queries[qid]
+        messages = exchange_messages(
+            self.settings.system_prompt, query["query"], self.replay.answers[qid]["answer"]
+        )
+        try:
+            with self._gate:
+                blob = self.upstream.export_kv(messages)
+        except UpstreamUnavailable as exc:
+            self.stop(f"the backend is down: {exc}", failed=True)
+            raise Stopped from exc
+        except UpstreamGarbage as exc:
+            self.note_garbage(exc)
+            return
+        self.record_kv(qid, blob)
+
+    def record_kv(self, qid: str, blob: bytes | None) -> None:
+        if blob is None:
+            if self.kv_supported:
+                log.warning("the backend has no KV export (/v1/kv/export); storing entries without KV caches")
+            self.kv_supported = False
+            return
+        try:
+            KVBlob.from_bytes(blob)
+        except CorruptBlobError as exc:
+            self.note_garbage(UpstreamGarbage(f"KV export is not a valid KV blob: {exc}"))
+            return
+        self.worklog.save_kv(qid, blob)
+        self._append({"t": "kv", "id": qid, "bytes": len(blob)})
+
+    # ---- stage 6: write -----------------------------------------------------------------------------------
+
+    def write(self, qid: str) -> None:
+        """Put the entry (with its KV blob, atomically) unless a killed run already did, then record it."""
+        if qid in self.replay.written or qid not in self.replay.answers or self.wants_kv(qid):
+            return
+        query = self.replay.queries[qid]
+        blob_path = self.worklog.kv_path(qid)
+        raw = blob_path.read_bytes() if qid in self.replay.kv and blob_path.exists() else None
+        if self.store.get(qid) is None:
+            vector = self._vectors.get(qid)
+            if vector is None:
+                vector = self.embedder.encode([query["query"]])[0]
+            chunk = self.chunks[query["chunk"]]
+            ttl = self.settings.ttl_seconds
+            entry = Entry(
+                scope=self.scope,
+                query=query["query"],
+                answer=self.replay.answers[qid]["answer"],
+                embedding=vector,
+                model=self.settings.model,
+                source=Source.PRECOMPUTED,
+                id=qid,
+                expires=None if ttl is None else time.time() + ttl,
+                meta={
+                    "chunk": chunk.id,
+                    "file": chunk.source,
+                    "start": str(chunk.start),
+                    "end": str(chunk.end),
+                    "origin": query["origin"],
+                    "tenant": self.settings.tenant,
+                },
+            )
+            self.store.put(entry, blob=None if raw is None else KVBlob.from_bytes(raw))
+        self._append({"t": "written", "id": qid, "kv_bytes": len(raw) if raw else 0})
+        blob_path.unlink(missing_ok=True)

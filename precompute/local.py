@@ -1,0 +1,69 @@
+"""The default engine: worker threads on this machine. Chunks are questioned by one pool; every accepted
+question goes straight to a second pool that answers it, captures its KV cache and writes its entry, so
+answering starts while generation is still running. The job's gate bounds concurrent upstream calls."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+
+from precompute.chunking import Chunk
+from precompute.generate import generate_for_chunk
+from precompute.job import Job, Stopped
+
+log = logging.getLogger(__name__)
+
+
+def run_local(job: Job) -> None:
+    settings = job.settings
+    finishers = ThreadPoolExecutor(settings.concurrency, thread_name_prefix="answer")
+    pending: list[Future[None]] = []
+    lock = threading.Lock()
+
+    def guarded(work, *args) -> None:
+        try:
+            work(*args)
+        except Stopped:
+            pass
+        except Exception as exc:
+            log.exception("precompute worker failed")
+            job.stop(f"unexpected error: {type(exc).__name__}: {exc}", failed=True)
+
+    def finish(qid: str) -> None:
+        job.answer(qid)
+        job.capture_kv(qid)
+        job.write(qid)
+
+    def submit(qid: str) -> None:
+        with lock:
+            pending.append(finishers.submit(guarded, finish, qid))
+
+    def question(chunk: Chunk) -> None:
+        progress = job.progress_of(chunk.id)
+        finished = generate_for_chunk(
+            chunk, progress, settings, job.tokenizer.count, job.chat, job.judge_round, job.note_garbage
+        )
+        if finished and not job.stopped:
+            job.chunk_done(chunk.id)
+
+    notify = job.listeners.on_query
+
+    def on_query(qid: str) -> None:
+        notify(qid)
+        submit(qid)
+
+    job.listeners.on_query = on_query
+    for qid in job.pending_queries():
+        submit(qid)
+    guarded(job.ingest_query_log)
+    with ThreadPoolExecutor(settings.concurrency, thread_name_prefix="generate") as generators:
+        for chunk in job.pending_chunks():
+            generators.submit(guarded, question, chunk)
+    while True:
+        with lock:
+            outstanding = [f for f in pending if not f.done()]
+        if not outstanding:
+            break
+        wait(outstanding)
+    finishers.shutdown()

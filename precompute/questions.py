@@ -1,0 +1,88 @@
+"""Question generation prompts (with adaptive query masking), output parsing and adaptive temperature.
+
+StorInfer's generator: the questions already asked about a chunk go into the prompt, newest first, as many
+as fit the context left after the instructions, the chunk and the answer room; the sampling temperature
+starts at 0.7 and rises by `step` (default 0.15, capped at 1.3) after any round in which at least
+`trigger` (default half) of the parsed questions were duplicates, and resets for every chunk.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+
+from store import normalise_text
+
+GENERATOR_SYSTEM = (
+    "You write the questions that users of a chat app ask about a document. Reply with questions only."
+)
+
+_PREFIX = re.compile(r"^\s*(?:[-*•>]+|\(?\d{1,3}\s*[.):\]]|q(?:uestion)?\s*\d*\s*[:.)-])\s*", re.IGNORECASE)
+_MARKUP = re.compile(r"[*_`#]+")
+_INTERROGATIVE = re.compile(
+    r"^(what|who|whom|whose|when|where|why|which|how|is|are|was|were|do|does|did|can|could|should|"
+    r"would|will|has|have|had)\b",
+    re.IGNORECASE,
+)
+_META = re.compile(r"^(here (are|is)|sure|certainly|okay|ok|note|questions?:)", re.IGNORECASE)
+MIN_WORDS, MAX_WORDS = 3, 40
+
+
+def question_prompt(
+    chunk: str, wanted: int, asked: Sequence[str], budget_tokens: int, count: Callable[[str], int]
+) -> list[dict[str, str]]:
+    """Chat messages asking for `wanted` new questions; `asked` (oldest first) is masked newest first
+    until the prompt would exceed `budget_tokens`."""
+    head = (
+        f"Document:\n{chunk}\n\nWrite {wanted} different questions that a user might ask and that this "
+        "document answers. Write each question on its own line, as a user would type it."
+    )
+    used = count(GENERATOR_SYSTEM) + count(head) + 16
+    masked: list[str] = []
+    for question in reversed(asked):
+        cost = count(question) + 2
+        if used + cost > budget_tokens:
+            break
+        masked.append(question)
+        used += cost
+    user = head
+    if masked:
+        user += "\n\nThese were already asked; do not repeat them:\n" + "\n".join(f"- {q}" for q in masked)
+    return [{"role": "system", "content": GENERATOR_SYSTEM}, {"role": "user", "content": user}]
+
+
+def _candidates(line: str) -> list[str]:
+    line = _MARKUP.sub("", _PREFIX.sub("", line)).strip().strip("\"'“”‘’").strip()
+    if not line or _META.match(line):
+        return []
+    if "?" in line:
+        parts = [p.strip() for p in line.split("?")[:-1]]
+        return [_PREFIX.sub("", p).strip("\"'“”‘’ ") + "?" for p in parts if p.strip()]
+    return [line.rstrip(".:;!") + "?"] if _INTERROGATIVE.match(line) else []
+
+
+def parse_questions(text: str, exclude: Sequence[str] = ()) -> list[str]:
+    """Questions in a small model's free-form output: numbered, bulleted, quoted or run together on one
+    line. Keeps 3-40 word questions, drops meta lines ("Here are..."), repeats and anything in `exclude`."""
+    seen = {normalise_text(q) for q in exclude}
+    found: list[str] = []
+    for line in text.splitlines():
+        for question in _candidates(line):
+            words = len(question.split())
+            key = normalise_text(question)
+            if MIN_WORDS <= words <= MAX_WORDS and key not in seen:
+                seen.add(key)
+                found.append(question)
+    return found
+
+
+class AdaptiveTemperature:
+    """Raised by `step` (up to `cap`) after a round whose duplicate rate reaches `trigger`."""
+
+    def __init__(self, start: float, step: float, cap: float, trigger: float) -> None:
+        self.value = start
+        self._step, self._cap, self._trigger = step, cap, trigger
+
+    def observe(self, parsed: int, duplicates: int) -> None:
+        if parsed == 0 or duplicates / parsed >= self._trigger:
+            self.value = min(self._cap, round(self.value + self._step, 4))

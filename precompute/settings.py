@@ -1,0 +1,64 @@
+"""Settings of the offline pipeline: the scope it writes, the upstream it calls and the budgets it keeps."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import Field, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from precog import ServiceSettings
+
+
+class PrecomputeSettings(ServiceSettings):
+    """`[precompute]` in the config file, `PRECOG_PRECOMPUTE_*` in the environment.
+
+    `model`, `system_prompt` and `tenant` name the scope of the chat app the store serves: they must be what
+    that app sends to the gateway, or its first-turn requests will never hit these entries.
+    """
+
+    section: ClassVar[str] = "precompute"
+    model_config = SettingsConfigDict(env_prefix="PRECOG_PRECOMPUTE_", extra="forbid")
+
+    upstream_url: str = "http://127.0.0.1:8001"
+    model: str = "SmolLM2-135M-Instruct"
+    system_prompt: str = "You are a helpful assistant."
+    tenant: str = "default"
+
+    tokenizer: str = Field(
+        "auto",
+        description="'auto' (the backend model's tokenizer when found, else 'simple'), 'simple' "
+        "(words and punctuation, about 1.3 per model token) or a path to a Hugging Face tokenizer folder",
+    )
+    chunk_tokens: int = Field(256, ge=16)
+    chunk_overlap: int = Field(32, ge=0)
+    context_tokens: int = Field(2048, ge=256, description="the generator's context; bounds query masking")
+
+    max_queries_per_chunk: int = Field(5, ge=1)
+    questions_per_round: int = Field(5, ge=1)
+    max_rounds_per_chunk: int = Field(4, ge=1)
+    question_max_tokens: int = Field(160, ge=16)
+    answer_max_tokens: int = Field(160, ge=16)
+    temperature_start: float = Field(0.7, ge=0.0, le=2.0)
+    temperature_step: float = Field(0.15, gt=0.0)
+    temperature_cap: float = Field(1.3, ge=0.0, le=2.0)
+    duplicate_rate_trigger: float = Field(0.5, gt=0.0, le=1.0)
+
+    dedup_threshold: float = Field(0.99, gt=0.0, le=1.0)
+    ttl_seconds: float | None = Field(30 * 24 * 3600.0, gt=0)
+    capture_kv: bool = True
+
+    concurrency: int = Field(4, ge=1)
+    request_timeout: float = Field(300.0, gt=0)
+    max_total_tokens: int | None = Field(None, ge=1, description="per invocation: prompt + completion")
+    max_wall_seconds: float | None = Field(None, gt=0, description="per invocation")
+
+    @model_validator(mode="after")
+    def _overlap_below_chunk(self) -> PrecomputeSettings:
+        if self.chunk_overlap >= self.chunk_tokens:
+            raise ValueError(
+                f"chunk_overlap ({self.chunk_overlap}) must be below chunk_tokens ({self.chunk_tokens})"
+            )
+        if self.temperature_cap < self.temperature_start:
+            raise ValueError("temperature_cap must be at least temperature_start")
+        return self

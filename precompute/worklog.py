@@ -1,0 +1,107 @@
+"""The pipeline's checkpoint: an append-only JSONL log plus KV blob files, in a state folder beside the store.
+
+Each record is one `os.write` of one line on an O_APPEND descriptor, so a kill -9 leaves at most a torn last
+line, which `WorkLog.open` cuts off. Every stage writes its record only after its work is durable, and the
+work it describes is idempotent to redo, so replaying the log tells exactly what is left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(slots=True)
+class Replay:
+    """What the log says is done, by stage."""
+
+    outcomes: dict[str, list[tuple[int, int]]] = field(default_factory=lambda: defaultdict(list))
+    asked: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    chunks_done: set[str] = field(default_factory=set)
+    queries: dict[str, dict[str, Any]] = field(default_factory=dict)
+    answers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    kv: dict[str, dict[str, Any]] = field(default_factory=dict)
+    written: set[str] = field(default_factory=set)
+    query_log_done: bool = False
+    parsed: int = 0
+    duplicates: int = 0
+    tokens: int = 0
+
+    def apply(self, record: dict[str, Any]) -> None:
+        kind = record["t"]
+        self.tokens += int(record.get("tokens", 0))
+        if kind == "round":
+            chunk = record["chunk"]
+            self.outcomes[chunk].append((record["parsed"], record["duplicates"]))
+            self.parsed += record["parsed"]
+            self.duplicates += record["duplicates"]
+            for query in record["accepted"]:
+                self.queries[query["id"]] = query
+                self.asked[query["chunk"]].append(query["query"])
+        elif kind == "query_log":
+            self.query_log_done = True
+            self.parsed += record["parsed"]
+            self.duplicates += record["duplicates"]
+            for query in record["accepted"]:
+                self.queries[query["id"]] = query
+        elif kind == "chunk_done":
+            self.chunks_done.add(record["chunk"])
+        elif kind == "answer":
+            self.answers[record["id"]] = record
+        elif kind == "kv":
+            self.kv[record["id"]] = record
+        elif kind == "written":
+            self.written.add(record["id"])
+        else:
+            raise ValueError(f"unknown work log record type {kind!r}")
+
+
+class WorkLog:
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.kv_folder = folder / "kv"
+        self._path = folder / "log.jsonl"
+        self._lock = threading.Lock()
+        self._fd = -1
+
+    @classmethod
+    def open(cls, folder: Path) -> tuple[WorkLog, Replay]:
+        """Open (creating) the log, cut a torn last line, and replay it."""
+        log = cls(folder)
+        log.kv_folder.mkdir(parents=True, exist_ok=True)
+        replay = Replay()
+        if log._path.exists():
+            data = log._path.read_bytes()
+            complete = data[: data.rfind(b"\n") + 1]
+            if len(complete) != len(data):
+                with open(log._path, "r+b") as handle:
+                    handle.truncate(len(complete))
+            for line in complete.splitlines():
+                replay.apply(json.loads(line))
+        log._fd = os.open(log._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        return log, replay
+
+    def append(self, record: dict[str, Any]) -> None:
+        line = (json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+        with self._lock:
+            os.write(self._fd, line)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def kv_path(self, query_id: str) -> Path:
+        return self.kv_folder / f"{query_id}.kv"
+
+    def save_kv(self, query_id: str, blob: bytes) -> None:
+        """Write then rename, so a blob file is either absent or complete."""
+        final = self.kv_path(query_id)
+        partial = final.with_suffix(".part")
+        partial.write_bytes(blob)
+        os.replace(partial, final)

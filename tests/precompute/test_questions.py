@@ -1,0 +1,68 @@
+"""Parsing a small model's question lists, masking within the token budget, adaptive temperature."""
+
+from __future__ import annotations
+
+from precompute.questions import AdaptiveTemperature, parse_questions, question_prompt
+from precompute.tokens import SimpleTokenizer
+
+
+def test_parses_numbered_bulleted_and_run_together_questions() -> None:
+    text = (
+        "Sure! Here are 4 questions:\n"
+        "1. What is anarchism?\n"
+        "2) **Who founded the first anarchist school?**\n"
+        '- "When did Alabama become a state?"\n'
+        "Q4: Why is the sky blue? How do rainbows form?\n"
+        "This line is a statement.\n"
+        "How many moons does Mars have\n"
+        "Is it?\n"
+    )
+    assert parse_questions(text) == [
+        "What is anarchism?",
+        "Who founded the first anarchist school?",
+        "When did Alabama become a state?",
+        "Why is the sky blue?",
+        "How do rainbows form?",
+        "How many moons does Mars have?",
+    ]
+
+
+def test_drops_repeats_and_already_asked_questions() -> None:
+    text = "1. What is anarchism?\n2. what is  ANARCHISM?\n3. Where is Alabama located?"
+    assert parse_questions(text, exclude=["Where is Alabama located?"]) == ["What is anarchism?"]
+
+
+def test_garbage_output_yields_no_questions() -> None:
+    assert parse_questions("<html>\x00\x01 ??? !!\n{}") == []
+
+
+def test_masking_keeps_newest_questions_that_fit_the_budget() -> None:
+    tok = SimpleTokenizer()
+    asked = [f"What is fact number {i} of the chunk?" for i in range(50)]
+    budget = 120
+    messages = question_prompt("The chunk text.", 3, asked, budget, tok.count)
+    user = messages[-1]["content"]
+    masked = [line[2:] for line in user.splitlines() if line.startswith("- ")]
+    assert masked, "some questions must fit"
+    assert masked[0] == asked[-1]
+    assert masked == list(reversed(asked))[: len(masked)]
+    assert len(masked) < len(asked)
+    assert sum(tok.count(m["content"]) for m in messages) <= budget
+
+
+def test_no_mask_section_without_asked_questions() -> None:
+    messages = question_prompt("Chunk.", 5, [], 500, SimpleTokenizer().count)
+    assert "already asked" not in messages[-1]["content"]
+    assert "Write 5 different questions" in messages[-1]["content"]
+
+
+def test_temperature_rises_on_duplicates_up_to_the_cap() -> None:
+    temperature = AdaptiveTemperature(0.7, 0.15, 1.0, 0.5)
+    temperature.observe(parsed=4, duplicates=1)
+    assert temperature.value == 0.7
+    temperature.observe(parsed=4, duplicates=2)
+    assert temperature.value == 0.85
+    temperature.observe(parsed=0, duplicates=0)
+    assert temperature.value == 1.0
+    temperature.observe(parsed=3, duplicates=3)
+    assert temperature.value == 1.0

@@ -1,7 +1,78 @@
-"""The on-disk truth: entry records (RocksDB), the vector index (FAISS), KV-cache blobs, snapshots."""
+"""The on-disk truth: entry records (RocksDB), the vector index (FAISS), KV-cache blobs, snapshots.
 
-from store.entry import Entry, Source
-from store.kvblob import CorruptBlobError, KVBlob
-from store.scope import Turn, normalise_text, scope_key
+Heavy parts (torch through KVBlob, FAISS, sentence-transformers) load on first use of their name, so
+that importing this package (e.g. for `precog --help`) stays fast.
+"""
 
-__all__ = ["CorruptBlobError", "Entry", "KVBlob", "Source", "Turn", "normalise_text", "scope_key"]
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from store.embedding import Embedder
+    from store.entry import Entry, Source
+    from store.errors import (
+        EmbeddingMismatchError,
+        NotAStoreError,
+        ReadOnlyStoreError,
+        StoreError,
+        StoreWriteError,
+    )
+    from store.kvblob import CorruptBlobError, KVBlob
+    from store.records import CorruptRecordError
+    from store.scope import Turn, normalise_text, scope_key
+    from store.scope_index import IndexParams
+    from store.store import Store
+    from store.verify import Problem, VerifyReport
+
+_EXPORTS = {
+    "Embedder": "store.embedding",
+    "Entry": "store.entry",
+    "Source": "store.entry",
+    "EmbeddingMismatchError": "store.errors",
+    "NotAStoreError": "store.errors",
+    "ReadOnlyStoreError": "store.errors",
+    "StoreError": "store.errors",
+    "StoreWriteError": "store.errors",
+    "CorruptBlobError": "store.kvblob",
+    "KVBlob": "store.kvblob",
+    "CorruptRecordError": "store.records",
+    "Turn": "store.scope",
+    "normalise_text": "store.scope",
+    "scope_key": "store.scope",
+    "IndexParams": "store.scope_index",
+    "Store": "store.store",
+    "Problem": "store.verify",
+    "VerifyReport": "store.verify",
+}
+
+__all__ = [
+    "CorruptBlobError",
+    "CorruptRecordError",
+    "Embedder",
+    "EmbeddingMismatchError",
+    "Entry",
+    "IndexParams",
+    "KVBlob",
+    "NotAStoreError",
+    "Problem",
+    "ReadOnlyStoreError",
+    "Source",
+    "Store",
+    "StoreError",
+    "StoreWriteError",
+    "Turn",
+    "VerifyReport",
+    "normalise_text",
+    "scope_key",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'store' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

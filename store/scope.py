@@ -1,4 +1,4 @@
-"""The scope key: a stored answer is only valid for the same model, system prompt, tenant and earlier turns."""
+"""The scope key: a stored answer is valid only for the same model, system prompt, tenant, earlier turns."""
 
 from __future__ import annotations
 

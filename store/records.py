@@ -1,0 +1,123 @@
+"""Byte layout of what the store keeps in RocksDB: entry records, index keys and counters.
+
+An entry record is `MAGIC | blake2b-16(body) | body`, body = `u32 header length | JSON header | float32
+embedding`. The checksum lets `verify` and every read tell a damaged record from a valid one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+from store.entry import Entry, Source
+from store.scope import normalise_text
+
+MAGIC = b"PE1"
+_DIGEST = 16
+_HITS = struct.Struct("<Qd")
+_U64 = struct.Struct("<Q")
+MAX_ID_LENGTH = 128
+
+
+class CorruptRecordError(ValueError):
+    """A stored entry record does not parse or its checksum does not match."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEntry:
+    """An entry as read back, with what the store tracks about it beyond the public Entry fields."""
+
+    entry: Entry
+    owns_blob: bool
+
+
+def check_id(kind: str, value: str) -> None:
+    """Ids become RocksDB keys and index file lines: printable, short, non-empty."""
+    if not isinstance(value, str) or not value or len(value) > MAX_ID_LENGTH or not value.isprintable():
+        raise ValueError(f"{kind} must be a printable, non-empty string of at most {MAX_ID_LENGTH} chars")
+
+
+def _digest(body: bytes) -> bytes:
+    return hashlib.blake2b(body, digest_size=_DIGEST).digest()
+
+
+def encode_entry(entry: Entry, owns_blob: bool) -> bytes:
+    header = {
+        "id": entry.id,
+        "scope": entry.scope,
+        "query": entry.query,
+        "answer": entry.answer,
+        "model": entry.model,
+        "source": str(entry.source),
+        "created": entry.created,
+        "expires": entry.expires,
+        "kv_blob_id": entry.kv_blob_id,
+        "meta": entry.meta,
+        "owns_blob": owns_blob,
+    }
+    head = json.dumps(header, ensure_ascii=False, separators=(",", ":")).encode()
+    body = struct.pack("<I", len(head)) + head + np.asarray(entry.embedding, dtype=np.float32).tobytes()
+    return MAGIC + _digest(body) + body
+
+
+def decode_entry(data: bytes, hits: int = 0) -> StoredEntry:
+    """Parse a record; raises CorruptRecordError rather than ever returning a damaged entry."""
+    if len(data) < len(MAGIC) + _DIGEST + 4 or not data.startswith(MAGIC):
+        raise CorruptRecordError("record does not start with the entry magic")
+    digest, body = data[len(MAGIC) : len(MAGIC) + _DIGEST], data[len(MAGIC) + _DIGEST :]
+    if _digest(body) != digest:
+        raise CorruptRecordError("record checksum mismatch")
+    (head_len,) = struct.unpack_from("<I", body)
+    try:
+        header = json.loads(body[4 : 4 + head_len])
+        vector = np.frombuffer(body[4 + head_len :], dtype=np.float32).copy()
+        entry = Entry(
+            id=header["id"],
+            scope=header["scope"],
+            query=header["query"],
+            answer=header["answer"],
+            embedding=vector,
+            model=header["model"],
+            source=Source(header["source"]),
+            created=float(header["created"]),
+            expires=header["expires"],
+            hits=hits,
+            kv_blob_id=header["kv_blob_id"],
+            meta=dict(header["meta"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CorruptRecordError(f"record does not parse: {exc}") from exc
+    return StoredEntry(entry=entry, owns_blob=bool(header.get("owns_blob", False)))
+
+
+def exact_key(scope: str, query: str) -> bytes:
+    """Key of the per-scope exact-text index: scope, then a hash of the normalised query."""
+    text_hash = hashlib.blake2b(normalise_text(query).encode(), digest_size=16).digest()
+    return scope_prefix(scope) + text_hash
+
+
+def scope_prefix(scope: str) -> bytes:
+    return scope.encode() + b"\x00"
+
+
+def encode_hits(count: int, last_hit: float) -> bytes:
+    return _HITS.pack(count, last_hit)
+
+
+def decode_hits(data: bytes | None) -> tuple[int, float]:
+    if data is None or len(data) != _HITS.size:
+        return 0, 0.0
+    count, last = _HITS.unpack(data)
+    return int(count), float(last)
+
+
+def encode_u64(value: int) -> bytes:
+    return _U64.pack(value)
+
+
+def decode_u64(data: bytes) -> int:
+    return int(_U64.unpack(data)[0])

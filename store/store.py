@@ -1,0 +1,639 @@
+"""The Store facade: entries in RocksDB, their vectors in per-scope FAISS indexes, KV blobs beside them.
+
+Every entry is written in one RocksDB WriteBatch together with its exact-text key, its KV blob and the
+bumped vector epoch, so a crash leaves either all of it or none. The FAISS index is derived data; it is
+updated after the batch commits, saved on close, and rebuilt from the records when it does not match.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import shutil
+import threading
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Set
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from store import archive
+from store.db import DB_DIR, INDEX_DIR, Database, stored_identity
+from store.embedding import MODEL_DIM, MODEL_NAME
+from store.entry import Entry
+from store.errors import ReadOnlyStoreError, StoreError
+from store.index_files import IndexUnusableError, index_disk_bytes, load_index, save_index
+from store.kvblob import CorruptBlobError, KVBlob
+from store.records import (
+    CorruptRecordError,
+    StoredEntry,
+    check_id,
+    decode_entry,
+    decode_hits,
+    encode_entry,
+    encode_hits,
+    encode_u64,
+    exact_key,
+    scope_prefix,
+)
+from store.scope import normalise_text
+from store.scope_index import IndexParams, ScopeIndex
+from store.vector_index import VectorIndex
+from store.vectors import normalised
+from store.verify import VerifyReport, verify_store
+
+log = logging.getLogger(__name__)
+
+# Blob records start with one byte saying who owns them: an entry (deleted with it) or nobody.
+BLOB_OF_ENTRY = b"E"
+BLOB_STANDALONE = b"S"
+_DELETE_CHUNK = 1_000
+
+
+def _directory_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
+
+
+class Store:
+    """One store directory, opened for writing by one process or read-only by any number of others."""
+
+    def __init__(
+        self,
+        path: Path,
+        db: Database,
+        embedding_model: str,
+        dim: int,
+        epoch: int,
+        params: IndexParams,
+        progress: bool,
+    ) -> None:
+        self.path = path
+        self.embedding_model = embedding_model
+        self.dim = dim
+        self.read_only = db.read_only
+        self._db = db
+        self._epoch = epoch
+        self._params = params
+        self._progress = progress
+        self._write_lock = threading.RLock()
+        self._closed = False
+        self._index = self._open_index()
+
+    # ---- opening and closing -------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        *,
+        embedding_model: str = MODEL_NAME,
+        dim: int = MODEL_DIM,
+        read_only: bool = False,
+        create: bool = True,
+        sync: bool = False,
+        index_params: IndexParams | None = None,
+        progress: bool = True,
+    ) -> Store:
+        """Open (or create) the store at `path`.
+
+        read_only: many processes may read while one writes; the reader sees the records as of opening.
+        sync: fsync every write (survives power loss, not just a killed process) at a large cost per put.
+        """
+        if not isinstance(dim, int) or dim <= 0:
+            raise ValueError(f"dim must be a positive integer, got {dim!r}")
+        path = Path(path)
+        db = Database(path, read_only=read_only, create=create, sync=sync)
+        try:
+            if db.creating:
+                db.init_meta(embedding_model, dim)
+            meta = db.read_meta(embedding_model, dim)
+            return cls(path, db, embedding_model, dim, meta.epoch, index_params or IndexParams(), progress)
+        except BaseException:
+            db.close()
+            raise
+
+    def close(self) -> None:
+        """Save the vector index (writers) and release the database; calling it twice is harmless."""
+        with self._write_lock:
+            if self._closed:
+                return
+            try:
+                if not self.read_only:
+                    self._save_index()
+            finally:
+                self._closed = True
+                self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        """Entries with a vector in the index (expired ones included until compact())."""
+        return len(self._index)
+
+    # ---- entries -------------------------------------------------------------------------------
+
+    def put(self, entry: Entry, blob: KVBlob | None = None) -> str:
+        """Store `entry` (and `blob`, atomically with it); returns its id.
+
+        An earlier entry with the same id, or with the same scope and normalised query, is replaced.
+        On return `entry.embedding` is the stored unit vector and `entry.kv_blob_id` names the blob.
+        """
+        return self.put_many([entry], None if blob is None else [blob])[0]
+
+    def put_many(self, entries: list[Entry], blobs: list[KVBlob | None] | None = None) -> list[str]:
+        """Store many entries in one atomic batch (much faster than put() one at a time)."""
+        self._check_writable()
+        if blobs is not None and len(blobs) != len(entries):
+            raise ValueError("put_many needs one blob (or None) per entry")
+        pairs = list(zip(entries, blobs or [None] * len(entries), strict=True))
+        vectors = [self._validated(entry) for entry, _ in pairs]
+        keys = [exact_key(entry.scope, entry.query) for entry in entries]
+        new_ids = {entry.id for entry in entries}
+        if len(new_ids) < len(entries) or len(set(keys)) < len(entries):
+            raise ValueError("put_many got two entries with the same id, or the same scope and query")
+        claimed = set(keys)
+        with self._write_lock:
+            self._check_open()
+            batch = self._db.batch()
+            replaced: dict[str, StoredEntry] = {}
+            written: list[Entry] = []
+            for (entry, blob), vector, key in zip(pairs, vectors, keys, strict=True):
+                stored = dataclasses.replace(entry, embedding=vector, hits=0)
+                holder = self._db.cf["exact"].get(key)
+                old_ids = {stored.id} | ({holder.decode()} - new_ids if holder is not None else set())
+                for old in self._stored_entries(sorted(old_ids - set(replaced))):
+                    self._delete_in(batch, old, claimed)
+                    replaced[old.entry.id] = old
+                if blob is not None:
+                    stored.kv_blob_id = uuid.uuid4().hex
+                    batch.put(
+                        stored.kv_blob_id.encode(), BLOB_OF_ENTRY + blob.to_bytes(), self._db.handle("blobs")
+                    )
+                batch.put(
+                    stored.id.encode(), encode_entry(stored, blob is not None), self._db.handle("entries")
+                )
+                batch.put(key, stored.id.encode(), self._db.handle("exact"))
+                written.append(stored)
+            self._commit(batch)
+            for old in replaced.values():
+                self._index.remove(old.entry.scope, [old.entry.id])
+            by_scope: dict[str, list[Entry]] = defaultdict(list)
+            for stored in written:
+                by_scope[stored.scope].append(stored)
+            for scope, group in by_scope.items():
+                self._index.add(scope, [e.id for e in group], np.stack([e.embedding for e in group]))
+        for entry, stored in zip(entries, written, strict=True):
+            entry.embedding = stored.embedding
+            entry.kv_blob_id = stored.kv_blob_id
+        return [entry.id for entry in entries]
+
+    def get(self, entry_id: str) -> Entry | None:
+        """The entry (expired or not), or None; CorruptRecordError if its record is damaged."""
+        self._check_open()
+        data = self._db.cf["entries"].get(entry_id.encode())
+        if data is None:
+            return None
+        hits, _ = decode_hits(self._db.cf["hits"].get(entry_id.encode()))
+        return decode_entry(data, hits).entry
+
+    def find_exact(self, scope: str, query: str) -> Entry | None:
+        """The live entry of `scope` whose normalised query equals that of `query`."""
+        self._check_open()
+        entry_id = self._db.cf["exact"].get(exact_key(scope, query))
+        entry = None if entry_id is None else self._entry_or_none(entry_id.decode())
+        if entry is None or entry.scope != scope or entry.expired():
+            return None
+        return entry if normalise_text(entry.query) == normalise_text(query) else None
+
+    def search(self, scope: str, vector: np.ndarray, k: int = 10) -> list[tuple[Entry, float]]:
+        """Up to k live, unexpired entries of `scope` nearest to `vector`, best first, with cosine scores."""
+        self._check_open()
+        if not isinstance(k, int) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        query = normalised(vector, self.dim)
+        now = time.time()
+        fetch = k
+        while True:
+            found = self._index.search(scope, query, fetch)
+            results = []
+            candidates = self._entries_or_none([entry_id for entry_id, _ in found])
+            for (_, score), entry in zip(found, candidates, strict=True):
+                if entry is not None and entry.scope == scope and not entry.expired(now):
+                    results.append((entry, score))
+            if len(results) >= k or len(found) < fetch:
+                return results[:k]
+            fetch *= 4
+
+    def record_hit(self, entry_id: str) -> bool:
+        """Count one served hit; False when the entry does not exist."""
+        self._check_writable()
+        key = entry_id.encode()
+        with self._write_lock:
+            self._check_open()
+            if self._db.cf["entries"].get(key) is None:
+                return False
+            count, _ = decode_hits(self._db.cf["hits"].get(key))
+            batch = self._db.batch()
+            batch.put(key, encode_hits(count + 1, time.time()), self._db.handle("hits"))
+            self._db.write(batch)
+            return True
+
+    def delete(self, entry_id: str) -> bool:
+        """Remove the entry, its exact-text key and the blob stored with it; False if it was absent."""
+        return self._delete_ids([entry_id]) == 1
+
+    def invalidate(
+        self,
+        *,
+        ids: Iterable[str] | None = None,
+        scope: str | None = None,
+        substring: str | None = None,
+        older_than: float | None = None,
+    ) -> int:
+        """Delete the entries that match every given filter; returns how many.
+
+        substring matches the normalised query; older_than is an age in seconds (created before now - it).
+        """
+        self._check_writable()
+        if ids is None and scope is None and substring is None and older_than is None:
+            raise ValueError("invalidate needs at least one of ids, scope, substring, older_than")
+        if older_than is not None and (not math.isfinite(older_than) or older_than < 0):
+            raise ValueError("older_than must be a non-negative number of seconds")
+        needle = normalise_text(substring) if substring is not None else None
+        cutoff = time.time() - older_than if older_than is not None else None
+        wanted = set(ids) if ids is not None else None
+        candidates: Iterable[Entry]
+        if wanted is not None:
+            candidates = (e for e in self._entries_or_none(sorted(wanted)) if e is not None)
+        else:
+            candidates = self._iter_entries(scope)
+        doomed = [
+            e.id
+            for e in candidates
+            if (scope is None or e.scope == scope)
+            and (needle is None or needle in normalise_text(e.query))
+            and (cutoff is None or e.created < cutoff)
+        ]
+        return self._delete_ids(doomed)
+
+    def entries(
+        self, scope: str | None = None, limit: int = 100, offset: int = 0, text: str | None = None
+    ) -> list[Entry]:
+        """A page of entries (expired included), optionally of one scope and containing `text`."""
+        self._check_open()
+        if limit < 0 or offset < 0:
+            raise ValueError("limit and offset must not be negative")
+        needle = normalise_text(text) if text else None
+        page: list[Entry] = []
+        skipped = 0
+        for entry in self._iter_entries(scope):
+            if needle is not None and needle not in normalise_text(entry.query + " " + entry.answer):
+                continue
+            if skipped < offset:
+                skipped += 1
+                continue
+            if len(page) >= limit:
+                break
+            page.append(entry)
+        return page
+
+    # ---- KV blobs ------------------------------------------------------------------------------
+
+    def put_blob(self, blob: KVBlob) -> str:
+        """Store a blob that belongs to no entry (it stays until delete_blob); returns its id."""
+        self._check_writable()
+        blob_id = uuid.uuid4().hex
+        batch = self._db.batch()
+        batch.put(blob_id.encode(), BLOB_STANDALONE + blob.to_bytes(), self._db.handle("blobs"))
+        with self._write_lock:
+            self._check_open()
+            self._db.write(batch)
+        return blob_id
+
+    def get_blob(self, blob_id: str) -> KVBlob:
+        """The verified blob; KeyError when absent, CorruptBlobError when its bytes are damaged."""
+        self._check_open()
+        data = self._db.cf["blobs"].get(blob_id.encode())
+        if data is None:
+            raise KeyError(blob_id)
+        if data[:1] not in (BLOB_OF_ENTRY, BLOB_STANDALONE):
+            raise CorruptBlobError(f"blob {blob_id} has an unknown owner tag")
+        return KVBlob.from_bytes(data[1:])
+
+    def delete_blob(self, blob_id: str) -> bool:
+        self._check_writable()
+        key = blob_id.encode()
+        with self._write_lock:
+            self._check_open()
+            if self._db.cf["blobs"].get(key) is None:
+                return False
+            batch = self._db.batch()
+            batch.delete(key, self._db.handle("blobs"))
+            self._db.write(batch)
+            return True
+
+    # ---- maintenance ---------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Counts (entries, expired, per scope), logical bytes by part, bytes on disk, index memory."""
+        self._check_open()
+        now = time.time()
+        per_scope: dict[str, int] = defaultdict(int)
+        entries = expired = record_bytes = 0
+        for key, value in self._db.cf["entries"].items():
+            entries += 1
+            record_bytes += len(key) + len(value)
+            entry = decode_entry(value).entry
+            per_scope[entry.scope] += 1
+            expired += entry.expired(now)
+        blob_count = blob_bytes = 0
+        for key, value in self._db.cf["blobs"].items():
+            blob_count += 1
+            blob_bytes += len(key) + len(value)
+        return {
+            "path": str(self.path),
+            "embedding_model": self.embedding_model,
+            "dim": self.dim,
+            "entries": entries,
+            "expired": expired,
+            "blobs": blob_count,
+            "scopes": dict(sorted(per_scope.items(), key=lambda item: -item[1])),
+            "bytes": {
+                "records": record_bytes,
+                "vectors": entries * self.dim * 4,
+                "blobs": blob_bytes,
+                "db_on_disk": _directory_bytes(self.path / DB_DIR),
+                "index_on_disk": index_disk_bytes(self.path / INDEX_DIR),
+                "index_in_memory": self._index.memory_bytes,
+            },
+            "index": {
+                scope: {"kind": index.kind, "vectors": len(index), "tombstones": index.tombstones}
+                for scope, index in self._index.scopes().items()
+            },
+        }
+
+    def verify(self) -> VerifyReport:
+        """Check every record, vector and blob; problems are reported, never raised."""
+        self._check_open()
+        return verify_store(self._db, self._index, self.dim)
+
+    def rebuild_index(self) -> None:
+        """Rebuild every scope's index from the records (and save it, for writers)."""
+        self._check_open()
+        with self._write_lock:
+            self._index = self._build_index()
+            if not self.read_only:
+                self._save_index()
+
+    def save_index(self) -> None:
+        """Persist the vector index now, so a crash later does not force a rebuild on open."""
+        self._check_writable()
+        with self._write_lock:
+            self._save_index()
+
+    def compact(self) -> dict[str, int]:
+        """Drop expired entries and blobs no entry owns any more, shrink indexes, compact RocksDB."""
+        self._check_writable()
+        now = time.time()
+        expired = [e.id for e in self._iter_entries(None) if e.expired(now)]
+        removed = self._delete_ids(expired)
+        with self._write_lock:
+            referenced = {e.kv_blob_id for e in self._iter_entries(None) if e.kv_blob_id}
+            batch = self._db.batch()
+            orphans = 0
+            for key, value in self._db.cf["blobs"].items():
+                if value[:1] == BLOB_OF_ENTRY and key.decode() not in referenced:
+                    batch.delete(key, self._db.handle("blobs"))
+                    orphans += 1
+            if orphans:
+                self._db.write(batch)
+            for scope in self._index.scopes():
+                scope_index = self._index.scope(scope)
+                if scope_index is not None and scope_index.tombstones:
+                    ids, vectors = scope_index.live_vectors()
+                    self._index.put_loaded(scope, ScopeIndex.build(self.dim, self._params, ids, vectors))
+                    self._index.mark_dirty({scope})
+            self._db.compact()
+            self._save_index()
+        return {"expired_entries": removed, "orphan_blobs": orphans}
+
+    def export(self, dest: str | Path) -> Path:
+        """Write a consistent copy of the store to a new directory, or to a .tar.gz file."""
+        self._check_open()
+        with self._write_lock:
+            if not self.read_only:
+                self._save_index()
+            return archive.export_store(self._db, self.path / INDEX_DIR, Path(dest))
+
+    @staticmethod
+    def import_(src: str | Path, dest: str | Path) -> VerifyReport:
+        """Unpack an exported store (directory or .tar.gz) into `dest` and verify it there."""
+        target = archive.import_store(Path(src), Path(dest))
+        try:
+            model, dim = stored_identity(target)
+            with Store.open(target, embedding_model=model, dim=dim, create=False, progress=False) as store:
+                report = store.verify()
+        except BaseException:
+            shutil.rmtree(target, ignore_errors=True)
+            raise
+        if not report.ok:
+            shutil.rmtree(target, ignore_errors=True)
+            raise StoreError(f"imported store failed verification: {report.summary()}")
+        return report
+
+    # ---- internals -----------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError(f"store at {self.path} is closed")
+
+    def _check_writable(self) -> None:
+        self._check_open()
+        if self.read_only:
+            raise ReadOnlyStoreError(f"store at {self.path} was opened read-only")
+
+    def _validated(self, entry: Entry) -> np.ndarray:
+        """Check every field before anything is written; returns the unit embedding."""
+        check_id("entry id", entry.id)
+        if not isinstance(entry.scope, str) or not entry.scope or "\x00" in entry.scope:
+            raise ValueError("entry scope must be a non-empty string without NUL characters")
+        for name in ("query", "answer", "model"):
+            if not isinstance(getattr(entry, name), str):
+                raise ValueError(f"entry {name} must be a string")
+        if not entry.query.strip():
+            raise ValueError("entry query must not be empty")
+        if entry.expires is not None and not math.isfinite(entry.expires):
+            raise ValueError("entry expires must be a finite epoch time or None")
+        if not math.isfinite(entry.created):
+            raise ValueError("entry created must be a finite epoch time")
+        if entry.kv_blob_id is not None:
+            check_id("kv_blob_id", entry.kv_blob_id)
+        return normalised(entry.embedding, self.dim)
+
+    def _stored_entries(self, ids: list[str]) -> list[StoredEntry]:
+        """The stored records of `ids` that exist (a corrupt one as a placeholder that can be deleted)."""
+        records = self._db.cf["entries"].get_many([i.encode() for i in ids])
+        return [self._decode_or_placeholder(i, data) for i, data in zip(ids, records, strict=True) if data]
+
+    def _decode_or_placeholder(self, entry_id: str, data: bytes) -> StoredEntry:
+        try:
+            return decode_entry(data)
+        except CorruptRecordError:
+            log.warning("replacing a corrupt entry record", extra={"entry_id": entry_id})
+            placeholder = Entry(
+                scope="\x00", query="", answer="", embedding=np.zeros(0), model="", id=entry_id
+            )
+            return StoredEntry(entry=placeholder, owns_blob=False)
+
+    def _delete_in(self, batch: Any, old: StoredEntry, claimed: Set[bytes] = frozenset()) -> None:
+        """Add the deletion of `old` to `batch`, sparing exact-text keys that the batch itself claims."""
+        entry = old.entry
+        batch.delete(entry.id.encode(), self._db.handle("entries"))
+        batch.delete(entry.id.encode(), self._db.handle("hits"))
+        if entry.scope != "\x00":
+            key = exact_key(entry.scope, entry.query)
+            if key not in claimed and self._db.cf["exact"].get(key) == entry.id.encode():
+                batch.delete(key, self._db.handle("exact"))
+        if old.owns_blob and entry.kv_blob_id:
+            batch.delete(entry.kv_blob_id.encode(), self._db.handle("blobs"))
+
+    def _delete_ids(self, ids: list[str]) -> int:
+        self._check_writable()
+        deleted = 0
+        for start in range(0, len(ids), _DELETE_CHUNK):
+            with self._write_lock:
+                self._check_open()
+                batch = self._db.batch()
+                gone: list[StoredEntry] = []
+                for old in self._stored_entries(list(dict.fromkeys(ids[start : start + _DELETE_CHUNK]))):
+                    self._delete_in(batch, old)
+                    gone.append(old)
+                if not gone:
+                    continue
+                self._commit(batch)
+                by_scope: dict[str, list[str]] = defaultdict(list)
+                for old in gone:
+                    by_scope[old.entry.scope].append(old.entry.id)
+                for scope, scope_ids in by_scope.items():
+                    self._index.remove(scope, scope_ids)
+                deleted += len(gone)
+        return deleted
+
+    def _commit(self, batch: Any) -> None:
+        """Write a batch that changes vectors, bumping the epoch the saved index is checked against."""
+        batch.put(b"epoch", encode_u64(self._epoch + 1), self._db.handle("meta"))
+        self._db.write(batch)
+        self._epoch += 1
+
+    def _entry_or_none(self, entry_id: str) -> Entry | None:
+        return self._entries_or_none([entry_id])[0]
+
+    def _entries_or_none(self, ids: list[str]) -> list[Entry | None]:
+        """Entries for ids (None for missing or corrupt ones: those are logged, never returned)."""
+        if not ids:
+            return []
+        keys = [i.encode() for i in ids]
+        records = self._db.cf["entries"].get_many(keys)
+        hits = self._db.cf["hits"].get_many(keys)
+        out: list[Entry | None] = []
+        for entry_id, data, hit in zip(ids, records, hits, strict=True):
+            if data is None:
+                out.append(None)
+                continue
+            try:
+                out.append(decode_entry(data, decode_hits(hit)[0]).entry)
+            except CorruptRecordError as exc:
+                log.error("skipping corrupt entry record", extra={"entry_id": entry_id, "error": str(exc)})
+                out.append(None)
+        return out
+
+    def _iter_entries(self, scope: str | None) -> Iterator[Entry]:
+        """Entries in key order (of one scope, through its exact-text keys); corrupt records skipped."""
+        if scope is None:
+            for key, data in self._db.cf["entries"].items():
+                try:
+                    yield decode_entry(data).entry
+                except CorruptRecordError:
+                    log.error(
+                        "skipping corrupt entry record", extra={"entry_id": key.decode(errors="replace")}
+                    )
+            return
+        prefix = scope_prefix(scope)
+        chunk: list[str] = []
+        for key, value in self._db.cf["exact"].items(from_key=prefix):
+            if not key.startswith(prefix):
+                break
+            chunk.append(value.decode())
+            if len(chunk) == _DELETE_CHUNK:
+                yield from (e for e in self._entries_or_none(chunk) if e is not None)
+                chunk = []
+        yield from (e for e in self._entries_or_none(chunk) if e is not None)
+
+    def _open_index(self) -> VectorIndex:
+        if self._epoch == 0:
+            return VectorIndex(self.dim, self._params)
+        started = time.perf_counter()
+        try:
+            index = load_index(
+                self.path / INDEX_DIR, self._epoch, self.embedding_model, self.dim, self._params
+            )
+            log.info(
+                "vector index loaded", extra={"vectors": len(index), "seconds": time.perf_counter() - started}
+            )
+            return index
+        except IndexUnusableError as exc:
+            log.warning("rebuilding vector index", extra={"reason": str(exc)})
+            index = self._build_index()
+            if not self.read_only:
+                self._save_index(index)
+            return index
+
+    def _build_index(self) -> VectorIndex:
+        grouped: dict[str, tuple[list[str], list[np.ndarray]]] = defaultdict(lambda: ([], []))
+        total = self._db.cf["entries"].estimated_count() or None
+        bar = tqdm(total=total, desc="rebuilding vector index", unit="entry", disable=not self._progress)
+        with bar:
+            for key, data in self._db.cf["entries"].items():
+                bar.update()
+                try:
+                    entry = decode_entry(data).entry
+                    vector = normalised(entry.embedding, self.dim)
+                except (CorruptRecordError, ValueError):
+                    log.error("entry left out of the index", extra={"entry_id": key.decode(errors="replace")})
+                    continue
+                ids, vectors = grouped[entry.scope]
+                ids.append(entry.id)
+                vectors.append(vector)
+        index = VectorIndex(self.dim, self._params)
+        for scope, (ids, vectors) in tqdm(
+            grouped.items(),
+            desc="indexing scopes",
+            unit="scope",
+            disable=not self._progress or len(grouped) < 2,
+        ):
+            index.put_loaded(scope, ScopeIndex.build(self.dim, self._params, ids, np.stack(vectors)))
+        index.mark_dirty(set(grouped))
+        return index
+
+    def _save_index(self, index: VectorIndex | None = None) -> None:
+        try:
+            save_index(
+                self._index if index is None else index,
+                self.path / INDEX_DIR,
+                self._epoch,
+                self.embedding_model,
+            )
+        except OSError as exc:
+            log.error("vector index not saved; it will be rebuilt on next open", extra={"error": str(exc)})

@@ -2,7 +2,28 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from backend.model.prepare import PrepareError, prepare_model
+from backend.server.serve import serve
+from precog.logs import configure_logging
 
 app = typer.Typer(no_args_is_help=True)
 model_app = typer.Typer(no_args_is_help=True)
+
+app.command(help="Start the OpenAI-compatible model server.")(serve)
+
+
+@model_app.command(help="Convert the bundled SmolLM2 GGUF into a cached safetensors checkpoint (once).")
+def prepare(
+    out: Annotated[Path | None, typer.Option(help="Checkpoint folder; default: under $PRECOG_HOME")] = None,
+) -> None:
+    configure_logging()
+    try:
+        path = prepare_model(out)
+    except PrepareError as exc:
+        raise typer.Exit(f"error: {exc}") from None
+    typer.echo(str(path))

@@ -1,0 +1,58 @@
+"""The engine's settings: model, KV-cache budget and batching limits (env prefix PRECOG_ENGINE_)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from precog.settings import ServiceSettings
+
+MiB = 1 << 20
+
+
+class EngineConfig(ServiceSettings):
+    """Engine settings; every value can come from the [engine] TOML table or PRECOG_ENGINE_<NAME>.
+
+    Invalid values raise a pydantic ValidationError (a ValueError) that names the field; limits that
+    depend on the model (max_model_len, the KV budget) are checked when the Engine loads it.
+    """
+
+    section = "engine"
+    model_config = SettingsConfigDict(env_prefix="PRECOG_ENGINE_", extra="forbid", validate_default=True)
+
+    # A local Hugging Face Llama-family checkpoint; None: the prepared SmolLM2-135M-Instruct.
+    model_dir: Path | None = None
+    # The name served to clients and stamped on KV blobs; None: the model folder's name.
+    model_name: str | None = None
+    # Tokens per KV-cache block.
+    block_size: int = Field(default=16, ge=1, le=1024)
+    # KV-cache budget in bytes, used when num_kv_blocks is unset.
+    kv_memory_bytes: int = Field(default=512 * MiB, gt=0)
+    # Exact number of KV blocks (overrides kv_memory_bytes).
+    num_kv_blocks: int | None = Field(default=None, gt=0)
+    # Most sequences in one step, and most tokens (prefill + decode) in one step.
+    max_num_seqs: int = Field(default=32, ge=1)
+    max_num_batched_tokens: int = Field(default=512, ge=1)
+    # Longest prompt + completion; None: the model's max_position_embeddings.
+    max_model_len: int | None = Field(default=None, ge=2)
+    enable_prefix_caching: bool = True
+    # torch intra-op threads; None: torch's default. On a CPU shared with other busy processes, 1 is
+    # much faster than oversubscribing (spinning OpenMP threads).
+    num_threads: int | None = Field(default=None, ge=1)
+    # Seed of the generator that seeds requests which bring no seed of their own.
+    seed: int = Field(default=0, ge=0)
+    # How often to log prefill/decode tokens/s while working.
+    log_interval_s: float = Field(default=10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> EngineConfig:
+        if self.max_num_batched_tokens < self.max_num_seqs:
+            raise ValueError(
+                f"max_num_batched_tokens ({self.max_num_batched_tokens}) must be at least max_num_seqs "
+                f"({self.max_num_seqs}): every running sequence needs one token per decode step"
+            )
+        if self.model_dir is not None and not self.model_dir.is_dir():
+            raise ValueError(f"model_dir {self.model_dir} is not a directory")
+        return self

@@ -1,0 +1,378 @@
+"""The engine: load the model, accept requests from any thread, and run scheduling steps.
+
+Only the thread that calls `step()` touches scheduler and cache state. Other threads hand requests
+and aborts over through a queue that the next step drains first, so an abort frees a sequence's
+blocks before the next forward pass. Without an AsyncEngine driving the steps, `generate` and
+`export_kv` step the engine themselves; with one, they submit and wait.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import threading
+from collections.abc import Sequence as Seq
+from pathlib import Path
+
+import torch
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from backend.config import EngineConfig
+from backend.engine.block_manager import BlockManager
+from backend.engine.detokenizer import IncrementalDetokenizer
+from backend.engine.kv_cache import KVCache
+from backend.engine.model_runner import ModelRunner
+from backend.engine.sampler import sample
+from backend.engine.scheduler import Scheduler
+from backend.engine.sequence import Request, Sequence, Status
+from backend.engine.throughput import ThroughputLog
+from backend.model.loader import load_model
+from backend.model.prepare import prepared_model_dir
+from backend.model.spec import ModelSpec
+from backend.outputs import Completion, EngineStats, FinishReason, TokenEvent, TokenLogprob, TopLogprob
+from backend.sampling_params import SamplingParams
+from precog.settings import ConfigError
+from store import KVBlob
+
+log = logging.getLogger(__name__)
+
+
+class Engine:
+    def __init__(self, config: EngineConfig | None = None) -> None:
+        self.config = config or EngineConfig()
+        model_dir = self.config.model_dir or prepared_model_dir()
+        if self.config.num_threads:
+            torch.set_num_threads(self.config.num_threads)
+        self.spec = spec = ModelSpec.from_dir(model_dir)
+        self.max_model_len = self._resolve_max_model_len(spec.max_position_embeddings)
+        num_blocks = self._resolve_num_blocks(spec)
+        self.model = load_model(model_dir, spec, self.max_model_len)
+        self.model_dir: Path = model_dir
+        self.model_name = self.config.model_name or model_dir.name
+        self.tokenizer: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(model_dir)
+        self.eos_token_ids = spec.eos_token_ids
+        self.kv_cache = KVCache(spec, num_blocks, self.config.block_size)
+        self.block_manager = BlockManager(
+            num_blocks, self.config.block_size, self.config.enable_prefix_caching
+        )
+        self.scheduler = Scheduler(
+            self.block_manager, self.config.max_num_seqs, self.config.max_num_batched_tokens
+        )
+        self.runner = ModelRunner(self.model, self.kv_cache)
+        self._throughput = ThroughputLog(self.config.log_interval_s)
+        self._default_generator = torch.Generator().manual_seed(self.config.seed)
+        self._inbox: queue.SimpleQueue[Request | str] = queue.SimpleQueue()
+        self._wake = threading.Event()
+        self._live_ids: set[str] = set()
+        self._ids_lock = threading.Lock()
+        self._seqs: dict[str, Sequence] = {}
+        self._ids = itertools.count()
+        self.driven_externally = False
+        self.prompt_tokens = 0
+        self.generation_tokens = 0
+        log.info(
+            "engine ready",
+            extra={
+                "model": self.model_name,
+                "kv_blocks": num_blocks,
+                "block_size": self.config.block_size,
+                "max_model_len": self.max_model_len,
+            },
+        )
+
+    def _resolve_max_model_len(self, model_max: int) -> int:
+        wanted = self.config.max_model_len or model_max
+        if wanted > model_max:
+            raise ConfigError(
+                f"max_model_len {wanted} exceeds the model's max_position_embeddings {model_max}"
+            )
+        return wanted
+
+    def _resolve_num_blocks(self, spec: ModelSpec) -> int:
+        block_size = self.config.block_size
+        per_block = KVCache.bytes_per_block(spec, block_size)
+        num_blocks = self.config.num_kv_blocks or self.config.kv_memory_bytes // per_block
+        if num_blocks * block_size < self.max_model_len:
+            raise ConfigError(
+                f"the KV cache holds {num_blocks} blocks x {block_size} tokens = "
+                f"{num_blocks * block_size} tokens, fewer than max_model_len {self.max_model_len}: raise "
+                f"kv_memory_bytes/num_kv_blocks or lower max_model_len ({per_block} bytes per block)"
+            )
+        return num_blocks
+
+    # ---- requests from any thread -------------------------------------------------------------
+    def check_request(
+        self, prompt_token_ids: list[int], params: SamplingParams, kv_prefix: KVBlob | None = None
+    ) -> None:
+        """Raise ValueError with a client-facing message if this request cannot be served."""
+        params.validate()
+        n = len(prompt_token_ids)
+        if n == 0:
+            raise ValueError("the prompt is empty")
+        if any(not 0 <= t < self.spec.vocab_size for t in prompt_token_ids):
+            raise ValueError(f"prompt token ids must be in [0, {self.spec.vocab_size})")
+        if n + params.max_tokens > self.max_model_len:
+            raise ValueError(
+                f"this model's maximum context length is {self.max_model_len} tokens, but "
+                f"{n + params.max_tokens} "
+                f"were requested ({n} in the prompt, {params.max_tokens} in the completion)"
+            )
+        if kv_prefix is not None:
+            self._check_blob(kv_prefix, prompt_token_ids)
+
+    def _check_blob(self, blob: KVBlob, prompt_token_ids: list[int]) -> None:
+        if blob.model != self.model_name:
+            raise ValueError(f"the KV blob is for model {blob.model!r}, not {self.model_name!r}")
+        expected = (self.spec.num_kv_heads, len(blob.token_ids), self.spec.head_dim)
+        if blob.num_layers != self.spec.num_layers or any(tuple(k.shape) != expected for k in blob.keys):
+            raise ValueError(
+                f"the KV blob's shape does not match this model ({self.spec.num_layers} layers of {expected})"
+            )
+        if prompt_token_ids[: len(blob.token_ids)] != blob.token_ids:
+            raise ValueError("the KV blob's tokens are not a prefix of the prompt")
+        theta = blob.rope.get("theta")
+        if theta is not None and float(theta) != self.spec.rope_theta:
+            raise ValueError(
+                f"the KV blob was rotated with RoPE theta {theta}, this model uses {self.spec.rope_theta}"
+            )
+
+    def submit(self, request: Request) -> None:
+        """Queue a request (checked first; raises ValueError). Its callbacks run on the stepping thread."""
+        self.check_request(request.prompt_token_ids, request.params, request.kv_prefix)
+        with self._ids_lock:
+            if request.request_id in self._live_ids:
+                raise ValueError(f"request id {request.request_id!r} is already running")
+            self._live_ids.add(request.request_id)
+        self._inbox.put(request)
+        self._wake.set()
+
+    def abort(self, request_id: str) -> None:
+        """Stop a request and free its blocks before the next step; unknown or finished ids are ignored."""
+        self._inbox.put(request_id)
+        self._wake.set()
+
+    def wait_for_work(self, timeout: float) -> None:
+        self._wake.wait(timeout)
+        self._wake.clear()
+
+    def has_work(self) -> bool:
+        return self.scheduler.has_work() or not self._inbox.empty()
+
+    # ---- stepping (one thread) ----------------------------------------------------------------
+    def step(self) -> list[TokenEvent]:
+        """Run one scheduling step; return the token events it produced (also sent to the callbacks)."""
+        self._drain_inbox()
+        batch = self.scheduler.schedule()
+        if not batch:
+            return []
+        decode_tokens = sum(
+            1
+            for seq, n in zip(batch.seqs, batch.num_new, strict=True)
+            if n == 1 and seq.num_computed_tokens >= seq.num_prompt_tokens
+        )
+        prefill_tokens = sum(batch.num_new) - decode_tokens
+        sampled, logits = self.runner.run(batch)
+        self.scheduler.update(batch)
+        events = [
+            self._append(seq, token, logits[i])
+            for i, (seq, token) in enumerate(zip(sampled, sample(logits, sampled), strict=True))
+        ]
+        self.prompt_tokens += prefill_tokens
+        self.generation_tokens += len(sampled)
+        self._throughput.record(
+            prefill_tokens,
+            decode_tokens,
+            running=len(self.scheduler.running),
+            waiting=len(self.scheduler.waiting),
+            kv_blocks_free=self.block_manager.num_free,
+        )
+        return events
+
+    def _drain_inbox(self) -> None:
+        while True:
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, str):
+                self._abort_now(item)
+                continue
+            params = item.params
+            generator = None
+            if not params.greedy:
+                seed = params.seed
+                if seed is None:
+                    seed = int(torch.randint(0, 2**62, (1,), generator=self._default_generator).item())
+                generator = torch.Generator().manual_seed(seed)
+            seq = Sequence(item, IncrementalDetokenizer(self.tokenizer, params.stop), generator)
+            self._seqs[item.request_id] = seq
+            self.scheduler.add(seq)
+
+    def _abort_now(self, request_id: str) -> None:
+        seq = self._seqs.get(request_id)
+        if seq is None or seq.status is Status.FINISHED:
+            return
+        seq.finish_reason = "abort"
+        self._finish(seq)
+
+    def _append(self, seq: Sequence, token: int, logits: torch.Tensor) -> TokenEvent:
+        params = seq.params
+        if seq.request.capture_kv and seq.captured_kv is None:
+            keys, values = self.kv_cache.read(seq.block_table, seq.num_prompt_tokens)
+            seq.captured_kv = KVBlob(
+                model=self.model_name,
+                token_ids=list(seq.request.prompt_token_ids),
+                keys=keys,
+                values=values,
+                rope={"type": self.spec.rope_type, "theta": self.spec.rope_theta},
+            )
+        seq.token_ids.append(token)
+        logprob = self._logprob(logits, token, params.logprobs) if params.logprobs is not None else None
+        if logprob is not None:
+            seq.logprobs.append(logprob)
+        text = seq.detokenizer.add(token)
+        reason: FinishReason | None = None
+        if (token in self.eos_token_ids and not params.ignore_eos) or seq.detokenizer.stopped:
+            reason = "stop"
+        elif (
+            len(seq.token_ids) - seq.num_prompt_tokens >= params.max_tokens
+            or seq.num_tokens >= self.max_model_len
+        ):
+            reason = "length"
+        if reason is not None:
+            text += seq.detokenizer.flush()
+            seq.finish_reason = reason
+        event = TokenEvent(
+            request_id=seq.request_id,
+            token_id=token,
+            text=text,
+            logprob=logprob,
+            finish_reason=reason,
+            prompt_tokens=seq.num_prompt_tokens,
+            completion_tokens=len(seq.output_token_ids),
+            cached_tokens=seq.cached_tokens or 0,
+        )
+        if seq.request.on_event is not None:
+            seq.request.on_event(event)
+        if reason is not None:
+            self._finish(seq)
+        return event
+
+    def _logprob(self, logits: torch.Tensor, token: int, top: int) -> TokenLogprob:
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        best = torch.topk(logprobs, top) if top else None
+        alternatives = (
+            []
+            if best is None
+            else [
+                TopLogprob(int(t), str(self.tokenizer.decode([int(t)])), float(lp))
+                for lp, t in zip(best.values, best.indices, strict=True)
+            ]
+        )
+        return TokenLogprob(token, str(self.tokenizer.decode([token])), float(logprobs[token]), alternatives)
+
+    def _finish(self, seq: Sequence) -> None:
+        self.scheduler.remove(seq)
+        del self._seqs[seq.request_id]
+        with self._ids_lock:
+            self._live_ids.discard(seq.request_id)
+        if seq.request.on_finish is not None:
+            seq.request.on_finish(seq.completion())
+
+    def fail_all(self, error: BaseException) -> None:
+        """Drop every queued and running request, freeing their blocks, and tell each caller why."""
+        self._drain_inbox()
+        for seq in list(self._seqs.values()):
+            seq.finish_reason = "abort"
+            self.scheduler.remove(seq)
+            del self._seqs[seq.request_id]
+            with self._ids_lock:
+                self._live_ids.discard(seq.request_id)
+            if seq.request.on_error is not None:
+                seq.request.on_error(error)
+
+    # ---- in-process use -------------------------------------------------------------------------
+    def generate(
+        self, prompts: Seq[str] | Seq[list[int]], params: SamplingParams | Seq[SamplingParams] | None = None
+    ) -> list[Completion]:
+        """Complete every prompt (text or token ids), batched through the scheduler, in prompt order."""
+        if isinstance(prompts, str):
+            raise TypeError("generate takes a list of prompts")
+        all_params = (
+            [params or SamplingParams()] * len(prompts) if not isinstance(params, Seq) else list(params)
+        )
+        if len(all_params) != len(prompts):
+            raise ValueError(f"got {len(all_params)} sampling params for {len(prompts)} prompts")
+        token_lists = [self.tokenizer.encode(p) if isinstance(p, str) else list(p) for p in prompts]
+        requests = [
+            Request(f"generate-{next(self._ids)}", ids, p)
+            for ids, p in zip(token_lists, all_params, strict=True)
+        ]
+        for request in requests:
+            self.check_request(request.prompt_token_ids, request.params)
+        return self._run(requests)
+
+    def export_kv(self, prompt_token_ids: list[int]) -> KVBlob:
+        """Prefill the prompt and return its per-layer K (RoPE applied) and V as a KVBlob."""
+        request = Request(
+            f"export-{next(self._ids)}",
+            list(prompt_token_ids),
+            SamplingParams(temperature=0.0, max_tokens=1),
+            capture_kv=True,
+        )
+        captured: list[KVBlob] = []
+
+        def keep_blob(event: TokenEvent) -> None:
+            blob = self._seqs[event.request_id].captured_kv
+            if blob is not None:
+                captured.append(blob)
+
+        request.on_event = keep_blob
+        self.check_request(request.prompt_token_ids, request.params)
+        self._run([request])
+        return captured[0]
+
+    def _run(self, requests: list[Request]) -> list[Completion]:
+        results: dict[str, Completion] = {}
+        errors: list[BaseException] = []
+        done = threading.Event()
+
+        def finished(completion: Completion) -> None:
+            results[completion.request_id] = completion
+            if len(results) == len(requests):
+                done.set()
+
+        for request in requests:
+            request.on_finish = finished
+            request.on_error = errors.append
+            self.submit(request)
+        if self.driven_externally:
+            while not done.wait(0.1):
+                if errors:
+                    raise errors[0]
+        else:
+            try:
+                while not done.is_set():
+                    self.step()
+            except BaseException as exc:
+                self.fail_all(exc)
+                raise
+        if errors:
+            raise errors[0]
+        return [results[r.request_id] for r in requests]
+
+    def stats(self) -> EngineStats:
+        bm = self.block_manager
+        return EngineStats(
+            waiting=len(self.scheduler.waiting) + self._inbox.qsize(),
+            running=len(self.scheduler.running),
+            kv_blocks_used=bm.num_blocks - bm.num_free,
+            kv_blocks_free=bm.num_free,
+            kv_blocks_total=bm.num_blocks,
+            prefix_cache_queries=self.scheduler.prefix_cache_queries,
+            prefix_cache_hits=self.scheduler.prefix_cache_hits,
+            prompt_tokens=self.prompt_tokens,
+            generation_tokens=self.generation_tokens,
+            preemptions=self.scheduler.preemptions,
+        )

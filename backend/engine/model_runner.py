@@ -1,0 +1,51 @@
+"""Turn a scheduled batch into flat model inputs, write imported KV prefixes, and run the model."""
+
+from __future__ import annotations
+
+import torch
+
+from backend.engine.kv_cache import KVCache
+from backend.engine.scheduler import ScheduledBatch
+from backend.engine.sequence import Sequence
+from backend.layers.attention import AttentionMetadata
+from backend.model.llama import LlamaModel
+
+
+class ModelRunner:
+    def __init__(self, model: LlamaModel, kv_cache: KVCache) -> None:
+        self.model = model
+        self.kv_cache = kv_cache
+
+    @torch.inference_mode()
+    def run(self, batch: ScheduledBatch) -> tuple[list[Sequence], torch.Tensor]:
+        """Compute the batch; return the sequences that reached their last token, and [S, vocab] logits."""
+        for seq, start, end in batch.imports:
+            blob = seq.request.kv_prefix
+            if blob is not None:
+                self.kv_cache.write(seq.block_table, start, end, blob.keys, blob.values)
+        input_ids, positions, slots, logit_rows, sampled = [], [], [], [], []
+        context_lens, row = [], 0
+        for seq, n in zip(batch.seqs, batch.num_new, strict=True):
+            start, end = seq.num_computed_tokens, seq.num_computed_tokens + n
+            input_ids.extend(seq.token_ids[start:end])
+            positions.append(torch.arange(start, end))
+            slots.append(self.kv_cache.slots(seq.block_table, start, end))
+            context_lens.append(end)
+            row += n
+            if end == seq.num_tokens:
+                logit_rows.append(row - 1)
+                sampled.append(seq)
+        widest = max(len(seq.block_table) for seq in batch.seqs)
+        tables = torch.zeros(len(batch), widest, dtype=torch.long)
+        for i, seq in enumerate(batch.seqs):
+            tables[i, : len(seq.block_table)] = torch.tensor(seq.block_table)
+        meta = AttentionMetadata(
+            positions=torch.cat(positions),
+            slot_mapping=torch.cat(slots),
+            block_tables=tables,
+            query_lens=list(batch.num_new),
+            context_lens=context_lens,
+            logit_rows=torch.tensor(logit_rows, dtype=torch.long),
+        )
+        logits = self.model(torch.tensor(input_ids), self.kv_cache.layers, meta)
+        return sampled, logits

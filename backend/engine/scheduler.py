@@ -1,0 +1,125 @@
+"""Continuous batching: each step mixes running decodes, prefill chunks and newly admitted requests.
+
+Running sequences go first, oldest first, each taking the tokens it still needs (one for a decode, a
+chunk for a long prompt) from the step's token budget. When a running sequence needs a block and none
+is free, the newest running sequence is preempted: its blocks are freed and it waits, first in line,
+to be recomputed (its prefix may still be in the prefix cache). Waiting requests are admitted only in
+steps without preemption, while sequences, tokens and blocks allow.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from backend.engine.block_manager import BlockManager
+from backend.engine.sequence import Sequence, Status
+
+
+@dataclass(slots=True)
+class ScheduledBatch:
+    """seqs[i] computes num_new[i] tokens this step; imports: (seq, start, end) KV-prefix copies to do."""
+
+    seqs: list[Sequence] = field(default_factory=list)
+    num_new: list[int] = field(default_factory=list)
+    imports: list[tuple[Sequence, int, int]] = field(default_factory=list)
+
+    def add(self, seq: Sequence, num_new: int) -> None:
+        self.seqs.append(seq)
+        self.num_new.append(num_new)
+
+    def __len__(self) -> int:
+        return len(self.seqs)
+
+
+class Scheduler:
+    def __init__(self, block_manager: BlockManager, max_num_seqs: int, max_num_batched_tokens: int) -> None:
+        self.block_manager = block_manager
+        self.max_num_seqs = max_num_seqs
+        self.max_num_batched_tokens = max_num_batched_tokens
+        self.waiting: deque[Sequence] = deque()
+        self.running: list[Sequence] = []
+        self.prefix_cache_queries = 0
+        self.prefix_cache_hits = 0
+        self.preemptions = 0
+
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def add(self, seq: Sequence) -> None:
+        self.waiting.append(seq)
+
+    def remove(self, seq: Sequence) -> None:
+        """Take a finished or aborted sequence out of the queues and free its blocks."""
+        if seq.status is Status.RUNNING:
+            self.running.remove(seq)
+        elif seq.status is Status.WAITING:
+            self.waiting.remove(seq)
+        self.block_manager.free(seq)
+        seq.status = Status.FINISHED
+
+    def schedule(self) -> ScheduledBatch:
+        batch = ScheduledBatch()
+        budget = self.max_num_batched_tokens
+        preempted = False
+        i = 0
+        while i < len(self.running) and budget > 0:
+            seq = self.running[i]
+            n = min(seq.num_uncomputed, budget)
+            scheduled = True
+            while not self.block_manager.grow(seq, seq.num_computed_tokens + n):
+                victim = self.running.pop()
+                self._preempt(victim)
+                preempted = True
+                if victim is seq:
+                    scheduled = False
+                    break
+            if scheduled:
+                batch.add(seq, n)
+                budget -= n
+                i += 1
+        while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs and not preempted:
+            n = self._admit(self.waiting[0], budget, batch)
+            if n == 0:
+                break
+            budget -= n
+        return batch
+
+    def update(self, batch: ScheduledBatch) -> None:
+        """After the model ran: the scheduled tokens have KV now; full blocks join the prefix cache."""
+        for seq, n in zip(batch.seqs, batch.num_new, strict=True):
+            seq.num_computed_tokens += n
+            self.block_manager.commit(seq)
+
+    def _admit(self, seq: Sequence, budget: int, batch: ScheduledBatch) -> int:
+        """Admit the first waiting sequence if its first chunk fits; return the tokens it takes (0: none)."""
+        bm = self.block_manager
+        hits = bm.cached_prefix(seq)
+        start = len(hits) * bm.block_size
+        computed = start
+        blob = seq.request.kv_prefix
+        if blob is not None:
+            computed = max(start, min(len(blob.token_ids), seq.num_tokens - 1))
+        n = min(seq.num_tokens - computed, budget)
+        if not bm.can_admit(hits, computed + n):
+            return 0
+        self.waiting.popleft()
+        bm.admit(seq, hits)
+        bm.grow(seq, computed + n)
+        if computed > start:
+            batch.imports.append((seq, start, computed))
+            seq.num_computed_tokens = computed
+        self.prefix_cache_queries += seq.num_tokens
+        self.prefix_cache_hits += start
+        if seq.cached_tokens is None:
+            seq.cached_tokens = computed
+        seq.status = Status.RUNNING
+        self.running.append(seq)
+        batch.add(seq, n)
+        return n
+
+    def _preempt(self, seq: Sequence) -> None:
+        self.block_manager.free(seq)
+        seq.reset_for_recompute()
+        self.waiting.appendleft(seq)
+        self.preemptions += 1

@@ -1,0 +1,95 @@
+"""One request as the engine tracks it: its tokens, how many have KV in the cache, and its blocks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum, auto
+
+import torch
+
+from backend.engine.detokenizer import IncrementalDetokenizer
+from backend.outputs import Completion, FinishReason, TokenEvent, TokenLogprob
+from backend.sampling_params import SamplingParams
+from store import KVBlob
+
+
+class Status(Enum):
+    WAITING = auto()
+    RUNNING = auto()
+    FINISHED = auto()
+
+
+@dataclass(slots=True)
+class Request:
+    """What a caller submits; `on_event` / `on_finish` run on the engine's stepping thread."""
+
+    request_id: str
+    prompt_token_ids: list[int]
+    params: SamplingParams
+    kv_prefix: KVBlob | None = None
+    on_event: Callable[[TokenEvent], None] | None = None
+    on_finish: Callable[[Completion], None] | None = None
+    on_error: Callable[[BaseException], None] | None = None
+    capture_kv: bool = False
+
+
+@dataclass(slots=True, eq=False)
+class Sequence:
+    request: Request
+    detokenizer: IncrementalDetokenizer
+    generator: torch.Generator | None
+    token_ids: list[int] = field(default_factory=list)
+    status: Status = Status.WAITING
+    num_computed_tokens: int = 0
+    block_table: list[int] = field(default_factory=list)
+    block_hashes: list[int] = field(default_factory=list)
+    cached_tokens: int | None = None
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    finish_reason: FinishReason | None = None
+    captured_kv: KVBlob | None = None
+
+    def __post_init__(self) -> None:
+        self.token_ids = list(self.request.prompt_token_ids)
+
+    @property
+    def request_id(self) -> str:
+        return self.request.request_id
+
+    @property
+    def params(self) -> SamplingParams:
+        return self.request.params
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.token_ids)
+
+    @property
+    def num_prompt_tokens(self) -> int:
+        return len(self.request.prompt_token_ids)
+
+    @property
+    def output_token_ids(self) -> list[int]:
+        return self.token_ids[self.num_prompt_tokens :]
+
+    @property
+    def num_uncomputed(self) -> int:
+        return self.num_tokens - self.num_computed_tokens
+
+    def reset_for_recompute(self) -> None:
+        """After preemption: the blocks are gone, every token (prompt and output) will be prefilled again."""
+        self.status = Status.WAITING
+        self.num_computed_tokens = 0
+        self.block_table = []
+        self.block_hashes = []
+
+    def completion(self) -> Completion:
+        return Completion(
+            request_id=self.request_id,
+            prompt_token_ids=list(self.request.prompt_token_ids),
+            token_ids=self.output_token_ids,
+            text=self.detokenizer.text,
+            finish_reason=self.finish_reason or "abort",
+            logprobs=self.logprobs if self.params.logprobs is not None else None,
+            cached_tokens=self.cached_tokens or 0,
+        )

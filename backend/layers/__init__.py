@@ -1,0 +1,1 @@
+"""Model building blocks that know about the paged KV cache."""

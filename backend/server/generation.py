@@ -1,0 +1,137 @@
+"""Running one admitted request on the AsyncEngine: latency metrics, and freeing its KV blocks the
+moment its client goes away, for streamed and whole responses alike.
+
+Streamed: the response closes its body generator however it ends (done, client gone, error), and the
+generator closes the engine stream, which aborts the request. Whole: a watcher task waits for the
+client's disconnect message and cancels the generation, which closes the engine stream the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, field
+
+from fastapi import Request
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from backend import AsyncEngine, SamplingParams, TokenEvent
+from backend.server import sse
+from backend.server.errors import APIError, server_error
+from backend.server.metrics import ServerMetrics
+from backend.server.responses import Transcript
+from store import KVBlob
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Job:
+    """An admitted request: checked by the engine, ready to run."""
+
+    request_id: str
+    prompt_token_ids: list[int]
+    params: SamplingParams
+    kv_prefix: KVBlob | None
+    arrived: float = field(default_factory=time.perf_counter)
+    created: int = field(default_factory=lambda: int(time.time()))
+
+
+class TokenStreams:
+    """The engine's token events for a job, timed into the TTFT, inter-token and latency histograms."""
+
+    def __init__(self, engine: AsyncEngine, metrics: ServerMetrics) -> None:
+        self._engine = engine
+        self._metrics = metrics
+
+    async def events(self, job: Job) -> AsyncGenerator[TokenEvent, None]:
+        """The job's events; however iteration ends early, the engine request is aborted right away."""
+        last: float | None = None
+        outcome = "aborted"
+        try:
+            async for event in self._engine.stream(
+                job.request_id, job.prompt_token_ids, job.params, job.kv_prefix
+            ):
+                now = time.perf_counter()
+                if last is None:
+                    self._metrics.ttft.observe(now - job.arrived)
+                else:
+                    self._metrics.inter_token.observe(now - last)
+                last = now
+                yield event
+            outcome = "finished"
+            self._metrics.e2e.observe(time.perf_counter() - job.arrived)
+        except Exception:
+            outcome = "failed"
+            raise
+        finally:
+            if outcome != "finished":
+                self._engine.abort(job.request_id)
+            self._metrics.requests.labels(outcome).inc()
+
+    async def collect(self, job: Job, request: Request) -> Transcript:
+        """Run the job to the end; if the client disconnects first, abort it and raise ClientGone."""
+        transcript = Transcript()
+
+        async def run() -> None:
+            async with contextlib.aclosing(self.events(job)) as events:
+                async for event in events:
+                    transcript.add(event)
+
+        generation = asyncio.ensure_future(run())
+        watcher = asyncio.ensure_future(_wait_for_disconnect(request))
+        try:
+            await asyncio.wait({generation, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (generation, watcher):
+                if not task.done():
+                    task.cancel()
+            await asyncio.gather(generation, watcher, return_exceptions=True)
+        if generation.cancelled():
+            raise ClientGone(job.request_id)
+        generation.result()  # re-raises what failed the generation, if anything did
+        return transcript
+
+
+class ClientGone(Exception):
+    """The client disconnected before its whole response was ready; there is no one to answer."""
+
+
+async def _wait_for_disconnect(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+class EngineStreamingResponse(StreamingResponse):
+    """An SSE response that always closes its generator, so the engine request is aborted at once when
+    the client disconnects, instead of whenever the garbage collector finalises the generator."""
+
+    def __init__(self, body: AsyncGenerator[bytes, None]) -> None:
+        super().__init__(body, media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
+        self._body = body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._body.aclose()
+
+
+async def sse_with_errors(chunks: AsyncGenerator[bytes, None]) -> AsyncGenerator[bytes, None]:
+    """End an endpoint's chunks with [DONE]; a failure after the stream began becomes an error frame."""
+    async with contextlib.aclosing(chunks):
+        try:
+            async for chunk in chunks:
+                yield chunk
+        except APIError as exc:
+            yield sse.error_event(exc.response_body())
+            return
+        except Exception as exc:
+            log.exception("stream failed")
+            yield sse.error_event(server_error(exc).response_body())
+            return
+    yield sse.DONE

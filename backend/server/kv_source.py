@@ -1,0 +1,103 @@
+"""Where a request's imported KV prefix comes from: inline blob bytes, or a blob id in the store.
+
+Every way a blob can be unusable (bad base64, damaged bytes, unknown id, no store configured) is the
+caller's error and answers 400; nothing is passed to the engine unverified.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import threading
+from pathlib import Path
+
+from backend.server.errors import APIError, bad_request
+from store import CorruptBlobError, KVBlob, Store, StoreError
+
+log = logging.getLogger(__name__)
+
+
+class KVSource:
+    """Resolves `kv_blob` / `kv_blob_id` to a verified blob; whether it fits the model is the engine's check.
+
+    The store is opened read-only, so it sees blobs as of opening; a lookup that misses reopens it once,
+    so blobs written by the precompute pipeline after the server started are found.
+    """
+
+    def __init__(self, store_path: Path | None) -> None:
+        self._store_path = store_path
+        self._store: Store | None = None
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._store is not None:
+                self._store.close()
+                self._store = None
+
+    def resolve(self, kv_blob: str | None, kv_blob_id: str | None) -> KVBlob | None:
+        if kv_blob is not None and kv_blob_id is not None:
+            raise bad_request("Give kv_blob or kv_blob_id, not both.", param="kv_blob_id")
+        if kv_blob is not None:
+            return self._parse(kv_blob)
+        if kv_blob_id is not None:
+            return self._lookup(kv_blob_id)
+        return None
+
+    @staticmethod
+    def _parse(encoded: str) -> KVBlob:
+        try:
+            data = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise bad_request(
+                "kv_blob is not valid base64.", param="kv_blob", code="invalid_kv_blob"
+            ) from exc
+        return parse_blob(data, "kv_blob")
+
+    def _lookup(self, blob_id: str) -> KVBlob:
+        path = self._store_path
+        if path is None:
+            raise bad_request(
+                "This server has no store configured (PRECOG_BACKEND_STORE_PATH); send the blob as kv_blob.",
+                param="kv_blob_id",
+            )
+        with self._lock:
+            fresh = self._store is None
+            blob = self._get(self._store or self._reopen(path), blob_id)
+            if blob is None and not fresh:
+                blob = self._get(self._reopen(path), blob_id)
+        if blob is None:
+            raise bad_request(
+                f"No KV blob with id `{blob_id}` in the store.", param="kv_blob_id", code="kv_blob_not_found"
+            )
+        return blob
+
+    @staticmethod
+    def _get(store: Store, blob_id: str) -> KVBlob | None:
+        try:
+            return store.get_blob(blob_id)
+        except KeyError:
+            return None
+        except CorruptBlobError as exc:
+            raise bad_request(
+                f"KV blob {blob_id} is damaged: {exc}", param="kv_blob_id", code="invalid_kv_blob"
+            ) from exc
+
+    def _reopen(self, path: Path) -> Store:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+        try:
+            self._store = Store.open(path, read_only=True, create=False, progress=False)
+        except (StoreError, OSError) as exc:
+            log.error("cannot open the KV store", extra={"path": str(path), "error": str(exc)})
+            raise APIError(503, f"The KV store is unavailable: {exc}", type="server_error") from exc
+        return self._store
+
+
+def parse_blob(data: bytes, param: str) -> KVBlob:
+    try:
+        return KVBlob.from_bytes(data)
+    except (CorruptBlobError, ValueError) as exc:
+        raise bad_request(f"The KV blob is not valid: {exc}", param=param, code="invalid_kv_blob") from exc

@@ -1,0 +1,76 @@
+"""What the route handlers share: the engine, its tokenizer and limits, the KV source and the metrics,
+plus the admission step every generation request goes through before it reaches the engine."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+from fastapi import Request
+from transformers import PreTrainedTokenizerBase
+
+from backend import AsyncEngine, SamplingParams
+from backend.server.errors import bad_request, model_not_found
+from backend.server.generation import Job, TokenStreams
+from backend.server.kv_source import KVSource
+from backend.server.metrics import ServerMetrics
+from backend.server.prompts import sampling_params
+from backend.server.protocol import ChatCompletionRequest, CompletionRequest
+from store import KVBlob
+
+
+@dataclass(slots=True)
+class ServerState:
+    engine: AsyncEngine
+    kv: KVSource
+    metrics: ServerMetrics
+    streams: TokenStreams
+    started: int = field(default_factory=lambda: int(time.time()))
+
+    @property
+    def model_name(self) -> str:
+        return self.engine.engine.model_name
+
+    @property
+    def max_model_len(self) -> int:
+        return self.engine.engine.max_model_len
+
+    @property
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        return self.engine.engine.tokenizer
+
+    def check_model(self, model: str) -> None:
+        if model != self.model_name:
+            raise model_not_found(model)
+
+    def check_request(
+        self,
+        prompt_token_ids: list[int],
+        params: SamplingParams,
+        kv_prefix: KVBlob | None,
+        kv_param: str | None,
+    ) -> None:
+        """The engine's own admission check (fit of an imported blob, ...), as a 400 naming the param."""
+        try:
+            self.engine.engine.check_request(prompt_token_ids, params, kv_prefix)
+        except ValueError as exc:
+            message = str(exc)
+            param = kv_param if "KV blob" in message else None
+            raise bad_request(message[:1].upper() + message[1:] + ".", param=param) from exc
+
+    async def admit(
+        self, body: CompletionRequest | ChatCompletionRequest, prompt_token_ids: list[int], request_id: str
+    ) -> Job:
+        params = sampling_params(body, len(prompt_token_ids), self.max_model_len)
+        kv_prefix = await asyncio.to_thread(self.kv.resolve, body.kv_blob, body.kv_blob_id)
+        self.check_request(
+            prompt_token_ids, params, kv_prefix, "kv_blob_id" if body.kv_blob_id else "kv_blob"
+        )
+        return Job(request_id, prompt_token_ids, params, kv_prefix)
+
+
+def server_state(request: Request) -> ServerState:
+    """FastAPI dependency: the state `create_app` attached to this app."""
+    state: ServerState = request.app.state.backend
+    return state

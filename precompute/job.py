@@ -160,6 +160,7 @@ class Job:
             _gate=threading.Semaphore(settings.concurrency),
         )
         job._seed_dedup()
+        job._sweep_kv_files()
         for problem in documents.skipped:
             log.warning("skipped unreadable file", extra={"problem": problem})
         return job
@@ -168,6 +169,12 @@ class Job:
         self.worklog.close()
         self.upstream.close()
         self.store.close()
+
+    def _sweep_kv_files(self) -> None:
+        """Blob files a killed run left behind: partial writes, and blobs already inside the store."""
+        for path in self.worklog.kv_folder.iterdir():
+            if path.suffix == ".part" or path.stem in self.replay.written:
+                path.unlink(missing_ok=True)
 
     def _seed_dedup(self) -> None:
         known = list(self.replay.queries.values())

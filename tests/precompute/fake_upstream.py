@@ -32,9 +32,10 @@ class Behaviour:
     kv: bool = True
     delay: float = 0.0
     requests: list[dict[str, Any]] = field(default_factory=list)
+    kv_exports: int = 0
 
     def reset(self) -> None:
-        self.mode, self.kv, self.delay = "ok", True, 0.0
+        self.mode, self.kv, self.delay, self.kv_exports = "ok", True, 0.0, 0
         self.requests.clear()
 
 
@@ -51,11 +52,10 @@ def _generation(user: str, wanted: int) -> str:
     document = user.split("Document:\n", 1)[1].split("\n\nWrite ", 1)[0]
     asked = set(re.findall(r"^- (.*)$", user, flags=re.MULTILINE))
     fresh = [q for q in map(_question, _sentences(document)) if q not in asked][:wanted]
+    if fresh:  # a near-duplicate right after the first question: only the embedding check can catch it
+        fresh.insert(1, fresh[0].replace("What does", "What, does"))
     lines = ["Sure! Here are some questions a user might ask:", ""]
-    for number, question in enumerate(fresh, start=1):
-        lines.append(f"{number}. {question}")
-    if fresh:
-        lines.append(f"{len(fresh) + 1}. {fresh[0][:-1]} ?")  # near-duplicate: only the embedding catches it
+    lines += [f"{number}. {question}" for number, question in enumerate(fresh, start=1)]
     return "\n".join(lines)
 
 
@@ -118,6 +118,7 @@ def make_app(behaviour: Behaviour) -> FastAPI:
     @app.post("/v1/kv/export")
     async def kv_export(request: Request) -> Response:
         body = await request.json()
+        behaviour.kv_exports += 1
         if not behaviour.kv:
             return JSONResponse({"error": {"message": "not found"}}, status_code=404)
         return Response(_kv_blob(body["messages"]), media_type="application/octet-stream")

@@ -41,15 +41,17 @@ def pack_codes(codes: torch.Tensor, bits: int) -> torch.Tensor:
     """Integer codes [..., D] in [0, 2^bits) → uint8 [..., D·bits/8]."""
     per_byte = 8 // bits
     grouped = codes.to(torch.int32).reshape(*codes.shape[:-1], codes.shape[-1] // per_byte, per_byte)
-    shifts = torch.arange(per_byte, device=codes.device, dtype=torch.int32) * bits
-    return (grouped << shifts).sum(dim=-1).to(torch.uint8)
+    packed = grouped[..., 0].clone()
+    for j in range(1, per_byte):  # a short loop of whole-tensor ops: far faster than a broadcast shift-sum
+        packed |= grouped[..., j] << (j * bits)
+    return packed.to(torch.uint8)
 
 
 def unpack_codes(packed: torch.Tensor, bits: int) -> torch.Tensor:
     """uint8 [..., B] → integer codes [..., B·8/bits] (int32), the inverse of `pack_codes`."""
     per_byte = 8 // bits
-    shifts = torch.arange(per_byte, device=packed.device, dtype=torch.int32) * bits
-    codes = (packed.to(torch.int32)[..., None] >> shifts) & ((1 << bits) - 1)
+    wide = packed.to(torch.int32)
+    codes = torch.stack([(wide >> (j * bits)) & ((1 << bits) - 1) for j in range(per_byte)], dim=-1)
     return codes.reshape(*packed.shape[:-1], packed.shape[-1] * per_byte)
 
 

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
         NotAStoreError,
         ReadOnlyStoreError,
         StoreError,
+        StoreReadError,
         StoreWriteError,
     )
     from store.kvblob import CorruptBlobError, KVBlob
@@ -34,6 +35,7 @@ _EXPORTS = {
     "NotAStoreError": "store.errors",
     "ReadOnlyStoreError": "store.errors",
     "StoreError": "store.errors",
+    "StoreReadError": "store.errors",
     "StoreWriteError": "store.errors",
     "CorruptBlobError": "store.kvblob",
     "KVBlob": "store.kvblob",
@@ -61,6 +63,7 @@ __all__ = [
     "Source",
     "Store",
     "StoreError",
+    "StoreReadError",
     "StoreWriteError",
     "Turn",
     "VerifyReport",

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 import rocksdict
 
-from store.errors import EmbeddingMismatchError, NotAStoreError, StoreError, StoreWriteError
+from store.errors import EmbeddingMismatchError, NotAStoreError, StoreError, StoreReadError, StoreWriteError
 from store.records import decode_u64, encode_u64
 
 FORMAT = b"precog-store/1"
@@ -42,23 +43,47 @@ def is_store(path: Path) -> bool:
 
 
 class Column:
-    """One column family in raw mode: bytes keys to bytes values (typed, unlike rocksdict's own API)."""
+    """One column family in raw mode: bytes keys to bytes values (typed, unlike rocksdict's own API).
 
-    def __init__(self, rdict: Any) -> None:
+    RocksDB read failures (checksum mismatches, I/O errors) surface as StoreReadError.
+    """
+
+    def __init__(self, name: str, rdict: Any) -> None:
+        self.name = name
         self._rdict = rdict
 
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        try:
+            yield
+        except Exception as exc:  # rocksdict raises plain Exception for every RocksDB status
+            raise StoreReadError(f"reading column family {self.name!r} failed: {exc}") from exc
+
     def get(self, key: bytes) -> bytes | None:
-        return cast(bytes | None, self._rdict.get(key))
+        with self._reading():
+            return cast(bytes | None, self._rdict.get(key))
 
     def get_many(self, keys: list[bytes]) -> list[bytes | None]:
-        return cast(list[bytes | None], self._rdict[keys]) if keys else []
+        if not keys:
+            return []
+        with self._reading():
+            return cast(list[bytes | None], self._rdict[keys])
 
     def items(self, from_key: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
-        items = self._rdict.items() if from_key is None else self._rdict.items(from_key=from_key)
-        return cast(Iterator[tuple[bytes, bytes]], iter(items))
+        """Key order from `from_key`; unlike rocksdict's items(), a read error mid-scan raises."""
+        with self._reading():
+            cursor = self._rdict.iter()
+            if from_key is None:
+                cursor.seek_to_first()
+            else:
+                cursor.seek(from_key)
+            while cursor.valid():
+                yield cast(bytes, cursor.key()), cast(bytes, cursor.value())
+                cursor.next()
+            cursor.status()
 
     def values(self) -> Iterator[bytes]:
-        return cast(Iterator[bytes], iter(self._rdict.values()))
+        return (value for _, value in self.items())
 
     def estimated_count(self) -> int:
         return int(self._rdict.property_int_value("rocksdb.estimate-num-keys") or 0)
@@ -93,7 +118,7 @@ class Database:
             if "column famil" in str(exc).lower() or "does not exist" in str(exc).lower():
                 raise NotAStoreError(f"{path} holds a RocksDB database that is not a precog store") from exc
             raise StoreError(f"cannot open store at {path}: {exc}") from exc
-        self.cf = {name: Column(self._db.get_column_family(name)) for name in COLUMN_FAMILIES}
+        self.cf = {name: Column(name, self._db.get_column_family(name)) for name in COLUMN_FAMILIES}
         self._handles = {name: self._db.get_column_family_handle(name) for name in COLUMN_FAMILIES}
         self._write_options = rocksdict.WriteOptions()
         self._write_options.sync = sync

@@ -21,3 +21,7 @@ class ReadOnlyStoreError(StoreError):
 
 class StoreWriteError(StoreError):
     """RocksDB refused a write (full disk, I/O error); nothing of that write was stored."""
+
+
+class StoreReadError(StoreError):
+    """RocksDB could not read stored bytes back (a block checksum mismatch, an I/O error)."""

@@ -33,6 +33,7 @@ class StoredEntry:
 
     entry: Entry
     owns_blob: bool
+    damaged: bool = False
 
 
 def check_id(kind: str, value: str) -> None:

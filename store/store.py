@@ -27,7 +27,7 @@ from store import archive
 from store.db import DB_DIR, INDEX_DIR, Database, stored_identity
 from store.embedding import MODEL_DIM, MODEL_NAME
 from store.entry import Entry
-from store.errors import ReadOnlyStoreError, StoreError
+from store.errors import ReadOnlyStoreError, StoreError, StoreReadError
 from store.index_files import IndexUnusableError, index_disk_bytes, load_index, save_index
 from store.kvblob import CorruptBlobError, KVBlob
 from store.records import (
@@ -325,7 +325,10 @@ class Store:
     def get_blob(self, blob_id: str) -> KVBlob:
         """The verified blob; KeyError when absent, CorruptBlobError when its bytes are damaged."""
         self._check_open()
-        data = self._db.cf["blobs"].get(blob_id.encode())
+        try:
+            data = self._db.cf["blobs"].get(blob_id.encode())
+        except StoreReadError as exc:
+            raise CorruptBlobError(f"blob {blob_id} cannot be read: {exc}") from exc
         if data is None:
             raise KeyError(blob_id)
         if data[:1] not in (BLOB_OF_ENTRY, BLOB_STANDALONE):
@@ -488,24 +491,32 @@ class Store:
         return [self._decode_or_placeholder(i, data) for i, data in zip(ids, records, strict=True) if data]
 
     def _decode_or_placeholder(self, entry_id: str, data: bytes) -> StoredEntry:
+        """Decode a record about to be deleted; a corrupt one becomes a placeholder marked damaged,
+        with its scope recovered from the index so that its vector goes too."""
         try:
             return decode_entry(data)
         except CorruptRecordError:
-            log.warning("replacing a corrupt entry record", extra={"entry_id": entry_id})
+            log.warning("removing a corrupt entry record", extra={"entry_id": entry_id})
+            scope = self._index.scope_of(entry_id) or ""
             placeholder = Entry(
-                scope="\x00", query="", answer="", embedding=np.zeros(0), model="", id=entry_id
+                scope=scope, query="", answer="", embedding=np.zeros(0), model="", id=entry_id
             )
-            return StoredEntry(entry=placeholder, owns_blob=False)
+            return StoredEntry(entry=placeholder, owns_blob=False, damaged=True)
 
     def _delete_in(self, batch: Any, old: StoredEntry, claimed: Set[bytes] = frozenset()) -> None:
         """Add the deletion of `old` to `batch`, sparing exact-text keys that the batch itself claims."""
         entry = old.entry
-        batch.delete(entry.id.encode(), self._db.handle("entries"))
-        batch.delete(entry.id.encode(), self._db.handle("hits"))
-        if entry.scope != "\x00":
+        key_bytes = entry.id.encode()
+        batch.delete(key_bytes, self._db.handle("entries"))
+        batch.delete(key_bytes, self._db.handle("hits"))
+        if old.damaged:
+            # The query is unknown: find the record's exact-text key by its value (rare, so a scan is fine).
+            keys = [k for k, v in self._db.cf["exact"].items() if v == key_bytes and k not in claimed]
+        else:
             key = exact_key(entry.scope, entry.query)
-            if key not in claimed and self._db.cf["exact"].get(key) == entry.id.encode():
-                batch.delete(key, self._db.handle("exact"))
+            keys = [key] if key not in claimed and self._db.cf["exact"].get(key) == key_bytes else []
+        for key in keys:
+            batch.delete(key, self._db.handle("exact"))
         if old.owns_blob and entry.kv_blob_id:
             batch.delete(entry.kv_blob_id.encode(), self._db.handle("blobs"))
 

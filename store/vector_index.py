@@ -22,6 +22,10 @@ class VectorIndex:
     def scope(self, scope: str) -> ScopeIndex | None:
         return self._scopes.get(scope)
 
+    def scope_of(self, entry_id: str) -> str | None:
+        """The scope whose index holds `entry_id` (a scan over scopes: for repairs, not for serving)."""
+        return next((scope for scope, index in self.scopes().items() if entry_id in index), None)
+
     def scopes(self) -> dict[str, ScopeIndex]:
         with self._lock:
             return dict(self._scopes)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 from store.db import Database
+from store.errors import StoreReadError
 from store.kvblob import CorruptBlobError, KVBlob
 from store.records import CorruptRecordError, decode_entry, exact_key
 from store.vector_index import VectorIndex
@@ -62,17 +64,29 @@ class VerifyReport:
 def verify_store(db: Database, index: VectorIndex, dim: int) -> VerifyReport:
     report = VerifyReport()
     blob_refs: set[str] = set()
-    ids_by_scope = _check_entries(db, index, dim, report, blob_refs)
-    _check_index(index, ids_by_scope, report)
-    _check_blobs(db, blob_refs, report)
-    _check_exact_keys(db, report)
+    ids_by_scope: dict[str, set[str]] = defaultdict(set)
+    checks: list[tuple[str, Callable[[], None]]] = [
+        ("entries", lambda: _check_entries(db, index, dim, report, blob_refs, ids_by_scope)),
+        ("index", lambda: _check_index(index, ids_by_scope, report)),
+        ("blobs", lambda: _check_blobs(db, blob_refs, report)),
+        ("exact", lambda: _check_exact_keys(db, report)),
+    ]
+    for part, check in checks:
+        try:
+            check()
+        except StoreReadError as exc:
+            report.add("unreadable", part, f"stopped checking {part}: {exc}")
     return report
 
 
 def _check_entries(
-    db: Database, index: VectorIndex, dim: int, report: VerifyReport, blob_refs: set[str]
-) -> dict[str, set[str]]:
-    ids_by_scope: dict[str, set[str]] = defaultdict(set)
+    db: Database,
+    index: VectorIndex,
+    dim: int,
+    report: VerifyReport,
+    blob_refs: set[str],
+    ids_by_scope: dict[str, set[str]],
+) -> None:
     for key, data in db.cf["entries"].items():
         report.entries += 1
         try:
@@ -94,8 +108,11 @@ def _check_entries(
             report.add("exact-key-missing", key, "the exact-text key of this entry does not point to it")
         if entry.kv_blob_id:
             blob_refs.add(entry.kv_blob_id)
-            if db.cf["blobs"].get(entry.kv_blob_id.encode()) is None:
-                report.add("missing-blob", key, f"references blob {entry.kv_blob_id} which is absent")
+            try:
+                if db.cf["blobs"].get(entry.kv_blob_id.encode()) is None:
+                    report.add("missing-blob", key, f"references blob {entry.kv_blob_id} which is absent")
+            except StoreReadError as exc:
+                report.add("unreadable-blob", key, f"blob {entry.kv_blob_id}: {exc}")
         scope_index = index.scope(entry.scope)
         indexed = None if scope_index is None else scope_index.vector(entry.id)
         if indexed is None:
@@ -104,7 +121,6 @@ def _check_entries(
         report.vectors += 1
         if float(np.max(np.abs(indexed - vector))) > _VECTOR_TOLERANCE:
             report.add("vector-mismatch", key, "indexed vector differs from the stored one")
-    return ids_by_scope
 
 
 def _check_index(index: VectorIndex, ids_by_scope: dict[str, set[str]], report: VerifyReport) -> None:

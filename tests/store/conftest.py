@@ -25,6 +25,11 @@ def rng() -> np.random.Generator:
 
 
 @pytest.fixture
+def unit_vectors(rng: np.random.Generator) -> Callable[[int], np.ndarray]:
+    return lambda n: unit(rng, n)
+
+
+@pytest.fixture
 def make_entry(rng: np.random.Generator) -> Callable[..., Entry]:
     counter = iter(range(10**9))
 

@@ -1,0 +1,122 @@
+"""The vector index is derived data: missing, stale or corrupt, it is rebuilt from the records on open."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from store import IndexParams, Store
+
+
+def _fill(path: Path, make_entry, n: int = 40) -> list:
+    entries = [make_entry(scope=f"s{i % 4}") for i in range(n)]
+    with Store.open(path, progress=False) as store:
+        store.put_many(entries)
+    return entries
+
+
+def _assert_searchable(path: Path, entries: list, caplog, reason: str | None) -> None:
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="store"), Store.open(path, progress=False) as store:
+        assert len(store) == len(entries)
+        for entry in entries:
+            assert store.search(entry.scope, entry.embedding, k=1)[0][0].id == entry.id
+        assert store.verify().ok
+    rebuilt = [r for r in caplog.records if r.getMessage() == "rebuilding vector index"]
+    if reason is None:
+        assert not rebuilt
+    else:
+        assert rebuilt and reason in rebuilt[0].reason
+
+
+def test_saved_index_is_loaded_not_rebuilt(store_path, make_entry, caplog) -> None:
+    entries = _fill(store_path, make_entry)
+    _assert_searchable(store_path, entries, caplog, reason=None)
+
+
+def test_missing_index_is_rebuilt(store_path, make_entry, caplog) -> None:
+    entries = _fill(store_path, make_entry)
+    shutil.rmtree(store_path / "index")
+    _assert_searchable(store_path, entries, caplog, reason="no saved index")
+    _assert_searchable(store_path, entries, caplog, reason=None)
+
+
+def test_stale_index_is_rebuilt(store_path, make_entry, caplog, tmp_path) -> None:
+    entries = _fill(store_path, make_entry)
+    shutil.copytree(store_path / "index", tmp_path / "old-index")
+    with Store.open(store_path, progress=False) as store:
+        extra = make_entry(scope="s0")
+        store.put(extra)
+        store.delete(entries[0].id)
+    shutil.rmtree(store_path / "index")
+    shutil.copytree(tmp_path / "old-index", store_path / "index")
+    _assert_searchable(store_path, [*entries[1:], extra], caplog, reason="stale")
+
+
+@pytest.mark.parametrize("damage", ["flip-index-byte", "truncate-index", "garbage-manifest", "wrong-count"])
+def test_corrupt_index_is_rebuilt(store_path, make_entry, caplog, damage) -> None:
+    entries = _fill(store_path, make_entry)
+    index_dir = store_path / "index"
+    scope_file = sorted(index_dir.glob("*.idx"))[0]
+    if damage == "flip-index-byte":
+        data = bytearray(scope_file.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        scope_file.write_bytes(bytes(data))
+    elif damage == "truncate-index":
+        scope_file.write_bytes(scope_file.read_bytes()[:100])
+    elif damage == "garbage-manifest":
+        (index_dir / "manifest.json").write_text("{not json")
+    else:
+        manifest = json.loads((index_dir / "manifest.json").read_text())
+        next(iter(manifest["scopes"].values()))["count"] += 1
+        (index_dir / "manifest.json").write_text(json.dumps(manifest))
+    reason = {"garbage-manifest": "unreadable", "wrong-count": "wrong number"}.get(damage, "corrupt")
+    _assert_searchable(store_path, entries, caplog, reason=reason)
+
+
+def test_scope_switches_to_hnsw_and_survives_reopen(store_path, unit_vectors) -> None:
+    from store import Entry
+
+    params = IndexParams(hnsw_threshold=300, min_tombstones_to_compact=50)
+    vectors = unit_vectors(600)
+    entries = [
+        Entry(scope="big", query=f"q{i}", answer="a", embedding=v, model="m") for i, v in enumerate(vectors)
+    ]
+    with Store.open(store_path, index_params=params, progress=False) as store:
+        store.put_many(entries[:250])
+        assert store.stats()["index"]["big"]["kind"] == "flat"
+        store.put_many(entries[250:])
+        assert store.stats()["index"]["big"]["kind"] == "hnsw"
+        store.invalidate(ids=[e.id for e in entries[:400]])
+        index_stats = store.stats()["index"]["big"]
+        assert (
+            index_stats["vectors"] == 200 and index_stats["tombstones"] == 0 and index_stats["kind"] == "flat"
+        )
+    with Store.open(store_path, index_params=params, progress=False) as store:
+        found = store.search("big", vectors[500], k=10)
+        assert found[0][0].id == entries[500].id
+        assert all(int(e.query[1:]) >= 400 for e, _ in found)
+        assert store.verify().ok
+
+
+def test_tombstones_are_never_returned(store: Store, make_entry) -> None:
+    entries = [make_entry() for _ in range(30)]
+    store.put_many(entries)
+    for entry in entries[::2]:
+        store.delete(entry.id)
+    for entry in entries:
+        ids = [e.id for e, _ in store.search("scope-a", entry.embedding, k=30)]
+        assert len(ids) == 15 and not set(ids) & {e.id for e in entries[::2]}
+
+
+def test_rebuild_index_on_demand(store: Store, make_entry) -> None:
+    entries = [make_entry() for _ in range(20)]
+    store.put_many(entries)
+    store.rebuild_index()
+    assert len(store) == 20
+    assert np.isclose(store.search("scope-a", entries[3].embedding, k=1)[0][1], 1.0, atol=1e-5)

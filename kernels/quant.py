@@ -39,7 +39,12 @@ class QuantizedTensor:
 
 def pack_codes(codes: torch.Tensor, bits: int) -> torch.Tensor:
     """Integer codes [..., D] in [0, 2^bits) → uint8 [..., D·bits/8]."""
+    _check_bits(bits)
     per_byte = 8 // bits
+    if codes.dim() == 0 or codes.shape[-1] % per_byte:
+        raise ValueError(f"the last dimension must be a multiple of {per_byte} to pack {bits}-bit codes")
+    if codes.numel() and not bool(((codes >= 0) & (codes < (1 << bits))).all()):
+        raise ValueError(f"{bits}-bit codes must lie in [0, {(1 << bits) - 1}]")
     grouped = codes.to(torch.int32).reshape(*codes.shape[:-1], codes.shape[-1] // per_byte, per_byte)
     packed = grouped[..., 0].clone()
     for j in range(1, per_byte):  # a short loop of whole-tensor ops: far faster than a broadcast shift-sum
@@ -49,16 +54,21 @@ def pack_codes(codes: torch.Tensor, bits: int) -> torch.Tensor:
 
 def unpack_codes(packed: torch.Tensor, bits: int) -> torch.Tensor:
     """uint8 [..., B] → integer codes [..., B·8/bits] (int32), the inverse of `pack_codes`."""
+    _check_bits(bits)
     per_byte = 8 // bits
     wide = packed.to(torch.int32)
     codes = torch.stack([(wide >> (j * bits)) & ((1 << bits) - 1) for j in range(per_byte)], dim=-1)
     return codes.reshape(*packed.shape[:-1], packed.shape[-1] * per_byte)
 
 
-def check_quantize_inputs(x: torch.Tensor, bits: int, group_size: int) -> None:
-    """Raise ValueError unless `x` can be quantised at `bits` in groups of `group_size`."""
+def _check_bits(bits: int) -> None:
     if bits not in SUPPORTED_BITS:
         raise ValueError(f"bits must be one of {SUPPORTED_BITS}, got {bits}")
+
+
+def check_quantize_inputs(x: torch.Tensor, bits: int, group_size: int) -> None:
+    """Raise ValueError unless `x` can be quantised at `bits` in groups of `group_size`."""
+    _check_bits(bits)
     if group_size < 8 // bits or group_size & (group_size - 1):
         raise ValueError(f"group_size must be a power of two ≥ {8 // bits} at {bits} bits, got {group_size}")
     if x.dim() == 0 or not x.is_floating_point():

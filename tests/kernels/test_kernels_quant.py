@@ -83,6 +83,15 @@ def test_triton_matches_reference_bit_for_bit(
     torch.testing.assert_close(rebuilt, dequantize_ref(reference, dtype), rtol=2**-7, atol=0)
 
 
+def test_packing_rejects_codes_that_would_spill_into_a_neighbour():
+    with pytest.raises(ValueError, match=r"\[0, 3\]"):
+        pack_codes(torch.tensor([[0, 4, 1, 2]]), bits=2)
+    with pytest.raises(ValueError, match="multiple of 2"):
+        pack_codes(torch.tensor([[1, 2, 3]]), bits=4)
+    with pytest.raises(ValueError, match="bits"):
+        unpack_codes(torch.zeros(1, 2, dtype=torch.uint8), bits=1)
+
+
 def test_rejects_what_cannot_be_quantised():
     x = torch.randn(4, 32)
     with pytest.raises(ValueError, match="bits"):

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import uvicorn
 
 from backend import Engine, EngineConfig, prepared_model_dir
+from backend.server import create_app
 
 # Sized for the tests: 512 blocks x 16 tokens = 8K tokens of KV (~370 MB), contexts up to 1K tokens.
 TEST_ENGINE = {"max_model_len": 1024, "num_kv_blocks": 512, "max_num_seqs": 32, "max_num_batched_tokens": 512}
@@ -21,3 +27,30 @@ def model_dir() -> Path:
 def engine(model_dir: Path) -> Engine:
     # One thread: the test machine's cores are shared, and spinning OpenMP threads then cost far more.
     return Engine(EngineConfig(model_dir=model_dir, num_threads=1, **TEST_ENGINE))
+
+
+@contextmanager
+def serving(engine: Engine, store_path: Path | None = None) -> Iterator[str]:
+    """The real server (uvicorn, HTTP on a free port) over `engine` while the block runs; yields its URL."""
+    app = create_app(engine, store_path=store_path)
+    server = uvicorn.Server(uvicorn.Config(app, port=0, log_config=None, access_log=False))
+    thread = threading.Thread(target=server.run, name="test-backend-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the backend server did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def server_url(engine: Engine) -> Iterator[str]:
+    """The server over the session's engine, per test module: the engine's step loop then runs only while
+    server tests do, and starting it costs no model load."""
+    with serving(engine) as url:
+        yield url

@@ -44,7 +44,9 @@ def test_text_prompts_and_completion_fields(engine: Engine) -> None:
     assert done.text == engine.tokenizer.decode(done.token_ids, skip_special_tokens=True)
 
 
-def test_prefix_cache_hit_gives_cold_tokens(engine: Engine, prompts: list[list[int]], cold: list[list[int]]) -> None:
+def test_prefix_cache_hit_gives_cold_tokens(
+    engine: Engine, prompts: list[list[int]], cold: list[list[int]]
+) -> None:
     before = engine.stats()
     again = engine.generate(prompts[:3], GREEDY)
     after = engine.stats()
@@ -61,7 +63,8 @@ def test_shared_prefix_with_new_suffix(engine: Engine, prompts: list[list[int]])
     ids = [
         engine.tokenizer.apply_chat_template(
             [{"role": "system", "content": system}, {"role": "user", "content": q}],
-            tokenize=False, add_generation_prompt=True,
+            tokenize=False,
+            add_generation_prompt=True,
         )
         for q in QUESTIONS[8:11]
     ]
@@ -124,8 +127,14 @@ def test_preemption_under_a_tiny_budget_still_gives_cold_tokens(
 def test_chunked_prefill_matches(model_dir: Path, prompts: list[list[int]], cold: list[list[int]]) -> None:
     """A 16-token step budget splits every prompt into chunks interleaved with other decodes."""
     chunky = Engine(
-        EngineConfig(model_dir=model_dir, max_model_len=256, num_kv_blocks=128, max_num_batched_tokens=16,
-                     max_num_seqs=4, enable_prefix_caching=False)
+        EngineConfig(
+            model_dir=model_dir,
+            max_model_len=256,
+            num_kv_blocks=128,
+            max_num_batched_tokens=16,
+            max_num_seqs=4,
+            enable_prefix_caching=False,
+        )
     )
     out = chunky.generate(prompts, GREEDY)
     assert [c.token_ids for c in out] == cold

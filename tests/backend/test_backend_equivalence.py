@@ -38,8 +38,13 @@ def test_greedy_matches_transformers_generate(engine: Engine, hf_model: AutoMode
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
     with torch.inference_mode():
         hf = hf_model.generate(
-            input_ids=input_ids, attention_mask=mask, max_new_tokens=NEW_TOKENS, do_sample=False,
-            output_logits=True, return_dict_in_generate=True, pad_token_id=pad,
+            input_ids=input_ids,
+            attention_mask=mask,
+            max_new_tokens=NEW_TOKENS,
+            do_sample=False,
+            output_logits=True,
+            return_dict_in_generate=True,
+            pad_token_id=pad,
         )
     hf_tokens = hf.sequences[:, width:].tolist()
     hf_logits = torch.stack(hf.logits, dim=1)  # [B, steps, vocab]
@@ -63,7 +68,9 @@ def test_greedy_matches_transformers_generate(engine: Engine, hf_model: AutoMode
             assert abs(completion.logprobs[step].logprob - float(logprobs[mine])) < LOGIT_TOL
             compared += 1
         else:
-            assert completion.token_ids == expected, f"prompt {i}: lengths differ {completion.token_ids} {expected}"
+            assert completion.token_ids == expected, (
+                f"prompt {i}: lengths differ {completion.token_ids} {expected}"
+            )
     assert compared >= 0.9 * sum(len(c.token_ids) for c in ours)
     assert ties <= 2
 
@@ -73,12 +80,16 @@ def test_model_logits_match_transformers(engine: Engine, hf_model: AutoModelForC
     from backend.engine.kv_cache import KVCache
     from backend.layers.attention import AttentionMetadata
 
-    ids = chat_prompt_ids(engine.tokenizer, QUESTIONS[1]) + [504, 3458, 282]
+    ids = [*chat_prompt_ids(engine.tokenizer, QUESTIONS[1]), 504, 3458, 282]
     n, blocks = len(ids), -(-len(ids) // 16)
     cache = KVCache(engine.spec, num_blocks=blocks, block_size=16)
     meta = AttentionMetadata(
-        positions=torch.arange(n), slot_mapping=torch.arange(n), block_tables=torch.arange(blocks)[None],
-        query_lens=[n], context_lens=[n], logit_rows=torch.arange(n),
+        positions=torch.arange(n),
+        slot_mapping=torch.arange(n),
+        block_tables=torch.arange(blocks)[None],
+        query_lens=[n],
+        context_lens=[n],
+        logit_rows=torch.arange(n),
     )
     with torch.inference_mode():
         ours = engine.model(torch.tensor(ids), cache.layers, meta)

@@ -1,8 +1,8 @@
 """Softmax-attention arithmetic shared by the decode references, and merging of partial results.
 
-A decode step over a split cache (full-rank pages plus low-rank pages, as OjaKV keeps them) runs one
-attention per part; each part returns its output with the log-sum-exp of its scores so the parts can
-be combined exactly, as if the softmax had run over all keys at once.
+A decode step over a split cache (full-rank pages plus low-rank pages, as OjaKV keeps them, or page
+ranges handled by separate GPU programs) runs one attention per part; each part returns its output
+with the log-sum-exp of its scores so the parts combine exactly, as if one softmax had run over all keys.
 """
 
 from __future__ import annotations
@@ -41,15 +41,26 @@ def masked_attention(
     return out, lse
 
 
+def combine_partials(out_parts: torch.Tensor, lse_parts: torch.Tensor) -> AttentionOutput:
+    """Attention over the union of P disjoint key sets from each set's result.
+
+    out_parts [..., P, F] and lse_parts [..., P] → out [..., F] (float32) and lse [...]; parts over no
+    keys (lse −inf) count for nothing, and a union of empty parts gives zeros and −inf.
+    """
+    lse = torch.logsumexp(lse_parts, dim=-1)
+    safe_lse = torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))
+    weights = torch.exp(lse_parts - safe_lse[..., None])
+    out = (out_parts.float() * weights[..., None]).sum(dim=-2)
+    return AttentionOutput(out, lse)
+
+
 def merge_attention(first: AttentionOutput, second: AttentionOutput) -> AttentionOutput:
     """Combine attention over two disjoint key sets into attention over their union."""
     if first.out.shape != second.out.shape or first.lse.shape != second.lse.shape:
         raise ValueError(
             f"cannot merge attention outputs of shapes {tuple(first.out.shape)} and {tuple(second.out.shape)}"
         )
-    lse = torch.logaddexp(first.lse, second.lse)
-    safe_lse = torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))
-    weight_first = torch.exp(first.lse - safe_lse)[..., None]
-    weight_second = torch.exp(second.lse - safe_lse)[..., None]
-    out = first.out.float() * weight_first + second.out.float() * weight_second
-    return AttentionOutput(out.to(first.out.dtype), lse)
+    merged = combine_partials(
+        torch.stack([first.out, second.out], dim=-2), torch.stack([first.lse, second.lse], dim=-1)
+    )
+    return AttentionOutput(merged.out.to(first.out.dtype), merged.lse)

@@ -1,12 +1,18 @@
-"""Triton paged decode attention: one program per (sequence, KV head), online softmax over pages."""
+"""Triton paged decode attention: one program per (sequence, KV head, range of pages), online softmax.
+
+Long contexts are split into page ranges handled by separate programs (flash-decoding), so a batch
+with few sequences and KV heads still fills the GPU; the ranges' results are combined by log-sum-exp.
+"""
 
 from __future__ import annotations
+
+from functools import cache
 
 import torch
 import triton
 import triton.language as tl
 
-from kernels.attention_math import AttentionOutput
+from kernels.attention_math import AttentionOutput, combine_partials
 from kernels.triton_kernels.tiles import dot_extent
 
 
@@ -17,15 +23,16 @@ def _paged_decode_kernel(
     stride_kn, stride_kb, stride_kh, stride_kd,
     stride_vn, stride_vb, stride_vh, stride_vd,
     stride_ts, stride_tm,
-    stride_os, stride_oh, stride_od,
-    stride_ls, stride_lh,
-    GROUP: tl.constexpr, GROUP_TILE: tl.constexpr,
+    stride_os, stride_oh, stride_op, stride_od,
+    stride_ls, stride_lh, stride_lp,
+    PAGES_PER_SPLIT: tl.constexpr, GROUP: tl.constexpr, GROUP_TILE: tl.constexpr,
     DIM_K: tl.constexpr, DIM_K_TILE: tl.constexpr,
     DIM_V: tl.constexpr, DIM_V_TILE: tl.constexpr,
     BLOCK_SIZE: tl.constexpr, BLOCK_TILE: tl.constexpr,
 ):  # fmt: skip
     seq = tl.program_id(0)
     kv_head = tl.program_id(1)
+    split = tl.program_id(2)
     rows = tl.arange(0, GROUP_TILE)
     dk = tl.arange(0, DIM_K_TILE)
     dv = tl.arange(0, DIM_V_TILE)
@@ -43,7 +50,9 @@ def _paged_decode_kernel(
     running_max = tl.full([GROUP_TILE], float("-inf"), tl.float32)
     denominator = tl.zeros([GROUP_TILE], tl.float32)
     acc = tl.zeros([GROUP_TILE, DIM_V_TILE], tl.float32)
-    for page_index in range(0, tl.cdiv(length, BLOCK_SIZE)):
+    first_page = split * PAGES_PER_SPLIT
+    end_page = tl.minimum(first_page + PAGES_PER_SPLIT, tl.cdiv(length, BLOCK_SIZE))
+    for page_index in range(first_page, end_page):
         page = tl.load(tables_ptr + seq * stride_ts + page_index * stride_tm).to(tl.int64)
         slot_ok = (slots < BLOCK_SIZE) & (page_index * BLOCK_SIZE + slots < length)
         k = tl.load(
@@ -77,11 +86,11 @@ def _paged_decode_kernel(
     out = acc / tl.where(has_keys, denominator, 1.0)[:, None]
     lse = tl.where(has_keys, running_max + tl.log(tl.where(has_keys, denominator, 1.0)), float("-inf"))
     tl.store(
-        out_ptr + seq * stride_os + heads[:, None] * stride_oh + dv[None, :] * stride_od,
-        out.to(out_ptr.dtype.element_ty),
+        out_ptr + seq * stride_os + heads[:, None] * stride_oh + split * stride_op + dv[None, :] * stride_od,
+        out,
         mask=row_ok[:, None] & (dv[None, :] < DIM_V),
     )
-    tl.store(lse_ptr + seq * stride_ls + heads * stride_lh, lse, mask=row_ok)
+    tl.store(lse_ptr + seq * stride_ls + heads * stride_lh + split * stride_lp, lse, mask=row_ok)
 
 
 def launch_paged_attention(
@@ -96,17 +105,38 @@ def launch_paged_attention(
     num_seqs, num_q_heads, dim_k = q.shape
     _, block_size, num_kv_heads, dim_v = v_cache.shape
     group = num_q_heads // num_kv_heads
-    out = torch.empty((num_seqs, num_q_heads, dim_v), dtype=q.dtype, device=q.device)
-    lse = torch.empty((num_seqs, num_q_heads), dtype=torch.float32, device=q.device)
-    if num_seqs == 0:
-        return AttentionOutput(out, lse)
-    _paged_decode_kernel[(num_seqs, num_kv_heads)](
-        q, k_cache, v_cache, block_tables, context_lens, out, lse, scale,
-        *q.stride(), *k_cache.stride(), *v_cache.stride(), *block_tables.stride(),
-        *out.stride(), *lse.stride(),
-        GROUP=group, GROUP_TILE=dot_extent(group),
-        DIM_K=dim_k, DIM_K_TILE=dot_extent(dim_k),
-        DIM_V=dim_v, DIM_V_TILE=dot_extent(dim_v),
-        BLOCK_SIZE=block_size, BLOCK_TILE=dot_extent(block_size),
-    )  # fmt: skip
-    return AttentionOutput(out, lse)
+    max_pages = triton.cdiv(int(context_lens.max()), block_size) if num_seqs else 0
+    pages_per_split = _pages_per_split(max_pages, num_seqs * num_kv_heads, q.device)
+    splits = max(1, triton.cdiv(max_pages, pages_per_split))
+    out_parts = torch.empty((num_seqs, num_q_heads, splits, dim_v), dtype=torch.float32, device=q.device)
+    lse_parts = torch.empty((num_seqs, num_q_heads, splits), dtype=torch.float32, device=q.device)
+    if num_seqs:
+        _paged_decode_kernel[(num_seqs, num_kv_heads, splits)](
+            q, k_cache, v_cache, block_tables, context_lens, out_parts, lse_parts, scale,
+            *q.stride(), *k_cache.stride(), *v_cache.stride(), *block_tables.stride(),
+            *out_parts.stride(), *lse_parts.stride(),
+            PAGES_PER_SPLIT=pages_per_split, GROUP=group, GROUP_TILE=dot_extent(group),
+            DIM_K=dim_k, DIM_K_TILE=dot_extent(dim_k),
+            DIM_V=dim_v, DIM_V_TILE=dot_extent(dim_v),
+            BLOCK_SIZE=block_size, BLOCK_TILE=dot_extent(block_size),
+        )  # fmt: skip
+    combined = combine_partials(out_parts, lse_parts)
+    return AttentionOutput(combined.out.to(q.dtype), combined.lse)
+
+
+MIN_PAGES_PER_SPLIT = 4
+
+
+def _pages_per_split(max_pages: int, programs_per_split: int, device: torch.device) -> int:
+    """Pages per program: enough programs for about four per streaming multiprocessor, but never a
+    range so short that combining the parts costs more than it saves."""
+    target_programs = 4 * _multiprocessors(device)
+    splits_wanted = max(1, triton.cdiv(target_programs, max(programs_per_split, 1)))
+    return max(MIN_PAGES_PER_SPLIT, triton.cdiv(max_pages, splits_wanted))
+
+
+@cache
+def _multiprocessors(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).multi_processor_count)
+    return 16  # the interpreter on a CPU: any count exercises the same code

@@ -18,6 +18,7 @@ CASES = [
     pytest.param([7, 0, 20], 6, 2, 32, 4, id="gqa3-empty-sequence"),
     pytest.param([31, 12], 8, 1, 64, 16, id="mqa8"),
     pytest.param([40], 9, 3, 64, 16, id="smollm2-heads"),
+    pytest.param([100, 3], 4, 1, 16, 4, id="long-context-split-over-programs"),
 ]
 
 

@@ -66,6 +66,19 @@ def _stored_similarity(store: Any, scope: str) -> Callable[[str, np.ndarray], fl
     return similarity
 
 
+def _served_model(upstream: Upstream, wanted: str | None) -> str:
+    served = upstream.served_models()
+    if wanted is None:
+        if len(served) != 1:
+            raise PrecomputeError(f"{upstream.url} serves {served or 'no models'}; set the model to use")
+        return served[0]
+    if served and wanted not in served:
+        raise PrecomputeError(
+            f"{upstream.url} does not serve model {wanted!r} (it serves {', '.join(served)})"
+        )
+    return wanted
+
+
 def state_folder(store_path: Path, scope: str) -> Path:
     return store_path.parent / f"{store_path.name}.precompute" / scope
 
@@ -81,6 +94,7 @@ class Listeners:
 @dataclass(slots=True)
 class Job:
     settings: PrecomputeSettings
+    model: str
     scope: str
     store: Any
     embedder: Any
@@ -119,10 +133,15 @@ class Job:
             raise PrecomputeError(str(exc)) from exc
         upstream = Upstream(settings.upstream_url, settings.model, settings.request_timeout)
         try:
-            upstream.check()
-        except UpstreamUnavailable as exc:
+            model = _served_model(upstream, settings.model)
+        except (UpstreamUnavailable, UpstreamGarbage) as exc:
             upstream.close()
             raise PrecomputeError(f"the backend is not available: {exc}") from exc
+        except PrecomputeError:
+            upstream.close()
+            raise
+        upstream.model = model
+        settings = settings.model_copy(update={"model": model})
         embedder = Embedder()
         try:
             store = Store.open(store_path, embedding_model=embedder.name, dim=embedder.dim, progress=False)
@@ -135,7 +154,7 @@ class Job:
         except StoreError as exc:
             upstream.close()
             raise PrecomputeError(f"cannot open store {store_path}: {exc}") from exc
-        scope = scope_key(settings.model, settings.system_prompt, settings.tenant)
+        scope = scope_key(model, settings.system_prompt, settings.tenant)
         folder = state_folder(store_path, scope)
         worklog, replay = WorkLog.open(folder)
         tokenizer = load_tokenizer(settings.tokenizer, folder.parent)
@@ -144,6 +163,7 @@ class Job:
         )
         job = cls(
             settings=settings,
+            model=model,
             scope=scope,
             store=store,
             embedder=embedder,
@@ -456,7 +476,7 @@ class Job:
                 query=query["query"],
                 answer=self.replay.answers[qid]["answer"],
                 embedding=vector,
-                model=self.settings.model,
+                model=self.model,
                 source=Source.PRECOMPUTED,
                 id=qid,
                 expires=None if ttl is None else time.time() + ttl,

@@ -21,7 +21,7 @@ class PrecomputeSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="PRECOG_PRECOMPUTE_", extra="forbid")
 
     upstream_url: str = "http://127.0.0.1:8001"
-    model: str = "SmolLM2-135M-Instruct"
+    model: str | None = Field(None, description="the upstream model; unset = the one model it serves")
     system_prompt: str = "You are a helpful assistant."
     tenant: str = "default"
 

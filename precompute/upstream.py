@@ -33,7 +33,7 @@ class Completion:
 class Upstream:
     """Blocking and thread-safe (one pooled httpx.Client), so worker threads and Ray tasks share the code."""
 
-    def __init__(self, url: str, model: str, timeout: float, retries: int = 2) -> None:
+    def __init__(self, url: str, model: str | None, timeout: float, retries: int = 2) -> None:
         self.url = url.rstrip("/")
         self.model = model
         self.retries = retries
@@ -57,14 +57,20 @@ class Upstream:
             time.sleep(0.5 * 2**attempt)
         raise UpstreamUnavailable(f"{self.url}{path} failed after {self.retries + 1} attempts ({last})")
 
-    def check(self) -> None:
-        """Fail fast, before anything is written, when the server is not there."""
+    def served_models(self) -> list[str]:
+        """The ids in /v1/models; fails fast, before anything is written, when the server is not there."""
         try:
             response = self._http.get("/v1/models", timeout=10.0)
         except httpx.HTTPError as exc:
             raise UpstreamUnavailable(f"cannot reach {self.url}: {type(exc).__name__}: {exc}") from exc
         if response.status_code >= 500:
             raise UpstreamUnavailable(f"{self.url}/v1/models answered HTTP {response.status_code}")
+        try:
+            return [str(m["id"]) for m in response.json()["data"]]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise UpstreamGarbage(
+                f"{self.url}/v1/models is not an OpenAI model list: {response.text[:200]!r}"
+            ) from exc
 
     def chat(
         self, messages: list[dict[str, str]], temperature: float, max_tokens: int, seed: int
@@ -96,7 +102,8 @@ class Upstream:
 
     def export_kv(self, messages: list[dict[str, str]]) -> bytes | None:
         """The KV blob bytes of the chat-templated `messages`, or None where the server has no KV export."""
-        response = self._post("/v1/kv/export", {"model": self.model, "messages": messages})
+        body = {"model": self.model, "messages": messages, "add_generation_prompt": False}
+        response = self._post("/v1/kv/export", body)
         if response.status_code in UNSUPPORTED_STATUS:
             return None
         if response.status_code != 200 or not response.content:

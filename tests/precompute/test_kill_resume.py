@@ -1,4 +1,4 @@
-"""kill -9 at random moments, then the same command again: the store ends up exactly as after one clean run."""
+"""kill -9 at random moments, then the same command again: the store ends as after one clean run."""
 
 from __future__ import annotations
 

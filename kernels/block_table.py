@@ -36,12 +36,25 @@ def check_block_table(
     out_of_range = used & ((ids < 0) | (ids >= num_blocks))
     bad = (lens < 0) | (blocks_needed > block_tables.shape[1]) | out_of_range.any(dim=1)
     if bool(bad.any()):
-        seq = int(bad.nonzero()[0, 0])
         raise ValueError(
-            f"sequence {seq}: context length {int(lens[seq])} needs {int(blocks_needed[seq])} pages of "
-            f"{block_size}; its block table {block_tables[seq].tolist()} must list that many ids in "
-            f"[0, {num_blocks})"
+            _describe_bad_sequence(int(bad.nonzero()[0, 0]), lens, ids, out_of_range, block_size)
         )
+
+
+def _describe_bad_sequence(
+    seq: int, lens: torch.Tensor, ids: torch.Tensor, out_of_range: torch.Tensor, block_size: int
+) -> str:
+    length = int(lens[seq])
+    if length < 0:
+        return f"sequence {seq}: context length {length} is negative"
+    if bool(out_of_range[seq].any()):
+        index = int(out_of_range[seq].nonzero()[0, 0])
+        return f"sequence {seq}: block table entry {index} is {int(ids[seq, index])}, not a page of the cache"
+    pages = -(-length // block_size)
+    return (
+        f"sequence {seq}: context length {length} needs {pages} pages of {block_size}, "
+        f"but block tables have room for {ids.shape[1]}"
+    )
 
 
 def gather_tokens(

@@ -5,6 +5,8 @@ Layout of a store directory: `db/` (RocksDB) and `index/` (FAISS files, derived 
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +23,7 @@ FORMAT = b"precog-store/1"
 COLUMN_FAMILIES = ("entries", "blobs", "exact", "hits", "meta")
 DB_DIR = "db"
 INDEX_DIR = "index"
+CREATING_DIR = "db.creating"
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,49 +97,72 @@ class Column:
 
 def stored_identity(path: Path) -> tuple[str, int]:
     """The embedding model and dimension a store was built with, read without knowing them first."""
-    db = Database(path, read_only=True, create=False, sync=False)
+    _check_path(path, may_create=False)
+    db = Database(path / DB_DIR, read_only=True, sync=False)
     try:
         return db.identity()
     finally:
         db.close()
 
 
+def _check_path(path: Path, may_create: bool) -> bool:
+    """True when a new store is to be created at `path`; NotAStoreError when the path is unusable."""
+    if path.exists() and not path.is_dir():
+        raise NotAStoreError(f"{path} is a file, not a store directory")
+    if is_store(path):
+        return False
+    leftovers = {p.name for p in path.iterdir()} - {CREATING_DIR} if path.exists() else set()
+    if leftovers:
+        raise NotAStoreError(f"{path} is not a precog store (no {DB_DIR}/CURRENT) and is not empty")
+    if not may_create:
+        raise NotAStoreError(f"no store at {path} (open with create=True to make one)")
+    return True
+
+
+def create_store(path: Path, embedding_model: str, dim: int) -> None:
+    """Build the database beside its final place and rename it in, so a crash never leaves half a store."""
+    staging = path / CREATING_DIR
+    shutil.rmtree(staging, ignore_errors=True)
+    path.mkdir(parents=True, exist_ok=True)
+    db = Database(staging, read_only=False, sync=True, creating=True)
+    try:
+        db.init_meta(embedding_model, dim)
+    finally:
+        db.close()
+    os.replace(staging, path / DB_DIR)
+
+
 class Database:
     """Open RocksDB with the store's column families; `cf[name]` reads, `write()` commits a batch."""
 
-    def __init__(self, path: Path, *, read_only: bool, create: bool, sync: bool) -> None:
-        self.path = path
+    def __init__(self, db_dir: Path, *, read_only: bool, sync: bool, creating: bool = False) -> None:
+        self.path = db_dir.parent
         self.read_only = read_only
-        creating = self._check_path(create and not read_only)
         access = rocksdict.AccessType.read_only() if read_only else rocksdict.AccessType.read_write()
         families = {name: _options(creating) for name in COLUMN_FAMILIES}
         try:
             self._db = rocksdict.Rdict(
-                str(path / DB_DIR), options=_options(creating), column_families=families, access_type=access
+                str(db_dir), options=_options(creating), column_families=families, access_type=access
             )
         except Exception as exc:  # rocksdict raises plain Exception for every RocksDB status
             if "column famil" in str(exc).lower() or "does not exist" in str(exc).lower():
-                raise NotAStoreError(f"{path} holds a RocksDB database that is not a precog store") from exc
-            raise StoreError(f"cannot open store at {path}: {exc}") from exc
+                raise NotAStoreError(
+                    f"{self.path} holds a RocksDB database that is not a precog store"
+                ) from exc
+            raise StoreError(f"cannot open store at {self.path}: {exc}") from exc
         self.cf = {name: Column(name, self._db.get_column_family(name)) for name in COLUMN_FAMILIES}
         self._handles = {name: self._db.get_column_family_handle(name) for name in COLUMN_FAMILIES}
         self._write_options = rocksdict.WriteOptions()
         self._write_options.sync = sync
-        self.creating = creating
 
-    def _check_path(self, may_create: bool) -> bool:
-        """True when a new store is to be created at the path; NotAStoreError when the path is unusable."""
-        path = self.path
-        if path.exists() and not path.is_dir():
-            raise NotAStoreError(f"{path} is a file, not a store directory")
-        if is_store(path):
-            return False
-        if path.exists() and any(path.iterdir()):
-            raise NotAStoreError(f"{path} is not a precog store (no {DB_DIR}/CURRENT) and is not empty")
-        if not may_create:
-            raise NotAStoreError(f"no store at {path} (open with create=True to make one)")
-        path.mkdir(parents=True, exist_ok=True)
-        return True
+    @classmethod
+    def open(
+        cls, path: Path, *, read_only: bool, create: bool, sync: bool, embedding_model: str, dim: int
+    ) -> Database:
+        """Open the store at `path`, creating it first when allowed and absent."""
+        if _check_path(path, create and not read_only):
+            create_store(path, embedding_model, dim)
+        return cls(path / DB_DIR, read_only=read_only, sync=sync)
 
     def batch(self) -> rocksdict.WriteBatch:
         return rocksdict.WriteBatch(raw_mode=True)

@@ -18,7 +18,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator, Set
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm import tqdm
@@ -29,7 +29,6 @@ from store.embedding import MODEL_DIM, MODEL_NAME
 from store.entry import Entry
 from store.errors import ReadOnlyStoreError, StoreError, StoreReadError
 from store.index_files import IndexUnusableError, index_disk_bytes, load_index, save_index
-from store.kvblob import CorruptBlobError, KVBlob
 from store.records import (
     CorruptRecordError,
     StoredEntry,
@@ -47,6 +46,9 @@ from store.scope_index import IndexParams, ScopeIndex
 from store.vector_index import VectorIndex
 from store.vectors import normalised
 from store.verify import VerifyReport, verify_store
+
+if TYPE_CHECKING:
+    from store.kvblob import KVBlob
 
 log = logging.getLogger(__name__)
 
@@ -108,10 +110,10 @@ class Store:
         if not isinstance(dim, int) or dim <= 0:
             raise ValueError(f"dim must be a positive integer, got {dim!r}")
         path = Path(path)
-        db = Database(path, read_only=read_only, create=create, sync=sync)
+        db = Database.open(
+            path, read_only=read_only, create=create, sync=sync, embedding_model=embedding_model, dim=dim
+        )
         try:
-            if db.creating:
-                db.init_meta(embedding_model, dim)
             meta = db.read_meta(embedding_model, dim)
             return cls(path, db, embedding_model, dim, meta.epoch, index_params or IndexParams(), progress)
         except BaseException:
@@ -324,6 +326,9 @@ class Store:
 
     def get_blob(self, blob_id: str) -> KVBlob:
         """The verified blob; KeyError when absent, CorruptBlobError when its bytes are damaged."""
+        # Imported here so that processes that never read blobs never load torch.
+        from store.kvblob import CorruptBlobError, KVBlob
+
         self._check_open()
         try:
             data = self._db.cf["blobs"].get(blob_id.encode())

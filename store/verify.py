@@ -11,7 +11,6 @@ import numpy as np
 
 from store.db import Database
 from store.errors import StoreReadError
-from store.kvblob import CorruptBlobError, KVBlob
 from store.records import CorruptRecordError, decode_entry, exact_key
 from store.vector_index import VectorIndex
 
@@ -131,6 +130,8 @@ def _check_index(index: VectorIndex, ids_by_scope: dict[str, set[str]], report: 
 
 
 def _check_blobs(db: Database, blob_refs: set[str], report: VerifyReport) -> None:
+    from store.kvblob import CorruptBlobError, KVBlob  # torch loads only when blobs are checked
+
     for key, data in db.cf["blobs"].items():
         report.blobs += 1
         try:

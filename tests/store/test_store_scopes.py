@@ -27,15 +27,15 @@ def test_an_entry_of_scope_a_is_never_returned_for_scope_b(store: Store, make_en
 
 
 def test_small_scope_recall_holds_beside_scopes_100x_larger(tmp_path, rng, unit_vectors) -> None:
-    """50 entries in the small scope; 5,000 (HNSW) in each big one, with near-copies of the small ones."""
+    """30 entries in the small scope; 3,000 (HNSW) in each big one, with near-copies of the small ones."""
     store = Store.open(tmp_path / "store", index_params=IndexParams(hnsw_threshold=1000), progress=False)
-    small = unit_vectors(50)
+    small = unit_vectors(30)
     store.put_many(
         [Entry(scope="small", query=f"s{i}", answer="a", embedding=v, model="m") for i, v in enumerate(small)]
     )
     for big in ("big-1", "big-2"):
-        vectors = unit_vectors(5000)
-        vectors[:50] = small + 0.01 * rng.standard_normal(small.shape).astype(np.float32)
+        vectors = unit_vectors(3000)
+        vectors[:30] = small + 0.01 * rng.standard_normal(small.shape).astype(np.float32)
         store.put_many(
             [
                 Entry(scope=big, query=f"{big}-{i}", answer="a", embedding=v, model="m")

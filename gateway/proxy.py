@@ -67,8 +67,9 @@ class _Relay:
         return await self.task
 
     async def discard(self) -> None:
-        """Cancel the request, or close its response if it already arrived (a hit beat it)."""
-        self.go.set()
+        """Cancel the request, or close its response if it already arrived (a hit beat it).
+
+        `go` stays unset: a delayed request must be cancelled while it waits, never woken to send."""
         if not self.task.done():
             self.task.cancel()
         with contextlib.suppress(BaseException):

@@ -30,7 +30,8 @@ def quantities_check(left: Sequence[Quantity], right: Sequence[Quantity]) -> Mis
         chosen_right = [q for q in right if (q.dimension in _DATE_DIMENSIONS) == (dimensions is not None)]
         detail = quantity_mismatch(chosen_left, chosen_right)
         if detail is not None:
-            return Mismatch(kind, detail)
+            same_numbers = {q.written for q in chosen_left} == {q.written for q in chosen_right}
+            return Mismatch("unit" if kind == "number" and same_numbers else kind, detail)
     detail = written_number_mismatch(left, right)
     if detail is not None:
         return Mismatch("number", detail)
@@ -38,15 +39,12 @@ def quantities_check(left: Sequence[Quantity], right: Sequence[Quantity]) -> Mis
 
 
 def _unit_check(left: Sequence[Quantity], right: Sequence[Quantity]) -> Mismatch | None:
-    by_text = {q.text: q for q in right}
+    """The same number in units of different kinds ("5 kg" / "5 litres"); a bare count matches any unit."""
     for quantity in left:
-        other = by_text.get(quantity.text)
-        if other is not None and other.dimension != quantity.dimension and "count" not in (
-            quantity.dimension.split(":")[0],
-            other.dimension.split(":")[0],
-        ):
-            detail = f"unit mismatch: {quantity.text} {quantity.dimension} vs {other.dimension}"
-            return Mismatch("unit", detail)
+        for other in right:
+            measured = "count" not in (quantity.dimension.split(":")[0], other.dimension.split(":")[0])
+            if measured and quantity.written == other.written and quantity.dimension != other.dimension:
+                return Mismatch("unit", f"unit mismatch: {quantity.text} vs {other.text}")
     return None
 
 

@@ -25,7 +25,7 @@ _UNITS: dict[str, tuple[str, float]] = {
     **dict.fromkeys(("mg", "milligram", "milligrams"), ("mass", 0.001)),
     **dict.fromkeys(("g", "gram", "grams"), ("mass", 1.0)),
     **dict.fromkeys(("kg", "kgs", "kilo", "kilos", "kilogram", "kilograms"), ("mass", 1000.0)),
-    **dict.fromkeys(("lb", "lbs", "pound", "pounds"), ("mass", 453.592)),
+    **dict.fromkeys(("lb", "lbs"), ("mass", 453.592)),
     **dict.fromkeys(("ml", "millilitre", "millilitres", "milliliter", "milliliters"), ("volume", 0.001)),
     **dict.fromkeys(("l", "litre", "litres", "liter", "liters"), ("volume", 1.0)),
     **dict.fromkeys(("cm", "centimetre", "centimetres"), ("length", 0.01)),
@@ -166,6 +166,8 @@ def _with_unit(
     if unit is None:
         return Quantity("count" if not suffix else f"count:{suffix}", value, text, value)
     dimension, factor = unit
+    if not suffix:
+        text = f"{text} {tokens[last + 1].surface}"
     return Quantity(dimension, value * factor, text, value)
 
 
@@ -188,13 +190,15 @@ def quantity_mismatch(a: Sequence[Quantity], b: Sequence[Quantity]) -> str | Non
 
 def written_number_mismatch(a: Sequence[Quantity], b: Sequence[Quantity]) -> str | None:
     """Numbers on both sides that are not the same numbers, whatever their units ("first 6 weeks" vs
-    "weeks 10 to 39"); "2kg" and "2 kilo", "7am" and "seven" agree."""
-    left = {round(q.written, 6) for q in a if q.written is not None}
-    right = {round(q.written, 6) for q in b if q.written is not None}
+    "weeks 10 to 39"); "2kg" and "2 kilo", "7am" and "seven", "2 hours" and "120 minutes" agree."""
+    converted_a = {(q.dimension, round(q.value, 6)) for q in a}
+    converted_b = {(q.dimension, round(q.value, 6)) for q in b}
+    rest_a = [q for q in a if q.written is not None and (q.dimension, round(q.value, 6)) not in converted_b]
+    rest_b = [q for q in b if q.written is not None and (q.dimension, round(q.value, 6)) not in converted_a]
+    left = {round(q.written, 6) for q in rest_a if q.written is not None}
+    right = {round(q.written, 6) for q in rest_b if q.written is not None}
     if left and right and left != right:
-        left_text = ", ".join(q.text for q in a if q.written is not None)
-        right_text = ", ".join(q.text for q in b if q.written is not None)
-        return f"number mismatch: {left_text} vs {right_text}"
+        return f"number mismatch: {', '.join(q.text for q in rest_a)} vs {', '.join(q.text for q in rest_b)}"
     return None
 
 

@@ -120,6 +120,11 @@ class Store:
             db.close()
             raise
 
+    @staticmethod
+    def identity(path: str | Path) -> tuple[str, int]:
+        """The embedding model and dimension the store at `path` was built with."""
+        return stored_identity(Path(path))
+
     def close(self) -> None:
         """Save the vector index (writers) and release the database; calling it twice is harmless."""
         with self._write_lock:

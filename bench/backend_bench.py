@@ -228,7 +228,7 @@ def main() -> None:
     )
     parser.add_argument("--max-tokens", type=int, default=32, help="output tokens per request (EOS ignored)")
     parser.add_argument("--levels", default="1,8,32", help="concurrency levels")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads for both systems")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for both (1: robust on shared cores)")
     parser.add_argument("--prefix-rounds", type=int, default=3)
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]

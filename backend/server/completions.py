@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 import uuid
 from collections.abc import AsyncGenerator
 from typing import Annotated
@@ -28,8 +29,10 @@ def _include_usage(body: CompletionRequest | ChatCompletionRequest) -> bool:
 async def create_completion(
     body: CompletionRequest, request: Request, state: State
 ) -> Completion | EngineStreamingResponse:
+    arrived = time.perf_counter()
     state.check_model(body.model)
-    job = await state.admit(body, completion_prompt(state.tokenizer, body), f"cmpl-{uuid.uuid4().hex}")
+    prompt = completion_prompt(state.tokenizer, body)
+    job = await state.admit(body, prompt, f"cmpl-{uuid.uuid4().hex}", arrived)
     if body.stream:
         return EngineStreamingResponse(sse_with_errors(_completion_chunks(state, job, _include_usage(body))))
     transcript = await state.streams.collect(job, request)
@@ -59,8 +62,10 @@ async def _completion_chunks(
 async def create_chat_completion(
     body: ChatCompletionRequest, request: Request, state: State
 ) -> ChatCompletion | EngineStreamingResponse:
+    arrived = time.perf_counter()
     state.check_model(body.model)
-    job = await state.admit(body, chat_prompt(state.tokenizer, body), f"chatcmpl-{uuid.uuid4().hex}")
+    prompt = chat_prompt(state.tokenizer, body)
+    job = await state.admit(body, prompt, f"chatcmpl-{uuid.uuid4().hex}", arrived)
     if body.stream:
         return EngineStreamingResponse(sse_with_errors(_chat_chunks(state, job, _include_usage(body))))
     transcript = await state.streams.collect(job, request)

@@ -37,7 +37,7 @@ class Job:
     prompt_token_ids: list[int]
     params: SamplingParams
     kv_prefix: KVBlob | None
-    arrived: float = field(default_factory=time.perf_counter)
+    arrived: float
     created: int = field(default_factory=lambda: int(time.time()))
 
 
@@ -50,18 +50,20 @@ class TokenStreams:
 
     async def events(self, job: Job) -> AsyncGenerator[TokenEvent, None]:
         """The job's events; however iteration ends early, the engine request is aborted right away."""
-        last: float | None = None
+        first: float | None = None
+        last: TokenEvent | None = None
+        previous = 0.0
         outcome = "aborted"
         try:
-            async for event in self._engine.stream(
-                job.request_id, job.prompt_token_ids, job.params, job.kv_prefix
-            ):
+            stream = self._engine.stream(job.request_id, job.prompt_token_ids, job.params, job.kv_prefix)
+            async for event in stream:
                 now = time.perf_counter()
-                if last is None:
+                if first is None:
+                    first = now
                     self._metrics.ttft.observe(now - job.arrived)
                 else:
-                    self._metrics.inter_token.observe(now - last)
-                last = now
+                    self._metrics.inter_token.observe(now - previous)
+                previous, last = now, event
                 yield event
             outcome = "finished"
             self._metrics.e2e.observe(time.perf_counter() - job.arrived)
@@ -72,6 +74,19 @@ class TokenStreams:
             if outcome != "finished":
                 self._engine.abort(job.request_id)
             self._metrics.requests.labels(outcome).inc()
+            log.info(
+                "request %s",
+                outcome,
+                extra={
+                    "request_id": job.request_id,
+                    "prompt_tokens": len(job.prompt_token_ids),
+                    "completion_tokens": last.completion_tokens if last else 0,
+                    "cached_tokens": last.cached_tokens if last else 0,
+                    "kv_imported": job.kv_prefix is not None,
+                    "ttft_s": round(first - job.arrived, 4) if first else None,
+                    "latency_s": round(time.perf_counter() - job.arrived, 4),
+                },
+            )
 
     async def collect(self, job: Job, request: Request) -> Transcript:
         """Run the job to the end; if the client disconnects first, abort it and raise ClientGone."""

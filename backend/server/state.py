@@ -60,14 +60,21 @@ class ServerState:
             raise bad_request(message[:1].upper() + message[1:] + ".", param=param) from exc
 
     async def admit(
-        self, body: CompletionRequest | ChatCompletionRequest, prompt_token_ids: list[int], request_id: str
+        self,
+        body: CompletionRequest | ChatCompletionRequest,
+        prompt_token_ids: list[int],
+        request_id: str,
+        arrived: float,
     ) -> Job:
+        """Check the request against the context, sampling rules and engine; resolve its KV prefix.
+
+        `arrived` (perf_counter at the request's start) anchors its TTFT and latency metrics."""
         params = sampling_params(body, len(prompt_token_ids), self.max_model_len)
         kv_prefix = await asyncio.to_thread(self.kv.resolve, body.kv_blob, body.kv_blob_id)
         self.check_request(
             prompt_token_ids, params, kv_prefix, "kv_blob_id" if body.kv_blob_id else "kv_blob"
         )
-        return Job(request_id, prompt_token_ids, params, kv_prefix)
+        return Job(request_id, prompt_token_ids, params, kv_prefix, arrived)
 
 
 def server_state(request: Request) -> ServerState:

@@ -25,6 +25,9 @@ _INTERROGATIVE = re.compile(
     re.IGNORECASE,
 )
 _META = re.compile(r"^(here (are|is)|sure|certainly|okay|ok|note|questions?:)", re.IGNORECASE)
+# Questions a small model asks its user instead of writing one ("What would you like me to create?").
+_ASSISTANT = re.compile(r"\b(you like me|would you like|can i help|help you|shall i|me to)\b", re.IGNORECASE)
+_SENTENCE_END = re.compile(r"(?<=[.!:;])\s+")
 MIN_WORDS, MAX_WORDS = 3, 40
 
 
@@ -35,7 +38,7 @@ def question_prompt(
     until the prompt would exceed `budget_tokens`."""
     head = (
         f"Document:\n{chunk}\n\nWrite {wanted} different questions that a user might ask and that this "
-        "document answers. Write each question on its own line, as a user would type it."
+        "document answers, one question per line."
     )
     used = count(GENERATOR_SYSTEM) + count(head) + 16
     masked: list[str] = []
@@ -56,21 +59,22 @@ def _candidates(line: str) -> list[str]:
     if not line or _META.match(line):
         return []
     if "?" in line:
-        parts = [p.strip() for p in line.split("?")[:-1]]
+        parts = [_SENTENCE_END.split(p.strip())[-1] for p in line.split("?")[:-1]]
         return [_PREFIX.sub("", p).strip("\"'“”‘’ ") + "?" for p in parts if p.strip()]
     return [line.rstrip(".:;!") + "?"] if _INTERROGATIVE.match(line) else []
 
 
 def parse_questions(text: str, exclude: Sequence[str] = ()) -> list[str]:
     """Questions in a small model's free-form output: numbered, bulleted, quoted or run together on one
-    line. Keeps 3-40 word questions, drops meta lines ("Here are..."), repeats and anything in `exclude`."""
+    line, or after a sentence of chatter. Keeps 3-40 word questions; drops meta lines ("Here are..."),
+    questions to the user ("What would you like me to write?"), repeats and anything in `exclude`."""
     seen = {normalise_text(q) for q in exclude}
     found: list[str] = []
     for line in text.splitlines():
         for question in _candidates(line):
             words = len(question.split())
             key = normalise_text(question)
-            if MIN_WORDS <= words <= MAX_WORDS and key not in seen:
+            if MIN_WORDS <= words <= MAX_WORDS and key not in seen and not _ASSISTANT.search(question):
                 seen.add(key)
                 found.append(question)
     return found

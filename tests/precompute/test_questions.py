@@ -27,6 +27,15 @@ def test_parses_numbered_bulleted_and_run_together_questions() -> None:
     ]
 
 
+def test_keeps_the_question_after_chatter_and_drops_questions_to_the_user() -> None:
+    text = (
+        "So, to answer the user's question, I'd be happy to. What would you like me to create?\n"
+        "Great document. Where do pelicans nest in the delta?\n"
+        "Would you like more questions?"
+    )
+    assert parse_questions(text) == ["Where do pelicans nest in the delta?"]
+
+
 def test_drops_repeats_and_already_asked_questions() -> None:
     text = "1. What is anarchism?\n2. what is  ANARCHISM?\n3. Where is Alabama located?"
     assert parse_questions(text, exclude=["Where is Alabama located?"]) == ["What is anarchism?"]

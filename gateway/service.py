@@ -100,6 +100,7 @@ class Gateway:
             shared_tier_up=lambda: float(shared is not None and shared.up),
         )
         batcher.start()
+        await batcher.embed("warm up the embedding model before the first request")
         writeback.start()
         if shared is not None:
             await shared.start(gateway.apply_invalidation)

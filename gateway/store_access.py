@@ -48,7 +48,13 @@ class StoreAccess:
         return await self._read(self.store.get, entry_id)
 
     async def entries(self, scope: str | None, limit: int, offset: int, text: str | None) -> list[Entry]:
-        return await self._read(self.store.entries, scope=scope, limit=limit, offset=offset, text=text)
+        """A page of entries with their hit counts (Store.entries leaves counts out, Store.get has them)."""
+
+        def page() -> list[Entry]:
+            found = self.store.entries(scope=scope, limit=limit, offset=offset, text=text)
+            return [self.store.get(entry.id) or entry for entry in found]
+
+        return await self._read(page)
 
     async def ping(self) -> None:
         """Raises when the store is closed or unreadable (a cheap point read)."""

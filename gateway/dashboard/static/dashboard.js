@@ -2,6 +2,7 @@
 "use strict";
 
 const REFRESH_MS = 5000;
+const HISTORY_S = 15 * 60;
 const tokenInput = document.getElementById("token");
 const fromHash = new URLSearchParams(location.hash.slice(1)).get("token");
 if (fromHash) localStorage.setItem("precog-admin-token", fromHash);
@@ -40,7 +41,10 @@ function drawHitRate(series) {
     series: [{}, { label: "hit rate %", stroke: "#1a7f37", width: 2, spanGaps: true },
              { label: "requests", stroke: "#8993a4", scale: "n" }],
     axes: [{}, { label: "%" }, { side: 1, scale: "n", grid: { show: false } }],
-    scales: { y: { range: [0, 100] } },
+    scales: {
+      x: { range: () => { const now = Date.now() / 1000; return [now - HISTORY_S, now]; } },
+      y: { range: [0, 100] },
+    },
   }, data, document.getElementById("chart-hit-rate"));
 }
 
@@ -51,7 +55,8 @@ function drawLatency(latency) {
   const xs = edges.map((_, i) => i).concat([edges.length]);
   const colours = { hit: "#1a7f37", miss: "#bf3989", bypass: "#8993a4", error: "#b00020" };
   const data = [xs].concat(outcomes.map((o) => latency[o].counts));
-  const label = (i) => (i < edges.length ? "≤" + edges[i] : ">" + edges[edges.length - 1]);
+  const label = (i) => (i === null || i === undefined ? "–"
+    : i < edges.length ? "≤" + edges[i] : ">" + edges[edges.length - 1]);
   if (latencyChart && latencyChart.series.length === outcomes.length + 1) { latencyChart.setData(data); return; }
   if (latencyChart) latencyChart.destroy();
   latencyChart = new uPlot({

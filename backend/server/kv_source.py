@@ -1,7 +1,8 @@
 """Where a request's imported KV prefix comes from: inline blob bytes, or a blob id in the store.
 
 Every way a blob can be unusable (bad base64, damaged bytes, unknown id, no store configured) is the
-caller's error and answers 400; nothing is passed to the engine unverified.
+caller's error and answers 400; nothing is passed to the engine unverified. A blob whose tokens only
+partly match the prompt is cut to the matching prefix: that part skips prefill, the rest is computed.
 """
 
 from __future__ import annotations
@@ -101,3 +102,22 @@ def parse_blob(data: bytes, param: str) -> KVBlob:
         return KVBlob.from_bytes(data)
     except (CorruptBlobError, ValueError) as exc:
         raise bad_request(f"The KV blob is not valid: {exc}", param=param, code="invalid_kv_blob") from exc
+
+
+def matching_prefix(blob: KVBlob, prompt_token_ids: list[int]) -> KVBlob:
+    """The blob cut to the longest prefix its tokens share with the prompt (possibly none)."""
+    shared = 0
+    for ours, theirs in zip(blob.token_ids, prompt_token_ids, strict=False):
+        if ours != theirs:
+            break
+        shared += 1
+    if shared == len(blob.token_ids):
+        return blob
+    return KVBlob(
+        model=blob.model,
+        token_ids=blob.token_ids[:shared],
+        keys=[k[:, :shared] for k in blob.keys],
+        values=[v[:, :shared] for v in blob.values],
+        rope=blob.rope,
+        meta=blob.meta,
+    )

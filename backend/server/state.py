@@ -13,7 +13,7 @@ from transformers import PreTrainedTokenizerBase
 from backend import AsyncEngine, SamplingParams
 from backend.server.errors import bad_request, model_not_found
 from backend.server.generation import Job, TokenStreams
-from backend.server.kv_source import KVSource
+from backend.server.kv_source import KVSource, matching_prefix
 from backend.server.metrics import ServerMetrics
 from backend.server.prompts import sampling_params
 from backend.server.protocol import ChatCompletionRequest, CompletionRequest
@@ -70,7 +70,8 @@ class ServerState:
 
         `arrived` (perf_counter at the request's start) anchors its TTFT and latency metrics."""
         params = sampling_params(body, len(prompt_token_ids), self.max_model_len)
-        kv_prefix = await asyncio.to_thread(self.kv.resolve, body.kv_blob, body.kv_blob_id)
+        blob = await asyncio.to_thread(self.kv.resolve, body.kv_blob, body.kv_blob_id)
+        kv_prefix = matching_prefix(blob, prompt_token_ids) if blob is not None else None
         self.check_request(
             prompt_token_ids, params, kv_prefix, "kv_blob_id" if body.kv_blob_id else "kv_blob"
         )

@@ -79,8 +79,7 @@ def test_export_is_a_store_blob_of_the_prompt(server_url: str, engine: Engine) -
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/octet-stream"
     blob = KVBlob.from_bytes(response.content)
-    text = engine.tokenizer.apply_chat_template(MESSAGES, add_generation_prompt=True, tokenize=False)
-    ids = list(engine.tokenizer(text, add_special_tokens=False).input_ids)
+    ids = ask_ids(engine, MESSAGES)
     assert blob.token_ids == ids
     assert int(response.headers["x-precog-kv-tokens"]) == len(ids)
     assert response.headers["x-precog-model"] == blob.model == engine.model_name
@@ -124,6 +123,32 @@ def test_blob_by_id_from_the_store_written_after_start(
     )
 
 
+def test_partly_matching_blob_imports_the_shared_prefix(
+    server_url: str, cold_url: str, cold_engine: Engine
+) -> None:
+    """A blob of the same system prompt but another question: the system part skips prefill."""
+    other = [MESSAGES[0], {"role": "user", "content": "Can I renew a book online?"}]
+    blob = KVBlob.from_bytes(export(server_url, {"messages": other}).content)
+    cold = ask(cold_url, cold_engine.model_name)
+    warm = ask(cold_url, cold_engine.model_name, kv_blob=base64.b64encode(blob.to_bytes()).decode())
+    prompt = ask_ids(cold_engine, MESSAGES)
+    shared = next(i for i, (a, b) in enumerate(zip(blob.token_ids, prompt, strict=False)) if a != b)
+    assert shared > 100  # the whole system prompt
+    assert warm["usage"]["prompt_tokens_details"]["cached_tokens"] == shared
+    assert warm["choices"][0]["message"]["content"] == cold["choices"][0]["message"]["content"]
+    unrelated = KVBlob.from_bytes(export(server_url, {"prompt": "Something else entirely."}).content)
+    none_shared = ask(
+        cold_url, cold_engine.model_name, kv_blob=base64.b64encode(unrelated.to_bytes()).decode()
+    )
+    assert none_shared["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
+    assert none_shared["choices"][0]["message"]["content"] == cold["choices"][0]["message"]["content"]
+
+
+def ask_ids(engine: Engine, messages: list[dict[str, str]]) -> list[int]:
+    text = engine.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return list(engine.tokenizer(text, add_special_tokens=False).input_ids)
+
+
 def _error(response: httpx.Response) -> tuple[int, str | None, str | None]:
     error = response.json()["error"]
     return response.status_code, error["param"], error["code"]
@@ -131,7 +156,6 @@ def _error(response: httpx.Response) -> tuple[int, str | None, str | None]:
 
 def test_unusable_blobs_are_refused(server_url: str, cold_url: str, cold_engine: Engine) -> None:
     good = export(server_url, {"messages": MESSAGES}).content
-    other_prompt = export(server_url, {"prompt": "Something else entirely."}).content
     blob = KVBlob.from_bytes(good)
     blob.model = "another-model"
     damaged = bytearray(good)
@@ -140,7 +164,6 @@ def test_unusable_blobs_are_refused(server_url: str, cold_url: str, cold_engine:
         "damaged": (bytes(damaged), "invalid_kv_blob"),
         "truncated": (good[: len(good) // 3], "invalid_kv_blob"),
         "another model": (blob.to_bytes(), None),
-        "not a prefix": (other_prompt, None),
     }
     body = {"model": cold_engine.model_name, "messages": MESSAGES, "max_tokens": 4}
     for name, (data, code) in cases.items():

@@ -2,8 +2,8 @@
 moment its client goes away, for streamed and whole responses alike.
 
 Streamed: the response closes its body generator however it ends (done, client gone, error), and the
-generator closes the engine stream, which aborts the request. Whole: a watcher task waits for the
-client's disconnect message and cancels the generation, which closes the engine stream the same way.
+token generator's cleanup aborts the engine request unless it finished. Whole: a watcher task waits for
+the client's disconnect message and cancels the generation, which ends in the same cleanup.
 """
 
 from __future__ import annotations

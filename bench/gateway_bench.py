@@ -1,0 +1,307 @@
+"""Gateway latency over real HTTP: the hit path at 1/16/64 concurrent clients, and what a miss costs.
+
+Hit path: stored answers served by `precog gateway serve` (exact tier and semantic tier), p50/p99 latency
+and hits/s per concurrency. Targets on a 2-core machine: p50 under 15 ms, at least 150 hits/s at 16.
+
+Miss overhead: time to first token of a streamed miss through the gateway vs straight to the same
+upstream (the peer, measured in the same run, interleaved), with StorInfer's parallel path on and off.
+Target: under 5 ms added at p50 with the parallel path.
+
+The upstream is a deterministic OpenAI-compatible server with a fixed time to first token (default
+50 ms, like a small prompt's prefill), so the differences measured are the gateway's alone; pass
+--upstream-url to put a real server (our backend, vLLM) behind the gateway instead.
+
+    .venv/bin/python bench/gateway_bench.py [--requests 300] [--upstream-ttft-ms 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+from tqdm import tqdm
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results" / "gateway.json"
+MODEL = "test-model"
+TOPICS = [
+    "the Eiffel Tower",
+    "photosynthesis",
+    "the French Revolution",
+    "black holes",
+    "the Great Wall of China",
+    "the human heart",
+    "volcanoes",
+    "the Roman Empire",
+    "DNA replication",
+    "the Amazon rainforest",
+    "plate tectonics",
+    "the Moon landing",
+    "jazz music",
+    "the stock market",
+    "climate change",
+    "the printing press",
+    "honey bees",
+    "the Pacific Ocean",
+    "quantum computing",
+    "the Renaissance",
+]
+QUESTIONS = [f"Can you explain {topic} to me?" for topic in TOPICS]
+REWORDED = [f"Could you explain {topic} to me?" for topic in TOPICS]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{url} exited with code {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise SystemExit(f"{url} not ready after {timeout:.0f}s")
+
+
+@contextmanager
+def _process(cmd: list[str], ready_url: str, env: dict[str, str] | None = None) -> Iterator[None]:
+    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **(env or {})}, stderr=subprocess.DEVNULL)
+    try:
+        _wait_ready(ready_url, proc)
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@contextmanager
+def fake_upstream(ttft_ms: float) -> Iterator[str]:
+    port = _free_port()
+    code = (
+        "import uvicorn; from tests.gateway.fake_upstream import UpstreamState, create_upstream; "
+        f"uvicorn.run(create_upstream(UpstreamState(delay_s={ttft_ms / 1000.0})), host='127.0.0.1', "
+        f"port={port}, log_level='warning')"
+    )
+    url = f"http://127.0.0.1:{port}"
+    with _process([sys.executable, "-c", code], f"{url}/v1/models"):
+        yield url
+
+
+@contextmanager
+def upstream_server(url: str | None, ttft_ms: float) -> Iterator[str]:
+    if url:
+        yield url.rstrip("/")
+        return
+    with fake_upstream(ttft_ms) as started:
+        yield started
+
+
+@contextmanager
+def gateway(upstream: str, store: Path, parallel: bool) -> Iterator[str]:
+    port = _free_port()
+    env = {
+        "PRECOG_GATEWAY_RATE_LIMIT_PER_MINUTE": "0",
+        "PRECOG_GATEWAY_PARALLEL_PATH": str(parallel).lower(),
+        "PRECOG_GATEWAY_LOG_LEVEL": "warning",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "precog.cli",
+        "gateway",
+        "serve",
+        "--port",
+        str(port),
+        "--upstream-url",
+        upstream,
+        "--store-path",
+        str(store),
+    ]
+    url = f"http://127.0.0.1:{port}"
+    with _process(cmd, f"{url}/readyz", env):
+        yield url
+
+
+def _chat(question: str, stream: bool = False) -> dict[str, Any]:
+    return {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": question}],
+        "temperature": 0,
+        "stream": stream,
+    }
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
+
+
+async def _seed(url: str) -> None:
+    """Ask every question once (misses, written back), then check each is served from storage."""
+    async with httpx.AsyncClient(timeout=60) as client:
+        for question in QUESTIONS:
+            (await client.post(f"{url}/v1/chat/completions", json=_chat(question))).raise_for_status()
+        for _ in range(100):
+            listed = (await client.get(f"{url}/admin/entries", params={"limit": 1000})).json()["entries"]
+            if len(listed) >= len(QUESTIONS):
+                return
+            await asyncio.sleep(0.1)
+    raise SystemExit("write-back did not store the seed answers")
+
+
+async def _hit_load(url: str, questions: list[str], clients: int, total: int) -> dict[str, Any]:
+    latencies: list[float] = []
+    outcomes: dict[str, int] = {}
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+
+        async def worker(offset: int) -> None:
+            for i in range(offset, total, clients):
+                started = time.perf_counter()
+                response = await client.post(
+                    f"{url}/v1/chat/completions", json=_chat(questions[i % len(questions)])
+                )
+                latencies.append((time.perf_counter() - started) * 1000)
+                outcome = response.headers.get("x-precog-cache", str(response.status_code))
+                outcomes[outcome] = outcomes.get(outcome, 0) + 1
+
+        for question in questions[:4]:  # warm the connection pool's first connection
+            await client.post(f"{url}/v1/chat/completions", json=_chat(question))
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(c) for c in range(clients)))
+        elapsed = time.perf_counter() - started
+    return {
+        "clients": clients,
+        "requests": len(latencies),
+        "p50_ms": _pct(latencies, 0.5),
+        "p99_ms": _pct(latencies, 0.99),
+        "per_s": round(len(latencies) / elapsed, 1),
+        "hit_share": round(outcomes.get("hit", 0) / len(latencies), 3),
+    }
+
+
+async def _ttft(client: httpx.AsyncClient, url: str, question: str) -> float:
+    started = time.perf_counter()
+    async with client.stream("POST", f"{url}/v1/chat/completions", json=_chat(question, stream=True)) as r:
+        async for line in r.aiter_lines():
+            if line.startswith("data: ") and '"content"' in line:
+                return (time.perf_counter() - started) * 1000
+    raise RuntimeError("stream ended without content")
+
+
+async def _miss_overhead(upstream: str, gateways: dict[str, str], rounds: int) -> dict[str, Any]:
+    """Interleaved: each round asks a fresh question straight to the upstream and through each gateway."""
+    samples: dict[str, list[float]] = {"direct": [], **{name: [] for name in gateways}}
+    async with httpx.AsyncClient(timeout=60) as client:
+        for i in tqdm(range(rounds), desc="miss TTFT", unit="round"):
+            samples["direct"].append(await _ttft(client, upstream, f"direct question number {i}?"))
+            for name, url in gateways.items():
+                samples[name].append(await _ttft(client, url, f"{name} miss question number {i}?"))
+    result: dict[str, Any] = {}
+    direct_p50 = statistics.median(samples["direct"])
+    for name, values in samples.items():
+        result[name] = {"p50_ms": _pct(values, 0.5), "p99_ms": _pct(values, 0.99)}
+        if name != "direct":
+            result[name]["added_p50_ms"] = round(statistics.median(values) - direct_p50, 2)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--requests", type=int, default=300, help="hit requests per concurrency level")
+    parser.add_argument("--miss-rounds", type=int, default=60)
+    parser.add_argument("--upstream-ttft-ms", type=float, default=50.0)
+    parser.add_argument(
+        "--upstream-url",
+        default=None,
+        help="a real OpenAI-compatible upstream serving "
+        f"model {MODEL!r}; default: the deterministic test upstream",
+    )
+    args = parser.parse_args()
+
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        upstream_server(args.upstream_url, args.upstream_ttft_ms) as upstream,
+        gateway(upstream, Path(tmp) / "store", parallel=True) as url,
+        gateway(upstream, Path(tmp) / "store-serial", parallel=False) as serial_url,
+    ):
+        asyncio.run(_seed(url))
+        hits: dict[str, list[dict[str, Any]]] = {"exact": [], "semantic": []}
+        for tier, questions in (("exact", QUESTIONS), ("semantic", REWORDED)):
+            for clients in tqdm((1, 16, 64), desc=f"{tier} hits", unit="level"):
+                hits[tier].append(asyncio.run(_hit_load(url, questions, clients, args.requests)))
+        misses = asyncio.run(
+            _miss_overhead(upstream, {"parallel": url, "serial": serial_url}, args.miss_rounds)
+        )
+
+    report = {
+        "upstream": args.upstream_url or f"deterministic test upstream, TTFT {args.upstream_ttft_ms} ms",
+        "hits": hits,
+        "miss_ttft": misses,
+        "targets": {
+            "hit_p50_under_15ms": all(r["p50_ms"] < 15 for r in hits["exact"] if r["clients"] == 1),
+            "hits_per_s_at_16_at_least_150": next(r["per_s"] for r in hits["exact"] if r["clients"] == 16)
+            >= 150,
+            "miss_added_p50_under_5ms": misses["parallel"]["added_p50_ms"] < 5,
+        },
+        "machine": {"cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2)},
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(report, indent=2))
+    _print(report)
+
+
+def _print(report: dict[str, Any]) -> None:
+    console = Console()
+    table = Table(title="gateway hit path (HTTP, non-streaming)")
+    for column in ("tier", "clients", "p50 ms", "p99 ms", "hits/s", "hit share"):
+        table.add_column(column, justify="right")
+    for tier, rows in report["hits"].items():
+        for r in rows:
+            table.add_row(
+                tier,
+                str(r["clients"]),
+                str(r["p50_ms"]),
+                str(r["p99_ms"]),
+                str(r["per_s"]),
+                str(r["hit_share"]),
+            )
+    console.print(table)
+    misses = Table(title=f"miss: time to first token ({report['upstream']})")
+    for column in ("path", "p50 ms", "p99 ms", "added p50 ms vs direct"):
+        misses.add_column(column, justify="right")
+    for name, r in report["miss_ttft"].items():
+        misses.add_row(name, str(r["p50_ms"]), str(r["p99_ms"]), str(r.get("added_p50_ms", "—")))
+    console.print(misses)
+    console.print({k: ("met" if v else "missed") for k, v in report["targets"].items()})
+
+
+if __name__ == "__main__":
+    main()

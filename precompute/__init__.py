@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from precompute.ingest import CorpusError
     from precompute.job import PrecomputeError
     from precompute.pipeline import Engine, run_precompute
+    from precompute.questions import parse_questions
     from precompute.sample import write_sample
     from precompute.settings import PrecomputeSettings
 
@@ -20,11 +21,20 @@ _EXPORTS = {
     "PrecomputeError": "precompute.job",
     "Engine": "precompute.pipeline",
     "run_precompute": "precompute.pipeline",
+    "parse_questions": "precompute.questions",
     "write_sample": "precompute.sample",
     "PrecomputeSettings": "precompute.settings",
 }
 
-__all__ = ["CorpusError", "Engine", "PrecomputeError", "PrecomputeSettings", "run_precompute", "write_sample"]
+__all__ = [
+    "CorpusError",
+    "Engine",
+    "PrecomputeError",
+    "PrecomputeSettings",
+    "parse_questions",
+    "run_precompute",
+    "write_sample",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -37,6 +37,8 @@ def run_precompute(
             from precompute.local import run_local
 
             run_local(job)
+        if not job.stopped and job.garbage and (job.pending_chunks() or job.pending_queries()):
+            job.stop(f"{job.garbage} unusable upstream answers left work unfinished", failed=True)
     finally:
         bars.close()
         report = build_report(job, engine)

@@ -14,7 +14,8 @@ class PrecomputeSettings(ServiceSettings):
     """`[precompute]` in the config file, `PRECOG_PRECOMPUTE_*` in the environment.
 
     `model`, `system_prompt` and `tenant` name the scope of the chat app the store serves: they must be what
-    that app sends to the gateway, or its first-turn requests will never hit these entries.
+    that app sends to the gateway, or its first-turn requests will never hit these entries. The defaults
+    match a client that sends no system message to an open gateway (tenant "default").
     """
 
     section: ClassVar[str] = "precompute"
@@ -22,7 +23,7 @@ class PrecomputeSettings(ServiceSettings):
 
     upstream_url: str = "http://127.0.0.1:8001"
     model: str | None = Field(None, description="the upstream model; unset = the one model it serves")
-    system_prompt: str = "You are a helpful assistant."
+    system_prompt: str = Field("", description="the app's system prompt; '' = no system message")
     tenant: str = "default"
 
     tokenizer: str = Field(

@@ -1,0 +1,262 @@
+"""Precomputed query storage (StorInfer) on a public corpus: build a store from documents alone, then send
+held-out questions through the gateway and measure what storage saves against inference alone.
+
+- Store: `run_precompute` over a few Wikipedia article openings that ship with gensim (CC BY-SA), against
+  the real model server; reports queries/s generated and answered, the duplicate rate and bytes per entry
+  with and without KV blobs (StorInfer: about 5.5 KB a pair without KV).
+- Held-out questions: written by a different generator than the store's (another prompt family, another
+  seed, temperature 1.0) about the same chunks, plus questions about articles absent from the store,
+  which must miss.
+- Through the gateway (real HTTP, write-back off): hit rate; false hits (a hit on an entry from another
+  chunk, or any hit for an absent topic); measured mean latency against the same questions sent straight
+  to the backend (inference alone, the peer), and StorInfer's effective latency
+  hit rate x lookup time + miss rate x inference time. StorInfer reports up to 17.3% lower latency.
+
+Writes bench/results/precompute.json and prints a table.
+
+    python bench/precompute_bench.py [--articles 4] [--queries-per-chunk 4] [--heldout-per-chunk 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from precompute import PrecomputeSettings, parse_questions, run_precompute, write_sample
+from store import Store
+
+RESULTS = Path(__file__).parent / "results" / "precompute.json"
+HELDOUT_SYSTEM = "You are a curious reader of an encyclopedia."
+HELDOUT_PROMPT = "Passage:\n{text}\n\nAsk {n} short questions about facts in this passage, one per line."
+STORINFER = {"latency_reduction": 0.173, "bytes_per_pair": 5.5e3}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def service(args: list[str], env: dict[str, str], health: str) -> Iterator[None]:
+    """A `precog` service as a subprocess, healthy before the block runs, stopped after."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "precog.cli", *args],
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"{' '.join(args)} exited with code {process.returncode}")
+            try:
+                if httpx.get(health, timeout=1.0).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{health} did not become healthy")
+            time.sleep(0.5)
+        yield
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def heldout_questions(backend: str, model: str, text: str, n: int, seed: int) -> list[str]:
+    """Questions from the second generator: another prompt family and seed than the store's."""
+    body = {
+        "model": model,
+        "temperature": 1.0,
+        "seed": seed,
+        "max_tokens": 96,
+        "messages": [
+            {"role": "system", "content": HELDOUT_SYSTEM},
+            {"role": "user", "content": HELDOUT_PROMPT.format(text=text, n=n)},
+        ],
+    }
+    reply = httpx.post(f"{backend}/v1/chat/completions", json=body, timeout=600).json()
+    return parse_questions(reply["choices"][0]["message"]["content"])[:n]
+
+
+def ask(url: str, model: str, question: str, max_tokens: int) -> tuple[float, httpx.Response]:
+    body = {
+        "model": model,
+        "temperature": 0.0,
+        "max_tokens": max_tokens,
+        "messages": [{"role": "user", "content": question}],
+    }
+    started = time.perf_counter()
+    response = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=600)
+    response.raise_for_status()
+    return time.perf_counter() - started, response
+
+
+def chunk_texts(corpus: Path, entries: list[Any]) -> dict[str, str]:
+    """The text of every chunk the store has entries for, from the provenance the entries carry."""
+    texts = {}
+    for entry in entries:
+        meta = entry.meta
+        texts[meta["chunk"]] = (corpus / meta["file"]).read_text()[int(meta["start"]) : int(meta["end"])]
+    return texts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--articles", type=int, default=4)
+    parser.add_argument("--chars", type=int, default=900)
+    parser.add_argument("--absent-articles", type=int, default=2)
+    parser.add_argument("--queries-per-chunk", type=int, default=4)
+    parser.add_argument("--heldout-per-chunk", type=int, default=3)
+    parser.add_argument("--max-tokens", type=int, default=64, help="answer length, stored and at inference")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    os.environ.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    work = Path(tempfile.mkdtemp(prefix="precompute-bench-"))
+    corpus, absent = work / "corpus", work / "absent"
+    write_sample(corpus, articles=args.articles, chars=args.chars)
+    write_sample(absent, articles=args.articles + args.absent_articles, chars=args.chars)
+    for path in sorted(absent.iterdir())[: args.articles]:
+        path.unlink()
+    store_path = work / "store"
+    backend_port, gateway_port = _free_port(), _free_port()
+    backend, gateway = f"http://127.0.0.1:{backend_port}", f"http://127.0.0.1:{gateway_port}"
+    console = Console()
+
+    with service(["backend", "serve", "--port", str(backend_port)], {}, f"{backend}/healthz"):
+        model = httpx.get(f"{backend}/v1/models").json()["data"][0]["id"]
+        settings = PrecomputeSettings(
+            upstream_url=backend,
+            max_queries_per_chunk=args.queries_per_chunk,
+            answer_max_tokens=args.max_tokens,
+        )
+        report, _ = run_precompute(settings, corpus, store_path)
+        store = Store.open(store_path, read_only=True, progress=False)
+        entries = list(store.entries())
+        stats = store.stats()
+        store.close()
+        chunk_of = {e.id: e.meta["chunk"] for e in entries}
+        seed = 7000
+        cases: list[dict[str, Any]] = []
+        for chunk, text in chunk_texts(corpus, entries).items():
+            seed += 1
+            for q in heldout_questions(backend, model, text, args.heldout_per_chunk, seed):
+                cases.append({"question": q, "chunk": chunk, "absent": False})
+        for path in sorted(absent.iterdir()):
+            seed += 1
+            for q in heldout_questions(backend, model, path.read_text(), args.heldout_per_chunk, seed):
+                cases.append({"question": q, "chunk": None, "absent": True})
+        gateway_env = {
+            "PRECOG_GATEWAY_STORE_PATH": str(store_path),
+            "PRECOG_GATEWAY_UPSTREAM_URL": backend,
+            "PRECOG_GATEWAY_WRITEBACK_ENABLED": "false",
+            "PRECOG_GATEWAY_RATE_LIMIT_PER_MINUTE": "0",
+        }
+        with service(["gateway", "serve", "--port", str(gateway_port)], gateway_env, f"{gateway}/healthz"):
+            for case in cases:
+                latency, response = ask(gateway, model, case["question"], args.max_tokens)
+                entry = response.headers.get("x-precog-entry-id")
+                case.update(
+                    gateway_s=latency,
+                    hit=response.headers.get("x-precog-cache") == "hit",
+                    entry_chunk=chunk_of.get(entry or ""),
+                )
+        for case in cases:
+            case["inference_s"], _ = ask(backend, model, case["question"], args.max_tokens)
+
+    results = summarise(report, stats, cases, args)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    print_table(results, console)
+
+
+def summarise(
+    report: dict[str, Any], stats: dict[str, Any], cases: list[dict[str, Any]], args
+) -> dict[str, Any]:
+    present = [c for c in cases if not c["absent"]]
+    absent = [c for c in cases if c["absent"]]
+    hits = [c for c in present if c["hit"]]
+    false_hits = [c for c in hits if c["entry_chunk"] != c["chunk"]] + [c for c in absent if c["hit"]]
+    mean = lambda xs: statistics.fmean(xs) if xs else 0.0  # noqa: E731
+    hit_rate = len(hits) / len(present) if present else 0.0
+    lookup_s = mean([c["gateway_s"] for c in cases if c["hit"]])
+    inference_s = mean([c["inference_s"] for c in cases])
+    effective_s = hit_rate * lookup_s + (1 - hit_rate) * inference_s
+    measured_gateway_s = mean([c["gateway_s"] for c in cases])
+    measured_inference_s = mean([c["inference_s"] for c in cases])
+    entries = max(stats["entries"], 1)
+    part = stats["bytes"]
+    without_kv = (part["records"] + part["vectors"] + part["index_on_disk"]) / entries
+    wall = report["wall_seconds_this_run"]
+    return {
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "store": {
+            "chunks": report["chunks"],
+            "entries": stats["entries"],
+            "queries_generated": report["queries_generated"],
+            "duplicate_rate": report["duplicate_rate"],
+            "tokens_spent": report["tokens_spent"],
+            "build_seconds": wall,
+            "queries_answered_per_s": round(report["entries_written"] / wall, 4),
+            "queries_generated_per_s": round(report["queries_generated"] / wall, 4),
+            "bytes_per_entry_without_kv": round(without_kv),
+            "bytes_per_entry_with_kv": round(without_kv + part["blobs"] / entries),
+            "store_on_disk_bytes": part["db_on_disk"] + part["index_on_disk"],
+        },
+        "heldout": {
+            "questions_in_corpus": len(present),
+            "questions_absent": len(absent),
+            "hits": len(hits),
+            "hit_rate": round(hit_rate, 4),
+            "false_hits": len(false_hits),
+            "false_hit_rate": round(len(false_hits) / max(len(hits) + sum(c["hit"] for c in absent), 1), 4),
+            "absent_hit_rate": round(sum(c["hit"] for c in absent) / len(absent), 4) if absent else 0.0,
+        },
+        "latency": {
+            "lookup_s_on_hits": round(lookup_s, 4),
+            "inference_alone_s": round(inference_s, 4),
+            "storinfer_effective_s": round(effective_s, 4),
+            "storinfer_effective_vs_inference": round(effective_s / inference_s, 4) if inference_s else None,
+            "measured_gateway_mean_s": round(measured_gateway_s, 4),
+            "measured_inference_mean_s": round(measured_inference_s, 4),
+            "measured_gateway_vs_inference": round(measured_gateway_s / measured_inference_s, 4)
+            if measured_inference_s
+            else None,
+            "storinfer_reported_reduction": STORINFER["latency_reduction"],
+        },
+        "cases": cases,
+    }
+
+
+def print_table(results: dict[str, Any], console: Console) -> None:
+    table = Table(title="precompute: StorInfer-style store vs inference alone")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for section in ("store", "heldout", "latency"):
+        for key, value in results[section].items():
+            table.add_row(f"{section}.{key}", str(value))
+    table.add_row("storinfer.bytes_per_pair", str(STORINFER["bytes_per_pair"]))
+    console.print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -149,6 +149,11 @@ class Database:
                 raise NotAStoreError(
                     f"{self.path} holds a RocksDB database that is not a precog store"
                 ) from exc
+            if "lock" in str(exc).lower():
+                raise StoreError(
+                    f"store at {self.path} is already open for writing by another process; "
+                    "open it with read_only=True to read alongside that writer"
+                ) from exc
             raise StoreError(f"cannot open store at {self.path}: {exc}") from exc
         self.cf = {name: Column(name, self._db.get_column_family(name)) for name in COLUMN_FAMILIES}
         self._handles = {name: self._db.get_column_family_handle(name) for name in COLUMN_FAMILIES}

@@ -35,6 +35,10 @@ class IndexParams:
     ef_search: int = 128
     # Tombstones are compacted away once they exceed this many and outnumber live vectors.
     min_tombstones_to_compact: int = 1_000
+    # FAISS OpenMP threads for this process. One: single-query searches do not parallelise, the
+    # gateway already searches from many threads, and OpenMP spin-waiting on a shared 2-core machine
+    # made batch builds 10x slower in the benchmark than one thread.
+    faiss_threads: int = 1
 
 
 class ScopeIndex:

@@ -20,6 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+import faiss
 import numpy as np
 from tqdm import tqdm
 
@@ -110,12 +111,14 @@ class Store:
         if not isinstance(dim, int) or dim <= 0:
             raise ValueError(f"dim must be a positive integer, got {dim!r}")
         path = Path(path)
+        params = index_params or IndexParams()
+        faiss.omp_set_num_threads(params.faiss_threads)
         db = Database.open(
             path, read_only=read_only, create=create, sync=sync, embedding_model=embedding_model, dim=dim
         )
         try:
             meta = db.read_meta(embedding_model, dim)
-            return cls(path, db, embedding_model, dim, meta.epoch, index_params or IndexParams(), progress)
+            return cls(path, db, embedding_model, dim, meta.epoch, params, progress)
         except BaseException:
             db.close()
             raise

@@ -15,35 +15,35 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Set
+from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import faiss
 import numpy as np
-from tqdm import tqdm
 
 from store import archive
-from store.db import DB_DIR, INDEX_DIR, Database, stored_identity
+from store.db import INDEX_DIR, Database, stored_identity
 from store.embedding import MODEL_DIM, MODEL_NAME
 from store.entry import Entry
+from store.entry_table import BLOB_OF_ENTRY, BLOB_STANDALONE, EntryTable
 from store.errors import ReadOnlyStoreError, StoreError, StoreReadError
-from store.index_files import IndexUnusableError, index_disk_bytes, load_index, save_index
+from store.index_build import build_index
+from store.index_files import IndexUnusableError, load_index, save_index
 from store.records import (
-    CorruptRecordError,
     StoredEntry,
-    check_id,
     decode_entry,
     decode_hits,
     encode_entry,
     encode_hits,
     encode_u64,
     exact_key,
-    scope_prefix,
 )
 from store.scope import normalise_text
 from store.scope_index import IndexParams, ScopeIndex
+from store.stats import collect_stats
+from store.validation import validated_embedding
 from store.vector_index import VectorIndex
 from store.vectors import normalised
 from store.verify import VerifyReport, verify_store
@@ -53,14 +53,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Blob records start with one byte saying who owns them: an entry (deleted with it) or nobody.
-BLOB_OF_ENTRY = b"E"
-BLOB_STANDALONE = b"S"
 _DELETE_CHUNK = 1_000
-
-
-def _directory_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
 
 
 class Store:
@@ -87,6 +80,7 @@ class Store:
         self._write_lock = threading.RLock()
         self._closed = False
         self._index = self._open_index()
+        self._table = EntryTable(db, lambda entry_id: self._index.scope_of(entry_id))
 
     # ---- opening and closing -------------------------------------------------------------------
 
@@ -168,29 +162,28 @@ class Store:
         if blobs is not None and len(blobs) != len(entries):
             raise ValueError("put_many needs one blob (or None) per entry")
         pairs = list(zip(entries, blobs or [None] * len(entries), strict=True))
-        vectors = [self._validated(entry) for entry, _ in pairs]
+        vectors = [validated_embedding(entry, self.dim) for entry, _ in pairs]
         keys = [exact_key(entry.scope, entry.query) for entry in entries]
         new_ids = {entry.id for entry in entries}
         if len(new_ids) < len(entries) or len(set(keys)) < len(entries):
             raise ValueError("put_many got two entries with the same id, or the same scope and query")
         claimed = set(keys)
+        blob_bytes = [None if blob is None else BLOB_OF_ENTRY + blob.to_bytes() for _, blob in pairs]
         with self._write_lock:
             self._check_open()
             batch = self._db.batch()
             replaced: dict[str, StoredEntry] = {}
             written: list[Entry] = []
-            for (entry, blob), vector, key in zip(pairs, vectors, keys, strict=True):
+            for entry, vector, key, blob in zip(entries, vectors, keys, blob_bytes, strict=True):
                 stored = dataclasses.replace(entry, embedding=vector, hits=0)
-                holder = self._db.cf["exact"].get(key)
-                old_ids = {stored.id} | ({holder.decode()} - new_ids if holder is not None else set())
-                for old in self._stored_entries(sorted(old_ids - set(replaced))):
-                    self._delete_in(batch, old, claimed)
+                holder = self._table.holder(key)
+                old_ids = {stored.id} | ({holder} - new_ids if holder is not None else set())
+                for old in self._table.stored(sorted(old_ids - set(replaced))):
+                    self._table.add_delete(batch, old, claimed)
                     replaced[old.entry.id] = old
                 if blob is not None:
                     stored.kv_blob_id = uuid.uuid4().hex
-                    batch.put(
-                        stored.kv_blob_id.encode(), BLOB_OF_ENTRY + blob.to_bytes(), self._db.handle("blobs")
-                    )
+                    batch.put(stored.kv_blob_id.encode(), blob, self._db.handle("blobs"))
                 batch.put(
                     stored.id.encode(), encode_entry(stored, blob is not None), self._db.handle("entries")
                 )
@@ -221,8 +214,8 @@ class Store:
     def find_exact(self, scope: str, query: str) -> Entry | None:
         """The live entry of `scope` whose normalised query equals that of `query`."""
         self._check_open()
-        entry_id = self._db.cf["exact"].get(exact_key(scope, query))
-        entry = None if entry_id is None else self._entry_or_none(entry_id.decode())
+        entry_id = self._table.holder(exact_key(scope, query))
+        entry = None if entry_id is None else self._entry_or_none(entry_id)
         if entry is None or entry.scope != scope or entry.expired():
             return None
         return entry if normalise_text(entry.query) == normalise_text(query) else None
@@ -238,7 +231,7 @@ class Store:
         while True:
             found = self._index.search(scope, query, fetch)
             results = []
-            candidates = self._entries_or_none([entry_id for entry_id, _ in found])
+            candidates = self._table.entries_or_none([entry_id for entry_id, _ in found])
             for (_, score), entry in zip(found, candidates, strict=True):
                 if entry is not None and entry.scope == scope and not entry.expired(now):
                     results.append((entry, score))
@@ -286,9 +279,9 @@ class Store:
         wanted = set(ids) if ids is not None else None
         candidates: Iterable[Entry]
         if wanted is not None:
-            candidates = (e for e in self._entries_or_none(sorted(wanted)) if e is not None)
+            candidates = (e for e in self._table.entries_or_none(sorted(wanted)) if e is not None)
         else:
-            candidates = self._iter_entries(scope)
+            candidates = self._table.iter_entries(scope)
         doomed = [
             e.id
             for e in candidates
@@ -308,7 +301,7 @@ class Store:
         needle = normalise_text(text) if text else None
         page: list[Entry] = []
         skipped = 0
-        for entry in self._iter_entries(scope):
+        for entry in self._table.iter_entries(scope):
             if needle is not None and needle not in normalise_text(entry.query + " " + entry.answer):
                 continue
             if skipped < offset:
@@ -365,40 +358,7 @@ class Store:
     def stats(self) -> dict[str, Any]:
         """Counts (entries, expired, per scope), logical bytes by part, bytes on disk, index memory."""
         self._check_open()
-        now = time.time()
-        per_scope: dict[str, int] = defaultdict(int)
-        entries = expired = record_bytes = 0
-        for key, value in self._db.cf["entries"].items():
-            entries += 1
-            record_bytes += len(key) + len(value)
-            entry = decode_entry(value).entry
-            per_scope[entry.scope] += 1
-            expired += entry.expired(now)
-        blob_count = blob_bytes = 0
-        for key, value in self._db.cf["blobs"].items():
-            blob_count += 1
-            blob_bytes += len(key) + len(value)
-        return {
-            "path": str(self.path),
-            "embedding_model": self.embedding_model,
-            "dim": self.dim,
-            "entries": entries,
-            "expired": expired,
-            "blobs": blob_count,
-            "scopes": dict(sorted(per_scope.items(), key=lambda item: -item[1])),
-            "bytes": {
-                "records": record_bytes,
-                "vectors": entries * self.dim * 4,
-                "blobs": blob_bytes,
-                "db_on_disk": _directory_bytes(self.path / DB_DIR),
-                "index_on_disk": index_disk_bytes(self.path / INDEX_DIR),
-                "index_in_memory": self._index.memory_bytes,
-            },
-            "index": {
-                scope: {"kind": index.kind, "vectors": len(index), "tombstones": index.tombstones}
-                for scope, index in self._index.scopes().items()
-            },
-        }
+        return collect_stats(self._db, self._index, self.path, self.embedding_model, self.dim)
 
     def verify(self) -> VerifyReport:
         """Check every record, vector and blob; problems are reported, never raised."""
@@ -409,7 +369,7 @@ class Store:
         """Rebuild every scope's index from the records (and save it, for writers)."""
         self._check_open()
         with self._write_lock:
-            self._index = self._build_index()
+            self._index = build_index(self._db, self.dim, self._params, self._progress)
             if not self.read_only:
                 self._save_index()
 
@@ -423,10 +383,10 @@ class Store:
         """Drop expired entries and blobs no entry owns any more, shrink indexes, compact RocksDB."""
         self._check_writable()
         now = time.time()
-        expired = [e.id for e in self._iter_entries(None) if e.expired(now)]
+        expired = [e.id for e in self._table.iter_entries(None) if e.expired(now)]
         removed = self._delete_ids(expired)
         with self._write_lock:
-            referenced = {e.kv_blob_id for e in self._iter_entries(None) if e.kv_blob_id}
+            referenced = {e.kv_blob_id for e in self._table.iter_entries(None) if e.kv_blob_id}
             batch = self._db.batch()
             orphans = 0
             for key, value in self._db.cf["blobs"].items():
@@ -480,59 +440,6 @@ class Store:
         if self.read_only:
             raise ReadOnlyStoreError(f"store at {self.path} was opened read-only")
 
-    def _validated(self, entry: Entry) -> np.ndarray:
-        """Check every field before anything is written; returns the unit embedding."""
-        check_id("entry id", entry.id)
-        if not isinstance(entry.scope, str) or not entry.scope or "\x00" in entry.scope:
-            raise ValueError("entry scope must be a non-empty string without NUL characters")
-        for name in ("query", "answer", "model"):
-            if not isinstance(getattr(entry, name), str):
-                raise ValueError(f"entry {name} must be a string")
-        if not entry.query.strip():
-            raise ValueError("entry query must not be empty")
-        if entry.expires is not None and not math.isfinite(entry.expires):
-            raise ValueError("entry expires must be a finite epoch time or None")
-        if not math.isfinite(entry.created):
-            raise ValueError("entry created must be a finite epoch time")
-        if entry.kv_blob_id is not None:
-            check_id("kv_blob_id", entry.kv_blob_id)
-        return normalised(entry.embedding, self.dim)
-
-    def _stored_entries(self, ids: list[str]) -> list[StoredEntry]:
-        """The stored records of `ids` that exist (a corrupt one as a placeholder that can be deleted)."""
-        records = self._db.cf["entries"].get_many([i.encode() for i in ids])
-        return [self._decode_or_placeholder(i, data) for i, data in zip(ids, records, strict=True) if data]
-
-    def _decode_or_placeholder(self, entry_id: str, data: bytes) -> StoredEntry:
-        """Decode a record about to be deleted; a corrupt one becomes a placeholder marked damaged,
-        with its scope recovered from the index so that its vector goes too."""
-        try:
-            return decode_entry(data)
-        except CorruptRecordError:
-            log.warning("removing a corrupt entry record", extra={"entry_id": entry_id})
-            scope = self._index.scope_of(entry_id) or ""
-            placeholder = Entry(
-                scope=scope, query="", answer="", embedding=np.zeros(0), model="", id=entry_id
-            )
-            return StoredEntry(entry=placeholder, owns_blob=False, damaged=True)
-
-    def _delete_in(self, batch: Any, old: StoredEntry, claimed: Set[bytes] = frozenset()) -> None:
-        """Add the deletion of `old` to `batch`, sparing exact-text keys that the batch itself claims."""
-        entry = old.entry
-        key_bytes = entry.id.encode()
-        batch.delete(key_bytes, self._db.handle("entries"))
-        batch.delete(key_bytes, self._db.handle("hits"))
-        if old.damaged:
-            # The query is unknown: find the record's exact-text key by its value (rare, so a scan is fine).
-            keys = [k for k, v in self._db.cf["exact"].items() if v == key_bytes and k not in claimed]
-        else:
-            key = exact_key(entry.scope, entry.query)
-            keys = [key] if key not in claimed and self._db.cf["exact"].get(key) == key_bytes else []
-        for key in keys:
-            batch.delete(key, self._db.handle("exact"))
-        if old.owns_blob and entry.kv_blob_id:
-            batch.delete(entry.kv_blob_id.encode(), self._db.handle("blobs"))
-
     def _delete_ids(self, ids: list[str]) -> int:
         self._check_writable()
         deleted = 0
@@ -541,8 +448,8 @@ class Store:
                 self._check_open()
                 batch = self._db.batch()
                 gone: list[StoredEntry] = []
-                for old in self._stored_entries(list(dict.fromkeys(ids[start : start + _DELETE_CHUNK]))):
-                    self._delete_in(batch, old)
+                for old in self._table.stored(list(dict.fromkeys(ids[start : start + _DELETE_CHUNK]))):
+                    self._table.add_delete(batch, old)
                     gone.append(old)
                 if not gone:
                     continue
@@ -562,48 +469,7 @@ class Store:
         self._epoch += 1
 
     def _entry_or_none(self, entry_id: str) -> Entry | None:
-        return self._entries_or_none([entry_id])[0]
-
-    def _entries_or_none(self, ids: list[str]) -> list[Entry | None]:
-        """Entries for ids (None for missing or corrupt ones: those are logged, never returned)."""
-        if not ids:
-            return []
-        keys = [i.encode() for i in ids]
-        records = self._db.cf["entries"].get_many(keys)
-        hits = self._db.cf["hits"].get_many(keys)
-        out: list[Entry | None] = []
-        for entry_id, data, hit in zip(ids, records, hits, strict=True):
-            if data is None:
-                out.append(None)
-                continue
-            try:
-                out.append(decode_entry(data, decode_hits(hit)[0]).entry)
-            except CorruptRecordError as exc:
-                log.error("skipping corrupt entry record", extra={"entry_id": entry_id, "error": str(exc)})
-                out.append(None)
-        return out
-
-    def _iter_entries(self, scope: str | None) -> Iterator[Entry]:
-        """Entries in key order (of one scope, through its exact-text keys); corrupt records skipped."""
-        if scope is None:
-            for key, data in self._db.cf["entries"].items():
-                try:
-                    yield decode_entry(data).entry
-                except CorruptRecordError:
-                    log.error(
-                        "skipping corrupt entry record", extra={"entry_id": key.decode(errors="replace")}
-                    )
-            return
-        prefix = scope_prefix(scope)
-        chunk: list[str] = []
-        for key, value in self._db.cf["exact"].items(from_key=prefix):
-            if not key.startswith(prefix):
-                break
-            chunk.append(value.decode())
-            if len(chunk) == _DELETE_CHUNK:
-                yield from (e for e in self._entries_or_none(chunk) if e is not None)
-                chunk = []
-        yield from (e for e in self._entries_or_none(chunk) if e is not None)
+        return self._table.entries_or_none([entry_id])[0]
 
     def _open_index(self) -> VectorIndex:
         if self._epoch == 0:
@@ -619,37 +485,10 @@ class Store:
             return index
         except IndexUnusableError as exc:
             log.warning("rebuilding vector index", extra={"reason": str(exc)})
-            index = self._build_index()
+            index = build_index(self._db, self.dim, self._params, self._progress)
             if not self.read_only:
                 self._save_index(index)
             return index
-
-    def _build_index(self) -> VectorIndex:
-        grouped: dict[str, tuple[list[str], list[np.ndarray]]] = defaultdict(lambda: ([], []))
-        total = self._db.cf["entries"].estimated_count() or None
-        bar = tqdm(total=total, desc="rebuilding vector index", unit="entry", disable=not self._progress)
-        with bar:
-            for key, data in self._db.cf["entries"].items():
-                bar.update()
-                try:
-                    entry = decode_entry(data).entry
-                    vector = normalised(entry.embedding, self.dim)
-                except (CorruptRecordError, ValueError):
-                    log.error("entry left out of the index", extra={"entry_id": key.decode(errors="replace")})
-                    continue
-                ids, vectors = grouped[entry.scope]
-                ids.append(entry.id)
-                vectors.append(vector)
-        index = VectorIndex(self.dim, self._params)
-        for scope, (ids, vectors) in tqdm(
-            grouped.items(),
-            desc="indexing scopes",
-            unit="scope",
-            disable=not self._progress or len(grouped) < 2,
-        ):
-            index.put_loaded(scope, ScopeIndex.build(self.dim, self._params, ids, np.stack(vectors)))
-        index.mark_dirty(set(grouped))
-        return index
 
     def _save_index(self, index: VectorIndex | None = None) -> None:
         try:

@@ -6,9 +6,13 @@ import math
 
 import numpy as np
 
-from store.entry import Entry
+from store.entry import Entry, Source
 from store.records import check_id
 from store.vectors import normalised
+
+
+def _finite_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def validated_embedding(entry: Entry, dim: int) -> np.ndarray:
@@ -21,10 +25,18 @@ def validated_embedding(entry: Entry, dim: int) -> np.ndarray:
             raise ValueError(f"entry {name} must be a string")
     if not entry.query.strip():
         raise ValueError("entry query must not be empty")
-    if entry.expires is not None and not math.isfinite(entry.expires):
+    if entry.expires is not None and not _finite_number(entry.expires):
         raise ValueError("entry expires must be a finite epoch time or None")
-    if not math.isfinite(entry.created):
+    if not _finite_number(entry.created):
         raise ValueError("entry created must be a finite epoch time")
+    try:
+        Source(entry.source)
+    except ValueError:
+        raise ValueError(f"entry source must be one of {[s.value for s in Source]}") from None
+    if not isinstance(entry.meta, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in entry.meta.items()
+    ):
+        raise ValueError("entry meta must map strings to strings")
     if entry.kv_blob_id is not None:
         check_id("kv_blob_id", entry.kv_blob_id)
     return normalised(entry.embedding, dim)

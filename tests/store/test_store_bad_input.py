@@ -46,6 +46,9 @@ def test_bad_vectors_are_rejected_before_anything_is_written(
         ({"id": ""}, "entry id"),
         ({"id": "x" * 500}, "entry id"),
         ({"expires": float("nan")}, "expires"),
+        ({"expires": "tomorrow"}, "expires"),
+        ({"source": "guess"}, "source"),
+        ({"meta": {"n": 1}}, "meta"),
     ],
 )
 def test_bad_entry_fields_are_rejected(store: Store, make_entry, fields, message) -> None:

@@ -6,6 +6,7 @@ Entries live in three column families: `entries` (the record), `exact` (scope + 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Iterator, Set
 from typing import Any
@@ -52,6 +53,11 @@ class EntryTable:
                 log.error("skipping corrupt entry record", extra={"entry_id": entry_id, "error": str(exc)})
                 out.append(None)
         return out
+
+    def with_hits(self, entries: list[Entry]) -> list[Entry]:
+        """The same entries with their hit counts read in one multi-get."""
+        counts = self._db.cf["hits"].get_many([e.id.encode() for e in entries])
+        return [dataclasses.replace(e, hits=decode_hits(c)[0]) for e, c in zip(entries, counts, strict=True)]
 
     def iter_entries(self, scope: str | None) -> Iterator[Entry]:
         """Entries in key order (of one scope: through its exact-text keys); corrupt records skipped."""

@@ -294,7 +294,8 @@ class Store:
     def entries(
         self, scope: str | None = None, limit: int = 100, offset: int = 0, text: str | None = None
     ) -> list[Entry]:
-        """A page of entries (expired included), optionally of one scope and containing `text`."""
+        """A page of entries with hit counts (expired included), optionally of one scope and containing
+        `text` (in the query or the answer)."""
         self._check_open()
         if limit < 0 or offset < 0:
             raise ValueError("limit and offset must not be negative")
@@ -310,7 +311,7 @@ class Store:
             if len(page) >= limit:
                 break
             page.append(entry)
-        return page
+        return self._table.with_hits(page)
 
     # ---- KV blobs ------------------------------------------------------------------------------
 

@@ -104,6 +104,7 @@ def test_record_hit_counts(store: Store, make_entry) -> None:
         assert store.record_hit(entry.id)
     assert store.get(entry.id).hits == 3
     assert store.search("scope-a", entry.embedding, k=1)[0][0].hits == 3
+    assert store.entries()[0].hits == 3 and store.entries(scope="scope-a")[0].hits == 3
     assert store.record_hit("missing") is False
 
 

@@ -25,5 +25,6 @@ def prepare(
     try:
         path = prepare_model(out)
     except PrepareError as exc:
-        raise typer.Exit(f"error: {exc}") from None
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
     typer.echo(str(path))

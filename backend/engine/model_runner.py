@@ -8,6 +8,7 @@ from backend.engine.kv_cache import KVCache
 from backend.engine.scheduler import ScheduledBatch
 from backend.engine.sequence import Sequence
 from backend.layers.attention import AttentionMetadata
+from backend.layers.paged_attention import plan_attention
 from backend.model.llama import LlamaModel
 
 
@@ -35,16 +36,16 @@ class ModelRunner:
             if end == seq.num_tokens:
                 logit_rows.append(row - 1)
                 sampled.append(seq)
-        widest = max(len(seq.block_table) for seq in batch.seqs)
-        tables = torch.zeros(len(batch), widest, dtype=torch.long)
-        for i, seq in enumerate(batch.seqs):
-            tables[i, : len(seq.block_table)] = torch.tensor(seq.block_table)
+        plan = plan_attention(
+            [seq.block_table for seq in batch.seqs],
+            list(batch.num_new),
+            context_lens,
+            self.kv_cache.block_size,
+        )
         meta = AttentionMetadata(
             positions=torch.cat(positions),
             slot_mapping=torch.cat(slots),
-            block_tables=tables,
-            query_lens=list(batch.num_new),
-            context_lens=context_lens,
+            plan=plan,
             logit_rows=torch.tensor(logit_rows, dtype=torch.long),
         )
         logits = self.model(torch.tensor(input_ids), self.kv_cache.layers, meta)

@@ -1,8 +1,8 @@
 """The one attention interface of the model: store this step's K/V in the paged cache, then attend.
 
 The model calls `paged_attention` with explicit metadata (no global context object). The kernel behind
-it is the pure-torch reference, which runs on any device; a Triton kernel with the same signature (see
-`backend.layers.paged_attention` for the exact shapes) can replace it on a GPU.
+it is the pure-torch reference, which runs on any device; a Triton kernel taking the same plan (see
+`backend.layers.paged_attention` for the shapes) can replace it on a GPU.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from backend.layers.paged_attention import paged_attention_reference
+from backend.layers.paged_attention import AttentionPlan, paged_attention_reference
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,16 +20,13 @@ class AttentionMetadata:
 
     positions    [N] each token's position in its sequence
     slot_mapping [N] flat cache slot (block * block_size + offset) that receives each token's K/V
-    block_tables [B, max_blocks] each sequence's blocks, padded with 0
-    query_lens   B new-token counts; context_lens: B cache lengths after this step
+    plan         what each sequence's queries read (see plan_attention)
     logit_rows   [S] rows of the flat batch whose logits are wanted (last token of each sampled sequence)
     """
 
     positions: torch.Tensor
     slot_mapping: torch.Tensor
-    block_tables: torch.Tensor
-    query_lens: list[int]
-    context_lens: list[int]
+    plan: AttentionPlan
     logit_rows: torch.Tensor
 
 
@@ -52,7 +49,4 @@ def paged_attention(
 ) -> torch.Tensor:
     """q [N, H, D], new k/v [N, KVH, D] -> [N, H, D]: each token attends to its sequence up to itself."""
     write_kv(kv_cache, meta.slot_mapping, k, v)
-    k_cache, v_cache = kv_cache
-    return paged_attention_reference(
-        q, k_cache, v_cache, meta.block_tables, meta.query_lens, meta.context_lens, scale
-    )
+    return paged_attention_reference(q, kv_cache[0], kv_cache[1], meta.plan, scale)

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from backend.layers.attention import AttentionMetadata, paged_attention
-from backend.model.rope import RotaryEmbedding
+from backend.model.rope import RotaryEmbedding, apply_rope
 from backend.model.spec import ModelSpec
 
 
@@ -40,14 +40,14 @@ class SelfAttention(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        rope: RotaryEmbedding,
+        rope: tuple[torch.Tensor, torch.Tensor],
         kv_cache: tuple[torch.Tensor, torch.Tensor],
         meta: AttentionMetadata,
     ) -> torch.Tensor:
         n = x.shape[0]
         q, k, v = self.qkv_proj(x).split(self.split, dim=-1)
-        q = rope.apply(q.view(n, self.num_heads, self.head_dim), meta.positions)
-        k = rope.apply(k.view(n, self.num_kv_heads, self.head_dim), meta.positions)
+        q = apply_rope(q.view(n, self.num_heads, self.head_dim), rope)
+        k = apply_rope(k.view(n, self.num_kv_heads, self.head_dim), rope)
         v = v.view(n, self.num_kv_heads, self.head_dim)
         out = paged_attention(q, k, v, kv_cache, meta, self.scale)
         return self.o_proj(out.view(n, -1))
@@ -75,7 +75,7 @@ class DecoderLayer(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        rope: RotaryEmbedding,
+        rope: tuple[torch.Tensor, torch.Tensor],
         kv_cache: tuple[torch.Tensor, torch.Tensor],
         meta: AttentionMetadata,
     ) -> torch.Tensor:
@@ -105,6 +105,7 @@ class LlamaModel(nn.Module):
     ) -> torch.Tensor:
         """[N] token ids -> [len(meta.logit_rows), vocab] logits of the rows that will be sampled."""
         x = self.embed_tokens(input_ids)
+        cos_sin = self.rope.at(meta.positions)
         for layer, cache in zip(self.layers, kv_caches, strict=True):
-            x = layer(x, self.rope, cache, meta)
+            x = layer(x, cos_sin, cache, meta)
         return self.lm_head(self.norm(x[meta.logit_rows]))

@@ -76,22 +76,25 @@ def test_greedy_matches_transformers_generate(engine: Engine, hf_model: AutoMode
 
 
 def test_model_logits_match_transformers(engine: Engine, hf_model: AutoModelForCausalLM) -> None:
-    """Full-vocabulary logits at every position of a prompt, from our paged model and from transformers."""
+    """Full-vocabulary logits at every position: a prefill chunk, then decodes, through scattered blocks."""
     from backend.engine.kv_cache import KVCache
     from backend.layers.attention import AttentionMetadata
+    from backend.layers.paged_attention import plan_attention
 
     ids = [*chat_prompt_ids(engine.tokenizer, QUESTIONS[1]), 504, 3458, 282]
     n, blocks = len(ids), -(-len(ids) // 16)
-    cache = KVCache(engine.spec, num_blocks=blocks, block_size=16)
-    meta = AttentionMetadata(
-        positions=torch.arange(n),
-        slot_mapping=torch.arange(n),
-        block_tables=torch.arange(blocks)[None],
-        query_lens=[n],
-        context_lens=[n],
-        logit_rows=torch.arange(n),
-    )
+    cache = KVCache(engine.spec, num_blocks=blocks + 3, block_size=16)
+    table = list(range(blocks + 2, 2, -1))[:blocks]  # reversed, not starting at block 0
+    chunks = [(0, n - 3), (n - 3, n - 2), (n - 2, n - 1), (n - 1, n)]
+    ours = []
     with torch.inference_mode():
-        ours = engine.model(torch.tensor(ids), cache.layers, meta)
+        for start, end in chunks:
+            meta = AttentionMetadata(
+                positions=torch.arange(start, end),
+                slot_mapping=cache.slots(table, start, end),
+                plan=plan_attention([table], [end - start], [end], 16),
+                logit_rows=torch.arange(end - start),
+            )
+            ours.append(engine.model(torch.tensor(ids[start:end]), cache.layers, meta))
         theirs = hf_model(torch.tensor([ids])).logits[0]
-    assert (ours - theirs).abs().max().item() < LOGIT_TOL
+    assert (torch.cat(ours) - theirs).abs().max().item() < LOGIT_TOL

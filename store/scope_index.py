@@ -42,7 +42,10 @@ class IndexParams:
 
 
 class ScopeIndex:
-    """Vectors of one scope, searchable by inner product (cosine on the store's unit vectors)."""
+    """Vectors of one scope, searchable by inner product (cosine on the store's unit vectors).
+
+    Searches may run from any number of threads; mutations (add, remove) must come one at a time.
+    """
 
     def __init__(self, dim: int, params: IndexParams) -> None:
         self.dim = dim
@@ -90,14 +93,14 @@ class ScopeIndex:
             self._index.add(np.ascontiguousarray(vectors, dtype=np.float32))
             self._ids.extend(ids)
             self._positions.update((entry_id, start + n) for n, entry_id in enumerate(ids))
-            self._reshape_if_needed()
+        self._reshape_if_needed()
 
     def remove(self, ids: list[str]) -> int:
         """Tombstone `ids`; returns how many were present."""
         with self._lock.write():
             removed = self._tombstone([i for i in ids if i in self._positions])
-            self._reshape_if_needed()
-            return removed
+        self._reshape_if_needed()
+        return removed
 
     def search(self, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
         """The k live vectors with the highest inner product with `vector` (unit, [dim]), best first."""
@@ -180,15 +183,23 @@ class ScopeIndex:
         return ids, all_vectors[[self._positions[i] for i in ids]]
 
     def _reshape_if_needed(self) -> None:
-        """Switch flat -> HNSW past the threshold; drop tombstones once they dominate."""
-        grow = self.kind == "flat" and len(self._positions) > self.params.hnsw_threshold
-        dead = len(self._dead)
-        compact = dead >= self.params.min_tombstones_to_compact and dead > len(self._positions)
-        if grow or compact:
+        """Switch flat -> HNSW past the threshold; drop tombstones once they dominate.
+
+        The new index is built under the read lock, so searches go on meanwhile (an HNSW build takes
+        seconds); this is safe because the caller serialises mutations (the Store's write lock).
+        """
+        with self._lock.read():
+            grow = self.kind == "flat" and len(self._positions) > self.params.hnsw_threshold
+            dead = len(self._dead)
+            compact = dead >= self.params.min_tombstones_to_compact and dead > len(self._positions)
+            if not (grow or compact):
+                return
             ids, vectors = self._live()
-            self._index = self._new_index(len(ids))
-            if len(ids):
-                self._index.add(vectors)
+            index = self._new_index(len(ids))
+            if ids:
+                index.add(vectors)
+        with self._lock.write():
+            self._index = index
             self._ids = ids
             self._positions = {entry_id: n for n, entry_id in enumerate(ids)}
             self._dead = set()

@@ -12,10 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from store import Store, StoreError
+from store import IndexParams, Store, StoreError
 
 
-def test_searches_from_many_threads_during_writes(store: Store, make_entry, unit_vectors) -> None:
+def test_searches_from_many_threads_during_writes(store_path, make_entry, unit_vectors) -> None:
+    """Writes include the switch from flat to HNSW (threshold 300) and tombstone compaction."""
+    store = Store.open(store_path, index_params=IndexParams(hnsw_threshold=300), progress=False)
     fixed = [make_entry(scope="hot") for _ in range(200)]
     store.put_many(fixed)
     failures: list[BaseException] = []
@@ -44,7 +46,9 @@ def test_searches_from_many_threads_during_writes(store: Store, make_entry, unit
             thread.join()
     assert not failures, failures[0]
     assert len(store) == 200 + 300
+    assert store.stats()["index"]["hot"]["kind"] == "hnsw"
     assert store.verify().ok
+    store.close()
 
 
 def test_reader_process_alongside_a_writer_process(store_path: Path, make_entry) -> None:

@@ -76,6 +76,12 @@ class GatewaySettings(ServiceSettings):
     breaker_failure_threshold: int = Field(default=5, ge=1)
     breaker_reset_s: float = Field(default=10.0, gt=0)
 
+    embed_threads: int = Field(
+        default=1,
+        ge=1,
+        le=256,
+        description="torch threads for embedding: one is fastest for short questions on a busy machine.",
+    )
     embed_batch_max: int = Field(default=32, ge=1)
     embed_batch_window_ms: float = Field(default=1.0, ge=0.0)
     cost_per_1k_tokens: float = Field(

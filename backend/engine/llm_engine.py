@@ -22,7 +22,10 @@ from backend.config import EngineConfig
 from backend.engine.block_manager import BlockManager
 from backend.engine.detokenizer import IncrementalDetokenizer
 from backend.engine.kv_cache import KVCache
+from backend.engine.limits import resolve_limits
 from backend.engine.model_runner import ModelRunner
+from backend.engine.output_processor import OutputProcessor
+from backend.engine.request_check import RequestChecker
 from backend.engine.sampler import sample
 from backend.engine.scheduler import Scheduler
 from backend.engine.sequence import Request, Sequence, Status
@@ -30,9 +33,8 @@ from backend.engine.throughput import ThroughputLog
 from backend.model.loader import load_model
 from backend.model.prepare import prepared_model_dir
 from backend.model.spec import ModelSpec
-from backend.outputs import Completion, EngineStats, FinishReason, TokenEvent, TokenLogprob, TopLogprob
+from backend.outputs import Completion, EngineStats, TokenEvent
 from backend.sampling_params import SamplingParams
-from precog.settings import ConfigError
 from store import KVBlob
 
 log = logging.getLogger(__name__)
@@ -45,8 +47,7 @@ class Engine:
         if self.config.num_threads:
             torch.set_num_threads(self.config.num_threads)
         self.spec = spec = ModelSpec.from_dir(model_dir)
-        self.max_model_len = self._resolve_max_model_len(spec.max_position_embeddings)
-        num_blocks = self._resolve_num_blocks(spec)
+        self.max_model_len, num_blocks = resolve_limits(self.config, spec)
         self.model = load_model(model_dir, spec, self.max_model_len)
         self.model_dir: Path = model_dir
         self.model_name = self.config.model_name or model_dir.name
@@ -60,6 +61,10 @@ class Engine:
             self.block_manager, self.config.max_num_seqs, self.config.max_num_batched_tokens
         )
         self.runner = ModelRunner(self.model, self.kv_cache)
+        self._checker = RequestChecker(spec, self.model_name, self.max_model_len)
+        self._outputs = OutputProcessor(
+            self.tokenizer, self.kv_cache, spec, self.model_name, self.max_model_len
+        )
         self._throughput = ThroughputLog(self.config.log_interval_s)
         self._default_generator = torch.Generator().manual_seed(self.config.seed)
         self._inbox: queue.SimpleQueue[Request | str] = queue.SimpleQueue()
@@ -81,61 +86,12 @@ class Engine:
             },
         )
 
-    def _resolve_max_model_len(self, model_max: int) -> int:
-        wanted = self.config.max_model_len or model_max
-        if wanted > model_max:
-            raise ConfigError(
-                f"max_model_len {wanted} exceeds the model's max_position_embeddings {model_max}"
-            )
-        return wanted
-
-    def _resolve_num_blocks(self, spec: ModelSpec) -> int:
-        block_size = self.config.block_size
-        per_block = KVCache.bytes_per_block(spec, block_size)
-        num_blocks = self.config.num_kv_blocks or self.config.kv_memory_bytes // per_block
-        if num_blocks * block_size < self.max_model_len:
-            raise ConfigError(
-                f"the KV cache holds {num_blocks} blocks x {block_size} tokens = "
-                f"{num_blocks * block_size} tokens, fewer than max_model_len {self.max_model_len}: raise "
-                f"kv_memory_bytes/num_kv_blocks or lower max_model_len ({per_block} bytes per block)"
-            )
-        return num_blocks
-
     # ---- requests from any thread -------------------------------------------------------------
     def check_request(
         self, prompt_token_ids: list[int], params: SamplingParams, kv_prefix: KVBlob | None = None
     ) -> None:
         """Raise ValueError with a client-facing message if this request cannot be served."""
-        params.validate()
-        n = len(prompt_token_ids)
-        if n == 0:
-            raise ValueError("the prompt is empty")
-        if any(not 0 <= t < self.spec.vocab_size for t in prompt_token_ids):
-            raise ValueError(f"prompt token ids must be in [0, {self.spec.vocab_size})")
-        if n + params.max_tokens > self.max_model_len:
-            raise ValueError(
-                f"this model's maximum context length is {self.max_model_len} tokens, but "
-                f"{n + params.max_tokens} "
-                f"were requested ({n} in the prompt, {params.max_tokens} in the completion)"
-            )
-        if kv_prefix is not None:
-            self._check_blob(kv_prefix, prompt_token_ids)
-
-    def _check_blob(self, blob: KVBlob, prompt_token_ids: list[int]) -> None:
-        if blob.model != self.model_name:
-            raise ValueError(f"the KV blob is for model {blob.model!r}, not {self.model_name!r}")
-        expected = (self.spec.num_kv_heads, len(blob.token_ids), self.spec.head_dim)
-        if blob.num_layers != self.spec.num_layers or any(tuple(k.shape) != expected for k in blob.keys):
-            raise ValueError(
-                f"the KV blob's shape does not match this model ({self.spec.num_layers} layers of {expected})"
-            )
-        if prompt_token_ids[: len(blob.token_ids)] != blob.token_ids:
-            raise ValueError("the KV blob's tokens are not a prefix of the prompt")
-        theta = blob.rope.get("theta")
-        if theta is not None and float(theta) != self.spec.rope_theta:
-            raise ValueError(
-                f"the KV blob was rotated with RoPE theta {theta}, this model uses {self.spec.rope_theta}"
-            )
+        self._checker.check(prompt_token_ids, params, kv_prefix)
 
     def submit(self, request: Request) -> None:
         """Queue a request (checked first; raises ValueError). Its callbacks run on the stepping thread."""
@@ -217,60 +173,12 @@ class Engine:
         self._finish(seq)
 
     def _append(self, seq: Sequence, token: int, logits: torch.Tensor) -> TokenEvent:
-        params = seq.params
-        if seq.request.capture_kv and seq.captured_kv is None:
-            keys, values = self.kv_cache.read(seq.block_table, seq.num_prompt_tokens)
-            seq.captured_kv = KVBlob(
-                model=self.model_name,
-                token_ids=list(seq.request.prompt_token_ids),
-                keys=keys,
-                values=values,
-                rope={"type": self.spec.rope_type, "theta": self.spec.rope_theta},
-            )
-        seq.token_ids.append(token)
-        logprob = self._logprob(logits, token, params.logprobs) if params.logprobs is not None else None
-        if logprob is not None:
-            seq.logprobs.append(logprob)
-        text = seq.detokenizer.add(token)
-        reason: FinishReason | None = None
-        if (token in self.eos_token_ids and not params.ignore_eos) or seq.detokenizer.stopped:
-            reason = "stop"
-        elif (
-            len(seq.token_ids) - seq.num_prompt_tokens >= params.max_tokens
-            or seq.num_tokens >= self.max_model_len
-        ):
-            reason = "length"
-        if reason is not None:
-            text += seq.detokenizer.flush()
-            seq.finish_reason = reason
-        event = TokenEvent(
-            request_id=seq.request_id,
-            token_id=token,
-            text=text,
-            logprob=logprob,
-            finish_reason=reason,
-            prompt_tokens=seq.num_prompt_tokens,
-            completion_tokens=len(seq.output_token_ids),
-            cached_tokens=seq.cached_tokens or 0,
-        )
+        event = self._outputs.append(seq, token, logits)
         if seq.request.on_event is not None:
             seq.request.on_event(event)
-        if reason is not None:
+        if event.finish_reason is not None:
             self._finish(seq)
         return event
-
-    def _logprob(self, logits: torch.Tensor, token: int, top: int) -> TokenLogprob:
-        logprobs = torch.log_softmax(logits.float(), dim=-1)
-        best = torch.topk(logprobs, top) if top else None
-        alternatives = (
-            []
-            if best is None
-            else [
-                TopLogprob(int(t), str(self.tokenizer.decode([int(t)])), float(lp))
-                for lp, t in zip(best.values, best.indices, strict=True)
-            ]
-        )
-        return TokenLogprob(token, str(self.tokenizer.decode([token])), float(logprobs[token]), alternatives)
 
     def _finish(self, seq: Sequence) -> None:
         self.scheduler.remove(seq)

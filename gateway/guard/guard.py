@@ -8,7 +8,7 @@ alignment features decides.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,10 +68,6 @@ class Guard:
             for i, probability in zip(undecided, self.classifier.probabilities(rows), strict=True):
                 verdicts[i] = self._classified(comparisons[i], float(probability))
         return [verdict for verdict in verdicts if verdict is not None]
-
-    def scores(self, pairs: Sequence[tuple[str, str, float]]) -> np.ndarray:
-        """P(same answer) per pair, 0 for a typed mismatch or low similarity: the curve a threshold sweeps."""
-        return np.array([verdict.score for verdict in self.check_many(pairs)])
 
     def _classified(self, comparison: Comparison, probability: float) -> GuardVerdict:
         if probability >= self.threshold:

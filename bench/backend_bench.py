@@ -1,7 +1,8 @@
 """Our model server vs `transformers` generate, on the same prepared checkpoint and prompts, in one run.
 
 - Throughput (output tokens/s) and time to first token at 1, 8 and 32 concurrent requests: ours through
-  the real HTTP server (streamed completions), HF one by one (requests queue) and HF padded-batched.
+  the real HTTP server (`precog backend serve` in its own process, streamed completions), HF one by one
+  (requests queue) and HF padded-batched, in this process.
 - TTFT of a request whose ~1K-token prefix is in the prefix cache vs the same-sized cold prompt.
 - KV bytes per 1K tokens held at the 32-request peak: our paged blocks vs HF's padded batch cache.
 
@@ -15,10 +16,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import resource
+import signal
+import socket
 import statistics
-import threading
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,13 +32,11 @@ from typing import Any
 
 import httpx
 import torch
-import uvicorn
 from rich.console import Console
 from rich.table import Table
-from transformers import AutoModelForCausalLM, LogitsProcessor, LogitsProcessorList
+from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, LogitsProcessorList
 
-from backend import Engine, EngineConfig, prepared_model_dir
-from backend.server import create_app
+from backend import prepared_model_dir
 
 RESULTS = Path(__file__).parent / "results" / "backend.json"
 DOCUMENT_FACTS = 64  # ~1K tokens of system prompt for the prefix-cache measurement
@@ -64,25 +67,43 @@ FACTS = [
 
 
 @contextmanager
-def serving(engine: Engine) -> Iterator[str]:
-    server = uvicorn.Server(uvicorn.Config(create_app(engine), port=0, log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
+def serving(model_dir: Path, threads: int, max_num_seqs: int) -> Iterator[str]:
+    """`precog backend serve` in its own process, as deployed; the client side stays in this one."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "PRECOG_ENGINE_NUM_THREADS": str(threads), "PRECOG_BACKEND_LOG_LEVEL": "warning"}
+    command = [sys.executable, "-m", "precog.cli", "backend", "serve", "--port", str(port)]
+    command += ["--model-dir", str(model_dir), "--max-num-seqs", str(max_num_seqs)]
+    proc = subprocess.Popen(command, env=env)
+    url = f"http://127.0.0.1:{port}"
     try:
-        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the server exited with status {proc.returncode}")
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.5)
+        yield url
     finally:
-        server.should_exit = True
-        thread.join()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
 
 
-def chat_ids(engine: Engine, question: str, system: str | None = None) -> list[int]:
+def metric(url: str, name: str) -> float:
+    """One unlabelled sample of the server's Prometheus exposition."""
+    lines = httpx.get(f"{url}/metrics", timeout=10).text.splitlines()
+    return float(next(line for line in lines if line.startswith(name + " ")).split()[-1])
+
+
+def chat_ids(tokenizer: Any, question: str, system: str | None = None) -> list[int]:
     messages = ([{"role": "system", "content": system}] if system else []) + [
         {"role": "user", "content": question}
     ]
-    text = engine.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    return list(engine.tokenizer(text, add_special_tokens=False).input_ids)
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return list(tokenizer(text, add_special_tokens=False).input_ids)
 
 
 async def _stream(
@@ -113,25 +134,25 @@ async def _stream(
     return first - start, usage
 
 
-async def _wave(
-    url: str, model: str, prompts: list[list[int]], max_tokens: int, engine: Engine
-) -> dict[str, Any]:
-    peak = {"blocks": 0}
+async def _wave(url: str, model: str, prompts: list[list[int]], max_tokens: int) -> dict[str, Any]:
+    """All prompts at once; also the most KV blocks the server held meanwhile (polled from /metrics)."""
+    peak = 0.0
 
-    async def watch() -> None:
+    async def watch(client: httpx.AsyncClient) -> None:
+        nonlocal peak
         while True:
-            peak["blocks"] = max(peak["blocks"], engine.stats().kv_blocks_used)
-            await asyncio.sleep(0.01)
+            lines = (await client.get("/metrics")).text.splitlines()
+            used = next(line for line in lines if line.startswith("precog_backend_kv_blocks_used "))
+            peak = max(peak, float(used.split()[-1]))
+            await asyncio.sleep(0.05)
 
-    watcher = asyncio.create_task(watch())
     async with httpx.AsyncClient(base_url=url, timeout=600) as client:
+        watcher = asyncio.create_task(watch(client))
         start = time.perf_counter()
         results = await asyncio.gather(*(_stream(client, model, ids, max_tokens) for ids in prompts))
         wall = time.perf_counter() - start
-    watcher.cancel()
-    return _row(wall, [r[0] for r in results], sum(r[1] for r in results)) | {
-        "peak_kv_blocks": peak["blocks"]
-    }
+        watcher.cancel()
+    return _row(wall, [r[0] for r in results], sum(r[1] for r in results)) | {"peak_kv_blocks": peak}
 
 
 def _row(wall: float, ttfts: list[float], tokens: int) -> dict[str, Any]:
@@ -204,15 +225,17 @@ def hf_batched(
     return row, cache_bytes / kv_tokens_held(prompts, max_tokens) * 1000
 
 
-async def prefix_ttft(url: str, model: str, engine: Engine, rounds: int) -> dict[str, float]:
+async def prefix_ttft(url: str, model: str, tokenizer: Any, rounds: int) -> dict[str, float]:
     """TTFT with a ~1K-token document prefix that is cached (asked about before) vs cold (new document)."""
     cold, cached = [], []
     async with httpx.AsyncClient(base_url=url, timeout=600) as client:
         for r in range(rounds):
             document = " ".join(FACTS[i % len(FACTS)].format(n=1000 * r + i) for i in range(DOCUMENT_FACTS))
-            first = chat_ids(engine, "Which bus line runs to the hospital?", system=f"Round {r}. {document}")
+            first = chat_ids(
+                tokenizer, "Which bus line runs to the hospital?", system=f"Round {r}. {document}"
+            )
             cold.append((await _stream(client, model, first, 1))[0])
-            again = chat_ids(engine, "Which shop sells honey?", system=f"Round {r}. {document}")
+            again = chat_ids(tokenizer, "Which shop sells honey?", system=f"Round {r}. {document}")
             cached.append((await _stream(client, model, again, 1))[0])
     return {
         "prefix_tokens": len(first),
@@ -228,33 +251,35 @@ def main() -> None:
     )
     parser.add_argument("--max-tokens", type=int, default=32, help="output tokens per request (EOS ignored)")
     parser.add_argument("--levels", default="1,8,32", help="concurrency levels")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads for both (1: robust on shared cores)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads for both (1: robust on shared cores)"
+    )
     parser.add_argument("--prefix-rounds", type=int, default=3)
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
     torch.set_num_threads(args.threads)
     model_dir = prepared_model_dir()
-    engine = Engine(EngineConfig(model_dir=model_dir, num_threads=args.threads, max_num_seqs=max(levels)))
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
     prompts = [
-        chat_ids(engine, QUESTIONS[i % len(QUESTIONS)] + f" (request {i})") for i in range(max(levels))
+        chat_ids(tokenizer, QUESTIONS[i % len(QUESTIONS)] + f" (request {i})") for i in range(max(levels))
     ]
     console = Console()
 
-    results: dict[str, Any] = {"levels": {}, "config": vars(args) | {"model": engine.model_name}}
-    with serving(engine) as url:
-        asyncio.run(_wave(url, engine.model_name, prompts[:2], 4, engine))  # warm-up
+    results: dict[str, Any] = {"levels": {}, "config": vars(args)}
+    with serving(model_dir, args.threads, max(levels)) as url:
+        model = httpx.get(f"{url}/v1/models").json()["data"][0]["id"]
+        results["config"]["model"] = model
+        asyncio.run(_wave(url, model, prompts[:2], 4))  # warm-up
         for c in levels:
             console.log(f"ours: {c} concurrent")
-            results["levels"][c] = {
-                "ours": asyncio.run(_wave(url, engine.model_name, prompts[:c], args.max_tokens, engine))
-            }
+            results["levels"][c] = {"ours": asyncio.run(_wave(url, model, prompts[:c], args.max_tokens))}
         console.log("ours: cached vs cold 1K-token prefix")
-        results["prefix_cache"] = asyncio.run(prefix_ttft(url, engine.model_name, engine, args.prefix_rounds))
-    bytes_per_token = engine.spec.kv_bytes_per_token
+        results["prefix_cache"] = asyncio.run(prefix_ttft(url, model, tokenizer, args.prefix_rounds))
+        block_bytes = metric(url, "precog_backend_kv_block_bytes")
+        server_rss = metric(url, "process_resident_memory_bytes")
     top = results["levels"][max(levels)]["ours"]
     held = kv_tokens_held(prompts[: max(levels)], args.max_tokens)
-    ours_kv_per_1k = top["peak_kv_blocks"] * engine.config.block_size * bytes_per_token / held * 1000
-    del engine
+    ours_kv_per_1k = top["peak_kv_blocks"] * block_bytes / held * 1000
 
     hf = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     pad_id = hf.generation_config.eos_token_id
@@ -272,8 +297,8 @@ def main() -> None:
     results["kv_memory"] = {
         "ours_bytes_per_1k_tokens_at_peak": ours_kv_per_1k,
         "hf_batched_bytes_per_1k_tokens": hf_kv_per_1k,
-        "model_bytes_per_1k_tokens": bytes_per_token * 1000,
-        "process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "server_rss_mb_after_runs": server_rss / 2**20,
+        "hf_process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     results["machine"] = {
         "cpu": platform.processor() or platform.machine(),
@@ -309,10 +334,10 @@ def _print(console: Console, results: dict[str, Any]) -> None:
     )
     m = results["kv_memory"]
     console.print(
-        f"KV per 1K tokens held: ours {m['ours_bytes_per_1k_tokens_at_peak'] / 2**20:.1f} MiB at the peak "
-        f"(exact {m['model_bytes_per_1k_tokens'] / 2**20:.1f} MiB), HF padded batch "
-        f"{m['hf_batched_bytes_per_1k_tokens'] / 2**20:.1f} MiB; "
-        f"process peak RSS {m['process_peak_rss_mb']:.0f} MiB"
+        f"KV per 1K tokens held at the {max(results['levels'])}-request peak: ours "
+        f"{m['ours_bytes_per_1k_tokens_at_peak'] / 2**20:.1f} MiB (paged, shared prefix blocks), HF padded "
+        f"batch {m['hf_batched_bytes_per_1k_tokens'] / 2**20:.1f} MiB; server RSS "
+        f"{m['server_rss_mb_after_runs']:.0f} MiB, HF process peak RSS {m['hf_process_peak_rss_mb']:.0f} MiB"
     )
 
 

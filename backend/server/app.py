@@ -31,7 +31,7 @@ def create_app(engine: Engine, store_path: Path | None = None) -> FastAPI:
     store_path: the store whose KV blobs `kv_blob_id` refers to (opened read-only, on first use).
     """
     async_engine = AsyncEngine(engine)
-    metrics = ServerMetrics(engine.stats)
+    metrics = ServerMetrics(engine.stats, engine.spec.kv_bytes_per_token * engine.config.block_size)
     state = ServerState(async_engine, KVSource(store_path), metrics, TokenStreams(async_engine, metrics))
 
     @asynccontextmanager

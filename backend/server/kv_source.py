@@ -11,24 +11,27 @@ import base64
 import binascii
 import logging
 import threading
+import time
 from pathlib import Path
 
 from backend.server.errors import APIError, bad_request
 from store import CorruptBlobError, KVBlob, Store, StoreError
 
 log = logging.getLogger(__name__)
+REOPEN_INTERVAL_S = 1.0  # unknown ids must not make every request reopen the store
 
 
 class KVSource:
     """Resolves `kv_blob` / `kv_blob_id` to a verified blob; whether it fits the model is the engine's check.
 
-    The store is opened read-only, so it sees blobs as of opening; a lookup that misses reopens it once,
-    so blobs written by the precompute pipeline after the server started are found.
+    The store is opened read-only, so it sees blobs as of opening; a lookup that misses reopens it (at
+    most once a second), so blobs written by the precompute pipeline after the server started are found.
     """
 
     def __init__(self, store_path: Path | None) -> None:
         self._store_path = store_path
         self._store: Store | None = None
+        self._opened_at = 0.0
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -54,7 +57,12 @@ class KVSource:
             raise bad_request(
                 "kv_blob is not valid base64.", param="kv_blob", code="invalid_kv_blob"
             ) from exc
-        return parse_blob(data, "kv_blob")
+        try:
+            return KVBlob.from_bytes(data)
+        except (CorruptBlobError, ValueError) as exc:
+            raise bad_request(
+                f"The KV blob is not valid: {exc}", param="kv_blob", code="invalid_kv_blob"
+            ) from exc
 
     def _lookup(self, blob_id: str) -> KVBlob:
         path = self._store_path
@@ -66,7 +74,7 @@ class KVSource:
         with self._lock:
             fresh = self._store is None
             blob = self._get(self._store or self._reopen(path), blob_id)
-            if blob is None and not fresh:
+            if blob is None and not fresh and time.monotonic() - self._opened_at >= REOPEN_INTERVAL_S:
                 blob = self._get(self._reopen(path), blob_id)
         if blob is None:
             raise bad_request(
@@ -89,19 +97,13 @@ class KVSource:
         if self._store is not None:
             self._store.close()
             self._store = None
+        self._opened_at = time.monotonic()
         try:
             self._store = Store.open(path, read_only=True, create=False, progress=False)
         except (StoreError, OSError) as exc:
             log.error("cannot open the KV store", extra={"path": str(path), "error": str(exc)})
             raise APIError(503, f"The KV store is unavailable: {exc}", type="server_error") from exc
         return self._store
-
-
-def parse_blob(data: bytes, param: str) -> KVBlob:
-    try:
-        return KVBlob.from_bytes(data)
-    except (CorruptBlobError, ValueError) as exc:
-        raise bad_request(f"The KV blob is not valid: {exc}", param=param, code="invalid_kv_blob") from exc
 
 
 def matching_prefix(blob: KVBlob, prompt_token_ids: list[int]) -> KVBlob:

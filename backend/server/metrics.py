@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -58,9 +58,15 @@ class _EngineCollector(Collector):
 class ServerMetrics:
     """The registry of one app, plus the per-request series the HTTP layer observes."""
 
-    def __init__(self, stats: Callable[[], EngineStats]) -> None:
+    def __init__(self, stats: Callable[[], EngineStats], kv_block_bytes: int) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(_EngineCollector(stats))
+        ProcessCollector(registry=self.registry)
+        Gauge(
+            f"{PREFIX}_kv_block_bytes",
+            "Bytes of one KV block (keys and values of every layer): blocks used x this = KV memory in use.",
+            registry=self.registry,
+        ).set(kv_block_bytes)
         self.requests = Counter(
             f"{PREFIX}_requests",
             "Admitted generation requests by outcome (finished, aborted by a disconnect, failed).",

@@ -6,6 +6,7 @@ KV blocks and gets OpenAI's `context_length_exceeded` error.
 
 from __future__ import annotations
 
+from jinja2 import TemplateError
 from transformers import PreTrainedTokenizerBase
 
 from backend import SamplingParams
@@ -24,9 +25,7 @@ def render_chat(
         text = tokenizer.apply_chat_template(
             turns, add_generation_prompt=add_generation_prompt, tokenize=False
         )
-    except (
-        Exception
-    ) as exc:  # a template may raise on e.g. a misplaced system turn; that is the caller's input
+    except (TemplateError, ValueError) as exc:  # templates refuse some turn orders: the caller's input
         raise bad_request(
             f"The messages do not fit the model's chat template: {exc}", param="messages"
         ) from exc

@@ -29,6 +29,16 @@ def engine(model_dir: Path) -> Engine:
     return Engine(EngineConfig(model_dir=model_dir, num_threads=1, **TEST_ENGINE))
 
 
+def wait_for_idle(engine: Engine, timeout: float = 10.0) -> None:
+    """Wait until the engine holds no sequences and no KV blocks (the last step frees them just after
+    the last token is sent); fail if that takes longer than `timeout`."""
+    deadline = time.monotonic() + timeout
+    while (stats := engine.stats()).kv_blocks_used or stats.running or stats.waiting:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"engine still busy after {timeout}s: {stats}")
+        time.sleep(0.02)
+
+
 @contextmanager
 def serving(engine: Engine, store_path: Path | None = None) -> Iterator[str]:
     """The real server (uvicorn, HTTP on a free port) over `engine` while the block runs; yields its URL."""

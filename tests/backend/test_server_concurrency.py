@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from typing import Any
 
 import httpx
 import pytest
 
 from backend import Engine
+from tests.backend.conftest import wait_for_idle
 
 pytestmark = pytest.mark.slow
 
@@ -51,10 +51,7 @@ async def stream_text(client: httpx.AsyncClient, body: dict[str, Any]) -> str:
 
 
 async def wait_until_idle(engine: Engine, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while (stats := engine.stats()).kv_blocks_used or stats.running or stats.waiting:
-        assert time.monotonic() < deadline, f"engine still busy: {stats}"
-        await asyncio.sleep(0.05)
+    await asyncio.to_thread(wait_for_idle, engine, timeout)
 
 
 async def test_32_concurrent_streams_match_whole_greedy_answers(server_url: str, engine: Engine) -> None:

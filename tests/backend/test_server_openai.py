@@ -13,6 +13,7 @@ import openai
 import pytest
 
 from backend import Completion, Engine, SamplingParams
+from tests.backend.conftest import wait_for_idle
 
 pytestmark = pytest.mark.slow
 
@@ -135,6 +136,7 @@ def test_models_health_and_metrics(client: openai.OpenAI, engine: Engine, server
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("no-such-model")
     assert httpx.get(f"{server_url}/healthz").json() == {"status": "ok", "model": engine.model_name}
+    wait_for_idle(engine)
     metrics = httpx.get(f"{server_url}/metrics").text
     stats = engine.stats()
     assert f"precog_backend_kv_blocks_total {float(stats.kv_blocks_total)}" in metrics

@@ -174,10 +174,10 @@ class Engine:
 
     def _append(self, seq: Sequence, token: int, logits: torch.Tensor) -> TokenEvent:
         event = self._outputs.append(seq, token, logits)
+        if event.finish_reason is not None:
+            self._finish(seq)  # blocks are free before the caller sees the last token
         if seq.request.on_event is not None:
             seq.request.on_event(event)
-        if event.finish_reason is not None:
-            self._finish(seq)
         return event
 
     def _finish(self, seq: Sequence) -> None:
@@ -223,20 +223,13 @@ class Engine:
 
     def export_kv(self, prompt_token_ids: list[int]) -> KVBlob:
         """Prefill the prompt and return its per-layer K (RoPE applied) and V as a KVBlob."""
+        captured: list[KVBlob] = []
         request = Request(
             f"export-{next(self._ids)}",
             list(prompt_token_ids),
             SamplingParams(temperature=0.0, max_tokens=1),
-            capture_kv=True,
+            on_kv=captured.append,
         )
-        captured: list[KVBlob] = []
-
-        def keep_blob(event: TokenEvent) -> None:
-            blob = self._seqs[event.request_id].captured_kv
-            if blob is not None:
-                captured.append(blob)
-
-        request.on_event = keep_blob
         self.check_request(request.prompt_token_ids, request.params)
         self._run([request])
         return captured[0]

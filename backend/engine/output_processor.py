@@ -25,8 +25,8 @@ class OutputProcessor:
     def append(self, seq: Sequence, token: int, logits: torch.Tensor) -> TokenEvent:
         """Add the token to seq; the event's finish_reason is set when seq is done."""
         params = seq.params
-        if seq.request.capture_kv and seq.captured_kv is None:
-            seq.captured_kv = self._capture(seq)
+        if seq.request.on_kv is not None and not seq.output_token_ids:
+            seq.request.on_kv(self._capture(seq))
         seq.token_ids.append(token)
         logprob = None
         if params.logprobs is not None:

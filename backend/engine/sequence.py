@@ -31,7 +31,7 @@ class Request:
     on_event: Callable[[TokenEvent], None] | None = None
     on_finish: Callable[[Completion], None] | None = None
     on_error: Callable[[BaseException], None] | None = None
-    capture_kv: bool = False
+    on_kv: Callable[[KVBlob], None] | None = None  # gets the prompt's KV once its prefill is done
 
 
 @dataclass(slots=True, eq=False)
@@ -47,7 +47,6 @@ class Sequence:
     cached_tokens: int | None = None
     logprobs: list[TokenLogprob] = field(default_factory=list)
     finish_reason: FinishReason | None = None
-    captured_kv: KVBlob | None = None
 
     def __post_init__(self) -> None:
         self.token_ids = list(self.request.prompt_token_ids)

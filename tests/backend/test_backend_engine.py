@@ -10,7 +10,7 @@ from backend_prompts import QUESTIONS, chat_prompt_ids
 from backend import Engine, EngineConfig, SamplingParams
 from backend.engine.sequence import Request
 
-GREEDY = SamplingParams(temperature=0.0, max_tokens=24)
+GREEDY = SamplingParams(temperature=0.0, max_tokens=16)
 
 
 def assert_all_blocks_free(engine: Engine) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
@@ -38,6 +39,8 @@ class EngineConfig(ServiceSettings):
     # Longest prompt + completion; None: the model's max_position_embeddings.
     max_model_len: int | None = Field(default=None, ge=2)
     enable_prefix_caching: bool = True
+    # Decode attention: "torch" (our reference) or "kernels" (kernels.paged_attention: Triton on a GPU).
+    attention_backend: Literal["torch", "kernels"] = "torch"
     # torch intra-op threads; None: torch's default. On a CPU shared with other busy processes, 1 is
     # much faster than oversubscribing (spinning OpenMP threads).
     num_threads: int | None = Field(default=None, ge=1)

@@ -60,7 +60,7 @@ class Engine:
         self.scheduler = Scheduler(
             self.block_manager, self.config.max_num_seqs, self.config.max_num_batched_tokens
         )
-        self.runner = ModelRunner(self.model, self.kv_cache)
+        self.runner = ModelRunner(self.model, self.kv_cache, self.config.attention_backend)
         self._checker = RequestChecker(spec, self.model_name, self.max_model_len)
         self._outputs = OutputProcessor(
             self.tokenizer, self.kv_cache, spec, self.model_name, self.max_model_len

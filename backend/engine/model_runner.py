@@ -7,15 +7,16 @@ import torch
 from backend.engine.kv_cache import KVCache
 from backend.engine.scheduler import ScheduledBatch
 from backend.engine.sequence import Sequence
-from backend.layers.attention import AttentionMetadata
+from backend.layers.attention import AttentionBackend, AttentionMetadata
 from backend.layers.paged_attention import plan_attention
 from backend.model.llama import LlamaModel
 
 
 class ModelRunner:
-    def __init__(self, model: LlamaModel, kv_cache: KVCache) -> None:
+    def __init__(self, model: LlamaModel, kv_cache: KVCache, attention_backend: AttentionBackend) -> None:
         self.model = model
         self.kv_cache = kv_cache
+        self.attention_backend: AttentionBackend = attention_backend
 
     @torch.inference_mode()
     def run(self, batch: ScheduledBatch) -> tuple[list[Sequence], torch.Tensor]:
@@ -47,6 +48,7 @@ class ModelRunner:
             slot_mapping=torch.cat(slots),
             plan=plan,
             logit_rows=torch.tensor(logit_rows, dtype=torch.long),
+            backend=self.attention_backend,
         )
         logits = self.model(torch.tensor(input_ids), self.kv_cache.layers, meta)
         return sampled, logits

@@ -1,17 +1,26 @@
 """The one attention interface of the model: store this step's K/V in the paged cache, then attend.
 
-The model calls `paged_attention` with explicit metadata (no global context object). The kernel behind
-it is the pure-torch reference, which runs on any device; a Triton kernel taking the same plan (see
-`backend.layers.paged_attention` for the shapes) can replace it on a GPU.
+The model calls `paged_attention` with explicit metadata (no global context object). Two kernels sit
+behind it: "torch", our pure-torch reference for every row, and "kernels", which sends the decode rows
+to `kernels.paged_attention` (Triton on CUDA tensors, that package's torch reference elsewhere) and
+keeps prefill chunks on our reference.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
-from backend.layers.paged_attention import AttentionPlan, paged_attention_reference
+from backend.layers.paged_attention import (
+    AttentionPlan,
+    paged_attention_reference,
+    prefill_attention_reference,
+)
+from kernels import paged_attention as kernel_decode_attention
+
+AttentionBackend = Literal["torch", "kernels"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,12 +31,14 @@ class AttentionMetadata:
     slot_mapping [N] flat cache slot (block * block_size + offset) that receives each token's K/V
     plan         what each sequence's queries read (see plan_attention)
     logit_rows   [S] rows of the flat batch whose logits are wanted (last token of each sampled sequence)
+    backend      which kernel attends (see the module docstring)
     """
 
     positions: torch.Tensor
     slot_mapping: torch.Tensor
     plan: AttentionPlan
     logit_rows: torch.Tensor
+    backend: AttentionBackend = "torch"
 
 
 def write_kv(
@@ -49,4 +60,15 @@ def paged_attention(
 ) -> torch.Tensor:
     """q [N, H, D], new k/v [N, KVH, D] -> [N, H, D]: each token attends to its sequence up to itself."""
     write_kv(kv_cache, meta.slot_mapping, k, v)
-    return paged_attention_reference(q, kv_cache[0], kv_cache[1], meta.plan, scale)
+    k_cache, v_cache = kv_cache
+    if meta.backend == "torch":
+        return paged_attention_reference(q, k_cache, v_cache, meta.plan, scale)
+    out = torch.empty_like(q)
+    plan = meta.plan
+    if len(plan.decode_rows):
+        decoded = kernel_decode_attention(
+            q[plan.decode_rows], k_cache, v_cache, plan.decode_tables, plan.decode_lens, scale
+        )
+        out[plan.decode_rows] = decoded.out
+    prefill_attention_reference(q, k_cache, v_cache, plan, scale, out)
+    return out

@@ -32,11 +32,14 @@ class PrefillSpan:
 
 @dataclass(frozen=True, slots=True)
 class AttentionPlan:
-    """Decode rows (one query per sequence), batched: cache slots [b, T], padding bias [b, 1, 1, T]."""
+    """Decode rows (one query per sequence), batched: cache slots [b, T], padding bias [b, 1, 1, T];
+    also as block tables [b, max_blocks] and lengths [b] for block-table kernels."""
 
     decode_rows: torch.Tensor
     decode_slots: torch.Tensor
     decode_bias: torch.Tensor
+    decode_tables: torch.Tensor
+    decode_lens: torch.Tensor
     prefills: list[PrefillSpan]
 
 
@@ -51,7 +54,7 @@ def plan_attention(
     block_tables: list[list[int]], query_lens: list[int], context_lens: list[int], block_size: int
 ) -> AttentionPlan:
     """Gather indices and masks for one step (context_lens: cache length of each sequence after it)."""
-    decode_rows, decode_slots, decode_lens, prefills = [], [], [], []
+    decode_rows, decode_slots, decode_lens, decode_tables, prefills = [], [], [], [], []
     start = 0
     for table, n, ctx in zip(block_tables, query_lens, context_lens, strict=True):
         slots = _slots(table, ctx, block_size)
@@ -59,6 +62,7 @@ def plan_attention(
             decode_rows.append(start)
             decode_slots.append(slots)
             decode_lens.append(ctx)
+            decode_tables.append(table)
         else:
             query_pos = torch.arange(ctx - n, ctx)
             future = torch.arange(ctx)[None, :] > query_pos[:, None]
@@ -71,26 +75,58 @@ def plan_attention(
         padded[i, : len(slots)] = slots
     padding = torch.arange(longest)[None, :] >= torch.tensor(decode_lens, dtype=torch.long)[:, None]
     bias = torch.zeros(len(decode_slots), longest).masked_fill_(padding, float("-inf"))
+    tables = torch.zeros(
+        len(decode_tables), max((len(t) for t in decode_tables), default=0), dtype=torch.long
+    )
+    for i, table in enumerate(decode_tables):
+        tables[i, : len(table)] = torch.tensor(table, dtype=torch.long)
     return AttentionPlan(
-        torch.tensor(decode_rows, dtype=torch.long), padded, bias[:, None, None, :], prefills
+        decode_rows=torch.tensor(decode_rows, dtype=torch.long),
+        decode_slots=padded,
+        decode_bias=bias[:, None, None, :],
+        decode_tables=tables,
+        decode_lens=torch.tensor(decode_lens, dtype=torch.long),
+        prefills=prefills,
     )
 
 
 def paged_attention_reference(
     q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, plan: AttentionPlan, scale: float
 ) -> torch.Tensor:
+    out = torch.empty_like(q)
+    if len(plan.decode_rows):
+        out[plan.decode_rows] = decode_attention_reference(q, k_cache, v_cache, plan, scale)
+    prefill_attention_reference(q, k_cache, v_cache, plan, scale, out)
+    return out
+
+
+def decode_attention_reference(
+    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, plan: AttentionPlan, scale: float
+) -> torch.Tensor:
+    """The decode rows of q, all in one batched matmul: returns [b, H, D]."""
+    _, h, d = q.shape
+    kvh = k_cache.shape[2]
+    b = len(plan.decode_rows)
+    k = k_cache.view(-1, kvh, d)[plan.decode_slots].transpose(1, 2)  # [b, KVH, T, D]
+    v = v_cache.view(-1, kvh, d)[plan.decode_slots].transpose(1, 2)
+    grouped = q[plan.decode_rows].view(b, kvh, h // kvh, d)
+    scores = torch.matmul(grouped, k.transpose(-1, -2)) * scale + plan.decode_bias  # [b, KVH, G, T]
+    return torch.matmul(torch.softmax(scores, dim=-1), v).view(b, h, d)
+
+
+def prefill_attention_reference(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    plan: AttentionPlan,
+    scale: float,
+    out: torch.Tensor,
+) -> None:
+    """Each multi-token chunk of q, one after another, written into its rows of out [N, H, D]."""
     _, h, d = q.shape
     kvh = k_cache.shape[2]
     keys = k_cache.view(-1, kvh, d)
     values = v_cache.view(-1, kvh, d)
-    out = torch.empty_like(q)
-    b = len(plan.decode_rows)
-    if b:
-        k = keys[plan.decode_slots].transpose(1, 2)  # [b, KVH, T, D]
-        v = values[plan.decode_slots].transpose(1, 2)
-        grouped = q[plan.decode_rows].view(b, kvh, h // kvh, d)
-        scores = torch.matmul(grouped, k.transpose(-1, -2)) * scale + plan.decode_bias  # [b, KVH, G, T]
-        out[plan.decode_rows] = torch.matmul(torch.softmax(scores, dim=-1), v).view(b, h, d)
     for span in plan.prefills:
         rows = span.end - span.start
         k = keys[span.slots].transpose(0, 1).unsqueeze(1)  # [KVH, 1, T, D]
@@ -99,4 +135,3 @@ def paged_attention_reference(
         scores = torch.matmul(grouped, k.transpose(-1, -2)) * scale + span.bias  # [KVH, G, n, T]
         attended = torch.matmul(torch.softmax(scores, dim=-1), v)  # [KVH, G, n, D]
         out[span.start : span.end] = attended.permute(2, 0, 1, 3).reshape(rows, h, d)
-    return out

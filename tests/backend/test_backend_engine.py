@@ -164,3 +164,14 @@ def test_duplicate_request_id_is_refused(engine: Engine, prompts: list[list[int]
     while not done:
         engine.step()
     assert_all_blocks_free(engine)
+
+
+def test_decode_attention_through_the_kernels_package(
+    model_dir: Path, prompts: list[list[int]], cold: list[list[int]]
+) -> None:
+    """The "kernels" attention backend (kernels.paged_attention for decode rows) gives the same tokens."""
+    via_kernels = Engine(
+        EngineConfig(model_dir=model_dir, max_model_len=256, num_kv_blocks=64, attention_backend="kernels")
+    )
+    out = via_kernels.generate(prompts[:3], GREEDY)
+    assert [c.token_ids for c in out] == cold[:3]

@@ -18,22 +18,17 @@ from typing import Any
 
 import numpy as np
 
-from precompute.answer import answer_messages, exchange_messages
 from precompute.budget import Budget
 from precompute.chunking import Chunk, chunk_documents
 from precompute.dedup import Deduplicator
-from precompute.generate import ChunkProgress, Round
+from precompute.generate import ChunkProgress
 from precompute.ingest import CorpusError, read_corpus, read_query_log
 from precompute.settings import PrecomputeSettings
 from precompute.tokens import Tokenizer, load_tokenizer
 from precompute.upstream import Completion, Upstream, UpstreamGarbage, UpstreamUnavailable
 from precompute.worklog import Replay, WorkLog
 from store import (
-    CorruptBlobError,
     EmbeddingMismatchError,
-    Entry,
-    KVBlob,
-    Source,
     StoreError,
     normalise_text,
     scope_key,
@@ -117,7 +112,7 @@ class Job:
     _gate: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(1))
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _consecutive_garbage: int = 0
-    _vectors: dict[str, np.ndarray] = field(default_factory=dict)
+    vectors: dict[str, np.ndarray] = field(default_factory=dict)
 
     @classmethod
     def open(
@@ -200,7 +195,7 @@ class Job:
         known = list(self.replay.queries.values())
         texts = [q["query"] for q in known]
         vectors = self.embedder.encode(texts)
-        self._vectors.update((q["id"], v) for q, v in zip(known, vectors, strict=True))
+        self.vectors.update((q["id"], v) for q, v in zip(known, vectors, strict=True))
         self.dedup.seed(texts, vectors)
 
     # ---- what is left -------------------------------------------------------------------------------------
@@ -272,79 +267,22 @@ class Job:
         finally:
             self.budget.settle(reserved, used)
 
-    def _append(self, record: dict[str, Any]) -> None:
+    def export_kv(self, messages: list[dict[str, str]]) -> bytes | None:
+        """The exchange's KV blob bytes (None: the upstream has no KV export); Stopped when it may not run."""
+        if self.stopped:
+            raise Stopped
+        try:
+            with self._gate:
+                return self.upstream.export_kv(messages)
+        except UpstreamUnavailable as exc:
+            self.stop(f"the backend is down: {exc}", failed=True)
+            raise Stopped from exc
+
+    def record(self, record: dict[str, Any]) -> None:
+        """Append to the work log and apply to the replayed state (the one way state changes)."""
         self.worklog.append(record)
         self.replay.apply(record)
         self.listeners.on_record(record)
-
-    # ---- stage 2+3: generate and deduplicate --------------------------------------------------------------
-
-    def judge_round(self, round_: Round, wanted: int) -> tuple[list[str], int]:
-        """Dedup a round's questions against the store and this job, and record the round in one line."""
-        return self.record_round(
-            round_.chunk.id,
-            round_.number,
-            round_.temperature,
-            len(round_.parsed),
-            round_.parsed,
-            0,
-            round_.completion.tokens,
-            wanted,
-        )
-
-    def record_remote_round(self, chunk_id: str, round_: dict[str, Any]) -> None:
-        """A round judged by a Ray worker within its chunk only: dedup it against everything else here."""
-        wanted = self.settings.max_queries_per_chunk - len(self.replay.asked.get(chunk_id, []))
-        self.record_round(
-            chunk_id,
-            round_["number"],
-            round_["temperature"],
-            round_["parsed"],
-            round_["accepted"],
-            round_["duplicates"],
-            round_["tokens"],
-            wanted,
-        )
-
-    def record_round(
-        self,
-        chunk_id: str,
-        number: int,
-        temperature: float,
-        parsed: int,
-        candidates: list[str],
-        known_duplicates: int,
-        tokens: int,
-        wanted: int,
-    ) -> tuple[list[str], int]:
-        vectors = self.embedder.encode(candidates)
-        kept, duplicates = self.dedup.accept(candidates, vectors, max(wanted, 0))
-        accepted = [
-            {
-                "id": query_id(self.scope, candidates[i]),
-                "query": candidates[i],
-                "chunk": chunk_id,
-                "origin": "generated",
-            }
-            for i in kept
-        ]
-        self._vectors.update((a["id"], vectors[i]) for a, i in zip(accepted, kept, strict=True))
-        duplicates += known_duplicates
-        self._append(
-            {
-                "t": "round",
-                "chunk": chunk_id,
-                "round": number,
-                "temperature": temperature,
-                "parsed": parsed,
-                "duplicates": duplicates,
-                "accepted": accepted,
-                "tokens": tokens,
-            }
-        )
-        for a in accepted:
-            self.listeners.on_query(a["id"])
-        return [a["query"] for a in accepted], duplicates
 
     def charge_remote(self, tokens: int) -> bool:
         """Count tokens a Ray worker spent; True (and the job stopped) once a budget is reached."""
@@ -355,140 +293,3 @@ class Job:
             return True
         self.budget.settle(0, 0)
         return False
-
-    def chunk_done(self, chunk_id: str) -> None:
-        self._append({"t": "chunk_done", "chunk": chunk_id})
-
-    def ingest_query_log(self) -> None:
-        """Historical queries: each goes to its most similar chunk, through the same dedup, in one record."""
-        if self.replay.query_log_done or not self.query_log:
-            return
-        chunk_ids = list(self.chunks)
-        chunk_vectors = self.embedder.encode([self.chunks[c].text for c in chunk_ids])
-        vectors = self.embedder.encode(self.query_log)
-        kept, duplicates = self.dedup.accept(self.query_log, vectors, len(self.query_log))
-        accepted = []
-        for i in kept:
-            nearest = chunk_ids[int(np.argmax(chunk_vectors @ vectors[i]))]
-            entry = {
-                "id": query_id(self.scope, self.query_log[i]),
-                "query": self.query_log[i],
-                "chunk": nearest,
-                "origin": "query-log",
-            }
-            self._vectors[entry["id"]] = vectors[i]
-            accepted.append(entry)
-        self._append(
-            {"t": "query_log", "parsed": len(self.query_log), "duplicates": duplicates, "accepted": accepted}
-        )
-        for a in accepted:
-            self.listeners.on_query(a["id"])
-
-    # ---- stage 4: answer ----------------------------------------------------------------------------------
-
-    def answer(self, qid: str) -> None:
-        if qid in self.replay.answers:
-            return
-        query = self.replay.queries[qid]
-        messages = answer_messages(
-            self.settings.system_prompt, self.chunks[query["chunk"]].text, query["query"]
-        )
-        completion = self.chat(messages, 0.0, self.settings.answer_max_tokens, 0)
-        answer = completion.text.strip()
-        if not answer:
-            self.note_garbage(UpstreamGarbage(f"empty answer to {query['query']!r}"))
-            return
-        self.record_answer(qid, answer, completion)
-
-    def record_answer(self, qid: str, answer: str, completion: Completion) -> None:
-        self._append(
-            {
-                "t": "answer",
-                "id": qid,
-                "answer": answer,
-                "prompt_tokens": completion.prompt_tokens,
-                "completion_tokens": completion.completion_tokens,
-                "tokens": completion.tokens,
-            }
-        )
-
-    # ---- stage 5: KV capture ------------------------------------------------------------------------------
-
-    def wants_kv(self, qid: str) -> bool:
-        return (
-            self.settings.capture_kv
-            and self.kv_supported
-            and qid in self.replay.answers
-            and qid not in self.replay.kv
-        )
-
-    def capture_kv(self, qid: str) -> None:
-        if not self.wants_kv(qid):
-            return
-        if self.stopped:
-            raise Stopped
-        query = self.replay.queries[qid]
-        messages = exchange_messages(
-            self.settings.system_prompt, query["query"], self.replay.answers[qid]["answer"]
-        )
-        try:
-            with self._gate:
-                blob = self.upstream.export_kv(messages)
-        except UpstreamUnavailable as exc:
-            self.stop(f"the backend is down: {exc}", failed=True)
-            raise Stopped from exc
-        except UpstreamGarbage as exc:
-            self.note_garbage(exc)
-            return
-        self.record_kv(qid, blob)
-
-    def record_kv(self, qid: str, blob: bytes | None) -> None:
-        if blob is None:
-            if self.kv_supported:
-                log.warning("the backend has no KV export (/v1/kv/export); storing entries without KV caches")
-            self.kv_supported = False
-            return
-        try:
-            KVBlob.from_bytes(blob)
-        except CorruptBlobError as exc:
-            self.note_garbage(UpstreamGarbage(f"KV export is not a valid KV blob: {exc}"))
-            return
-        self.worklog.save_kv(qid, blob)
-        self._append({"t": "kv", "id": qid, "bytes": len(blob)})
-
-    # ---- stage 6: write -----------------------------------------------------------------------------------
-
-    def write(self, qid: str) -> None:
-        """Put the entry (with its KV blob, atomically) unless a killed run already did, then record it."""
-        if qid in self.replay.written or qid not in self.replay.answers or self.wants_kv(qid):
-            return
-        query = self.replay.queries[qid]
-        blob_path = self.worklog.kv_path(qid)
-        raw = blob_path.read_bytes() if qid in self.replay.kv and blob_path.exists() else None
-        if self.store.get(qid) is None:
-            vector = self._vectors.get(qid)
-            if vector is None:
-                vector = self.embedder.encode([query["query"]])[0]
-            chunk = self.chunks[query["chunk"]]
-            ttl = self.settings.ttl_seconds
-            entry = Entry(
-                scope=self.scope,
-                query=query["query"],
-                answer=self.replay.answers[qid]["answer"],
-                embedding=vector,
-                model=self.model,
-                source=Source.PRECOMPUTED,
-                id=qid,
-                expires=None if ttl is None else time.time() + ttl,
-                meta={
-                    "chunk": chunk.id,
-                    "file": chunk.source,
-                    "start": str(chunk.start),
-                    "end": str(chunk.end),
-                    "origin": query["origin"],
-                    "tenant": self.settings.tenant,
-                },
-            )
-            self.store.put(entry, blob=None if raw is None else KVBlob.from_bytes(raw))
-        self._append({"t": "written", "id": qid, "kv_bytes": len(raw) if raw else 0})
-        blob_path.unlink(missing_ok=True)

@@ -7,7 +7,9 @@ from __future__ import annotations
 import logging
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from functools import partial
 
+from precompute import stages
 from precompute.chunking import Chunk
 from precompute.generate import generate_for_chunk
 from precompute.job import Job, Stopped
@@ -31,9 +33,9 @@ def run_local(job: Job) -> None:
             job.stop(f"unexpected error: {type(exc).__name__}: {exc}", failed=True)
 
     def finish(qid: str) -> None:
-        job.answer(qid)
-        job.capture_kv(qid)
-        job.write(qid)
+        stages.answer(job, qid)
+        stages.capture_kv(job, qid)
+        stages.write_entry(job, qid)
 
     def submit(qid: str) -> None:
         with lock:
@@ -42,10 +44,16 @@ def run_local(job: Job) -> None:
     def question(chunk: Chunk) -> None:
         progress = job.progress_of(chunk.id)
         finished = generate_for_chunk(
-            chunk, progress, settings, job.tokenizer.count, job.chat, job.judge_round, job.note_garbage
+            chunk,
+            progress,
+            settings,
+            job.tokenizer.count,
+            job.chat,
+            partial(stages.judge_round, job),
+            job.note_garbage,
         )
         if finished and not job.stopped:
-            job.chunk_done(chunk.id)
+            stages.chunk_done(job, chunk.id)
 
     notify = job.listeners.on_query
 
@@ -56,7 +64,7 @@ def run_local(job: Job) -> None:
     job.listeners.on_query = on_query
     for qid in job.pending_queries():
         submit(qid)
-    guarded(job.ingest_query_log)
+    guarded(stages.ingest_query_log, job)
     with ThreadPoolExecutor(settings.concurrency, thread_name_prefix="generate") as generators:
         for chunk in job.pending_chunks():
             generators.submit(guarded, question, chunk)

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from precompute import stages
 from precompute.answer import answer_messages, exchange_messages
 from precompute.chunking import Chunk
 from precompute.dedup import Deduplicator
@@ -162,11 +163,11 @@ def _question_stage(job: Job, settings: dict[str, Any]) -> None:
         for problem in result["garbage"]:
             job.note_garbage(UpstreamGarbage(problem))
         for round_ in result["rounds"]:
-            job.record_remote_round(row["chunk"], round_)
+            stages.record_remote_round(job, row["chunk"], round_)
         if result["error"]:
             job.stop(f"the backend is down: {result['error']}", failed=True)
         elif result["finished"]:
-            job.chunk_done(row["chunk"])
+            stages.chunk_done(job, row["chunk"])
         if job.stopped or job.charge_remote(sum(r["tokens"] for r in result["rounds"])):
             break
 
@@ -202,16 +203,16 @@ def _answer_stage(job: Job, settings: dict[str, Any]) -> None:
         tokens = 0
         if result["answer"] and qid not in job.replay.answers:
             completion = Completion(result["answer"], result["prompt_tokens"], result["completion_tokens"])
-            job.record_answer(qid, result["answer"], completion)
+            stages.record_answer(job, qid, result["answer"], completion)
             tokens = completion.tokens
         if result["garbage"] or not result["answer"]:
             job.note_garbage(UpstreamGarbage(result["garbage"] or "empty answer"))
             continue
         if result["kv"] == "ok":
-            job.record_kv(qid, bytes(row["kv"]))
+            stages.record_kv(job, qid, bytes(row["kv"]))
         elif result["kv"] == "unsupported":
-            job.record_kv(qid, None)
-        job.write(qid)
+            stages.record_kv(job, qid, None)
+        stages.write_entry(job, qid)
         if job.stopped or job.charge_remote(tokens):
             break
 
@@ -220,6 +221,6 @@ def run_ray(job: Job) -> None:
     """Question every pending chunk, then answer, capture and write every pending question."""
     _init_ray()
     settings = job.settings.model_dump()
-    job.ingest_query_log()
+    stages.ingest_query_log(job)
     _question_stage(job, settings)
     _answer_stage(job, settings)

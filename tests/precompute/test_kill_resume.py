@@ -56,41 +56,53 @@ def _snapshot(store_path: Path) -> dict[str, tuple[str, str, bool]]:
         store.close()
 
 
+def _log_size(state: Path) -> int:
+    return sum(p.stat().st_size for p in state.glob("*/log.jsonl"))
+
+
+def _wait_for_work(process: subprocess.Popen[bytes], state: Path, timeout: float = 120.0) -> bool:
+    """Block until the run appends to its work log (start-up is over); False if it exited first."""
+    before = _log_size(state)
+    deadline = time.monotonic() + timeout
+    while process.poll() is None and time.monotonic() < deadline:
+        if _log_size(state) > before:
+            return True
+        time.sleep(0.02)
+    return False
+
+
 def test_kill_9_at_random_times_then_resume(fake: FakeUpstream, corpus: Path, tmp_path: Path) -> None:
-    fake.behaviour.delay = 0.25
+    fake.behaviour.delay = 0.1
     config = tmp_path / "precompute.toml"
     config.write_text(CONFIG.format(url=fake.url, model=MODEL))
 
+    reference = subprocess.Popen(_command(corpus, tmp_path / "reference", config), stderr=subprocess.PIPE)
+    assert _wait_for_work(reference, tmp_path / "reference.precompute")
     started = time.monotonic()
-    reference = subprocess.run(
-        _command(corpus, tmp_path / "reference", config), capture_output=True, text=True
-    )
-    duration = time.monotonic() - started
-    assert reference.returncode == 0, reference.stderr
+    _, stderr = reference.communicate(timeout=300)
+    work_seconds = time.monotonic() - started
+    assert reference.returncode == 0, stderr.decode()
     expected = _snapshot(tmp_path / "reference")
     assert len(expected) >= 8
 
     seed = random.randrange(1 << 30)
     rng = random.Random(seed)
-    store_path = tmp_path / "store"
+    store_path, state = tmp_path / "store", tmp_path / "store.precompute"
     kills = 0
-    for _ in range(5):
-        process = subprocess.Popen(
-            _command(corpus, store_path, config), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        try:
-            process.wait(timeout=rng.uniform(0.3, duration))
-        except subprocess.TimeoutExpired:
+    for _ in range(2):
+        process = subprocess.Popen(_command(corpus, store_path, config), stderr=subprocess.DEVNULL)
+        if _wait_for_work(process, state):
+            time.sleep(rng.uniform(0.0, work_seconds / 2))
+        if process.poll() is None:
             process.kill()
-            process.wait()
             kills += 1
+        process.wait()
     assert kills >= 1, f"no run was killed (seed {seed})"
 
     final = subprocess.run(_command(corpus, store_path, config), capture_output=True, text=True)
     assert final.returncode == 0, final.stderr
-    report = json.loads((tmp_path / "store.precompute").glob("*/report.json").__next__().read_text())
+    report = json.loads(next(state.glob("*/report.json")).read_text())
     assert report["complete"], report
     assert _snapshot(store_path) == expected, f"seed {seed}"
     assert report["entries_written"] == len(expected)
-    leftovers = list((tmp_path / "store.precompute").glob("*/kv/*"))
-    assert leftovers == [], "KV files of written entries must be cleaned up"
+    assert list(state.glob("*/kv/*")) == [], "KV files of written entries must be cleaned up"

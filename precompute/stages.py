@@ -1,0 +1,235 @@
+"""The stages' steps on one job: each does its work, then writes the work log record that marks it done.
+
+Every step is idempotent to redo, so a run killed between the work and its record repeats the work and
+nothing else: a question is judged again, an answer asked again, an entry put again under the same id.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+from precompute.answer import answer_messages, exchange_messages
+from precompute.generate import Round
+from precompute.job import Job, query_id
+from precompute.upstream import Completion, UpstreamGarbage
+from store import CorruptBlobError, Entry, KVBlob, Source
+
+log = logging.getLogger(__name__)
+
+# ---- stage 2+3: generate and deduplicate --------------------------------------------------------------
+
+
+def judge_round(job: Job, round_: Round, wanted: int) -> tuple[list[str], int]:
+    """Dedup a round's questions against the store and this job, and record the round in one line."""
+    return record_round(
+        job,
+        round_.chunk.id,
+        round_.number,
+        round_.temperature,
+        len(round_.parsed),
+        round_.parsed,
+        0,
+        round_.completion.tokens,
+        wanted,
+    )
+
+
+def record_remote_round(job: Job, chunk_id: str, round_: dict[str, Any]) -> None:
+    """A round judged by a Ray worker within its chunk only: dedup it against everything else here."""
+    wanted = job.settings.max_queries_per_chunk - len(job.replay.asked.get(chunk_id, []))
+    record_round(
+        job,
+        chunk_id,
+        round_["number"],
+        round_["temperature"],
+        round_["parsed"],
+        round_["accepted"],
+        round_["duplicates"],
+        round_["tokens"],
+        wanted,
+    )
+
+
+def record_round(
+    job: Job,
+    chunk_id: str,
+    number: int,
+    temperature: float,
+    parsed: int,
+    candidates: list[str],
+    known_duplicates: int,
+    tokens: int,
+    wanted: int,
+) -> tuple[list[str], int]:
+    vectors = job.embedder.encode(candidates)
+    kept, duplicates = job.dedup.accept(candidates, vectors, max(wanted, 0))
+    accepted = [
+        {
+            "id": query_id(job.scope, candidates[i]),
+            "query": candidates[i],
+            "chunk": chunk_id,
+            "origin": "generated",
+        }
+        for i in kept
+    ]
+    job.vectors.update((a["id"], vectors[i]) for a, i in zip(accepted, kept, strict=True))
+    duplicates += known_duplicates
+    job.record(
+        {
+            "t": "round",
+            "chunk": chunk_id,
+            "round": number,
+            "temperature": temperature,
+            "parsed": parsed,
+            "duplicates": duplicates,
+            "accepted": accepted,
+            "tokens": tokens,
+        }
+    )
+    for a in accepted:
+        job.listeners.on_query(a["id"])
+    return [a["query"] for a in accepted], duplicates
+
+
+def chunk_done(job: Job, chunk_id: str) -> None:
+    job.record({"t": "chunk_done", "chunk": chunk_id})
+
+
+def ingest_query_log(job: Job) -> None:
+    """Historical queries: each goes to its most similar chunk, through the same dedup, in one record."""
+    if job.replay.query_log_done or not job.query_log:
+        return
+    chunk_ids = list(job.chunks)
+    chunk_vectors = job.embedder.encode([job.chunks[c].text for c in chunk_ids])
+    vectors = job.embedder.encode(job.query_log)
+    kept, duplicates = job.dedup.accept(job.query_log, vectors, len(job.query_log))
+    accepted = []
+    for i in kept:
+        nearest = chunk_ids[int(np.argmax(chunk_vectors @ vectors[i]))]
+        entry = {
+            "id": query_id(job.scope, job.query_log[i]),
+            "query": job.query_log[i],
+            "chunk": nearest,
+            "origin": "query-log",
+        }
+        job.vectors[entry["id"]] = vectors[i]
+        accepted.append(entry)
+    job.record(
+        {"t": "query_log", "parsed": len(job.query_log), "duplicates": duplicates, "accepted": accepted}
+    )
+    for a in accepted:
+        job.listeners.on_query(a["id"])
+
+
+# ---- stage 4: answer -------------------------------------------------------------------------------------
+
+
+def answer(job: Job, qid: str) -> None:
+    if qid in job.replay.answers:
+        return
+    query = job.replay.queries[qid]
+    messages = answer_messages(job.settings.system_prompt, job.chunks[query["chunk"]].text, query["query"])
+    completion = job.chat(messages, 0.0, job.settings.answer_max_tokens, 0)
+    answer = completion.text.strip()
+    if not answer:
+        job.note_garbage(UpstreamGarbage(f"empty answer to {query['query']!r}"))
+        return
+    record_answer(job, qid, answer, completion)
+
+
+def record_answer(job: Job, qid: str, answer: str, completion: Completion) -> None:
+    job.record(
+        {
+            "t": "answer",
+            "id": qid,
+            "answer": answer,
+            "prompt_tokens": completion.prompt_tokens,
+            "completion_tokens": completion.completion_tokens,
+            "tokens": completion.tokens,
+        }
+    )
+
+
+# ---- stage 5: KV capture ---------------------------------------------------------------------------------
+
+
+def wants_kv(job: Job, qid: str) -> bool:
+    return (
+        job.settings.capture_kv
+        and job.kv_supported
+        and qid in job.replay.answers
+        and qid not in job.replay.kv
+    )
+
+
+def capture_kv(job: Job, qid: str) -> None:
+    if not wants_kv(job, qid):
+        return
+    query = job.replay.queries[qid]
+    messages = exchange_messages(
+        job.settings.system_prompt, query["query"], job.replay.answers[qid]["answer"]
+    )
+    try:
+        blob = job.export_kv(messages)
+    except UpstreamGarbage as exc:
+        job.note_garbage(exc)
+        return
+    record_kv(job, qid, blob)
+
+
+def record_kv(job: Job, qid: str, blob: bytes | None) -> None:
+    if blob is None:
+        if job.kv_supported:
+            log.warning("the backend has no KV export (/v1/kv/export); storing entries without KV caches")
+        job.kv_supported = False
+        return
+    try:
+        KVBlob.from_bytes(blob)
+    except CorruptBlobError as exc:
+        job.note_garbage(UpstreamGarbage(f"KV export is not a valid KV blob: {exc}"))
+        return
+    job.worklog.save_kv(qid, blob)
+    job.record({"t": "kv", "id": qid, "bytes": len(blob)})
+
+
+# ---- stage 6: write --------------------------------------------------------------------------------------
+
+
+def write_entry(job: Job, qid: str) -> None:
+    """Put the entry (with its KV blob, atomically) unless a killed run already did, then record it."""
+    if qid in job.replay.written or qid not in job.replay.answers or wants_kv(job, qid):
+        return
+    query = job.replay.queries[qid]
+    blob_path = job.worklog.kv_path(qid)
+    raw = blob_path.read_bytes() if qid in job.replay.kv and blob_path.exists() else None
+    if job.store.get(qid) is None:
+        vector = job.vectors.get(qid)
+        if vector is None:
+            vector = job.embedder.encode([query["query"]])[0]
+        chunk = job.chunks[query["chunk"]]
+        ttl = job.settings.ttl_seconds
+        entry = Entry(
+            scope=job.scope,
+            query=query["query"],
+            answer=job.replay.answers[qid]["answer"],
+            embedding=vector,
+            model=job.model,
+            source=Source.PRECOMPUTED,
+            id=qid,
+            expires=None if ttl is None else time.time() + ttl,
+            meta={
+                "chunk": chunk.id,
+                "file": chunk.source,
+                "start": str(chunk.start),
+                "end": str(chunk.end),
+                "origin": query["origin"],
+                "tenant": job.settings.tenant,
+            },
+        )
+        job.store.put(entry, blob=None if raw is None else KVBlob.from_bytes(raw))
+    job.record({"t": "written", "id": qid, "kv_bytes": len(raw) if raw else 0})
+    blob_path.unlink(missing_ok=True)

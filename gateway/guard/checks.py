@@ -25,13 +25,16 @@ class Mismatch:
 
 def quantities_check(left: Sequence[Quantity], right: Sequence[Quantity]) -> Mismatch | None:
     """Different amounts, dates or times; the same number in an incompatible unit is a unit mismatch."""
-    for dimensions, kind in ((_DATE_DIMENSIONS, "date"), (None, "number")):
-        chosen_left = [q for q in left if (q.dimension in _DATE_DIMENSIONS) == (dimensions is not None)]
-        chosen_right = [q for q in right if (q.dimension in _DATE_DIMENSIONS) == (dimensions is not None)]
+    for is_date in (True, False):
+        chosen_left = [q for q in left if (q.dimension in _DATE_DIMENSIONS) == is_date]
+        chosen_right = [q for q in right if (q.dimension in _DATE_DIMENSIONS) == is_date]
         detail = quantity_mismatch(chosen_left, chosen_right)
-        if detail is not None:
-            same_numbers = {q.written for q in chosen_left} == {q.written for q in chosen_right}
-            return Mismatch("unit" if kind == "number" and same_numbers else kind, detail)
+        if detail is None:
+            continue
+        if is_date:
+            return Mismatch("date", detail)
+        same_numbers = {q.written for q in chosen_left} == {q.written for q in chosen_right}
+        return Mismatch("unit" if same_numbers else "number", detail)
     detail = written_number_mismatch(left, right)
     if detail is not None:
         return Mismatch("number", detail)

@@ -59,8 +59,10 @@ class PairClassifier:
         """P(same answer) for each row of a [n, features] array."""
         if rows.ndim != 2 or rows.shape[1] != len(self.feature_names):
             raise ValueError(f"expected rows of {len(self.feature_names)} features, got shape {rows.shape}")
+        # scikit-learn's trees compare float32 features; do the same, or values near a split flip sides.
+        rounded = rows.astype(np.float32).astype(np.float64).tolist()
         trees = self.trees
-        return np.array([sum(tree.predict(row) for tree in trees) / len(trees) for row in rows.tolist()])
+        return np.array([sum(tree.predict(row) for tree in trees) / len(trees) for row in rounded])
 
     def save(self, path: Path = WEIGHTS_FILE) -> None:
         payload = {

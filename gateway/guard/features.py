@@ -27,7 +27,7 @@ FEATURE_NAMES = (
     "length_log_ratio",
     "left_coverage",
     "right_coverage",
-    "cosine_if_reworded",
+    "cosine_times_changed_words",
 )
 
 

@@ -215,7 +215,7 @@ def main() -> None:
         for case in cases:
             rows.append(run_case(case, Path(tmp), rng, projection))
     result = {
-        "machine": {"cpus": os.cpu_count()},
+        "machine": {"cpus": os.cpu_count(), "load_average_at_end": os.getloadavg()},
         "index_params": dataclasses.asdict(params),
         "flat_scan_p50_ms_by_scope_size": flat_scan_costs(rng, projection),
         "cases": rows,

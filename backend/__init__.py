@@ -7,6 +7,7 @@ In-process: `Engine(EngineConfig(...)).generate(prompts, SamplingParams(...))`. 
 from backend.config import EngineConfig
 from backend.engine.async_engine import AsyncEngine, EngineShutdownError
 from backend.engine.llm_engine import Engine
+from backend.engine.sequence import Request
 from backend.model.prepare import PrepareError, default_model_dir, prepare_model, prepared_model_dir
 from backend.model.spec import UnsupportedModelError
 from backend.outputs import Completion, EngineStats, FinishReason, TokenEvent, TokenLogprob, TopLogprob
@@ -21,6 +22,7 @@ __all__ = [
     "EngineStats",
     "FinishReason",
     "PrepareError",
+    "Request",
     "SamplingParams",
     "TokenEvent",
     "TokenLogprob",

@@ -49,7 +49,7 @@ class AsyncEngine:
         if self._thread is None:
             return
         self._stop.set()
-        self.engine.abort("")  # wakes the loop
+        self.engine.wake()
         self._thread.join()
         self._thread = None
         self.engine.fail_all(EngineShutdownError("the engine shut down"))

@@ -41,6 +41,12 @@ log = logging.getLogger(__name__)
 
 
 class Engine:
+    """Our model, its paged KV cache, and the scheduler that batches every request through them.
+
+    Public: tokenizer, model_name, max_model_len, eos_token_ids; generate, export_kv, stats; and, for
+    drivers such as AsyncEngine, check_request, submit, abort, step, has_work, wait_for_work.
+    """
+
     def __init__(self, config: EngineConfig | None = None) -> None:
         self.config = config or EngineConfig()
         model_dir = self.config.model_dir or prepared_model_dir()
@@ -108,11 +114,17 @@ class Engine:
         self._inbox.put(request_id)
         self._wake.set()
 
+    def wake(self) -> None:
+        """Release a driver blocked in wait_for_work (used to stop it)."""
+        self._wake.set()
+
     def wait_for_work(self, timeout: float) -> None:
+        """Block until a request or abort arrives (or timeout): what an idle driver loop waits on."""
         self._wake.wait(timeout)
         self._wake.clear()
 
     def has_work(self) -> bool:
+        """Whether a step would do anything: queued, waiting or running requests."""
         return self.scheduler.has_work() or not self._inbox.empty()
 
     # ---- stepping (one thread) ----------------------------------------------------------------
@@ -264,6 +276,7 @@ class Engine:
         return [results[r.request_id] for r in requests]
 
     def stats(self) -> EngineStats:
+        """A snapshot; safe to call from any thread."""
         bm = self.block_manager
         return EngineStats(
             waiting=len(self.scheduler.waiting) + self._inbox.qsize(),

@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 from backend_prompts import QUESTIONS, chat_prompt_ids
 
-from backend import Engine, EngineConfig, SamplingParams
-from backend.engine.sequence import Request
+from backend import Engine, EngineConfig, Request, SamplingParams
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=16)
 

@@ -17,7 +17,7 @@ from transformers import AutoModelForCausalLM
 
 from backend import Engine, SamplingParams
 
-LOGIT_TOL = 2e-3
+LOGIT_TOL = 1e-3
 NEW_TOKENS = 64
 
 

@@ -7,11 +7,16 @@ Miss overhead: time to first token of a streamed miss through the gateway vs str
 upstream (the peer, measured in the same run, interleaved), with StorInfer's parallel path on and off.
 Target: under 5 ms added at p50 with the parallel path.
 
-The upstream is a deterministic OpenAI-compatible server with a fixed time to first token (default
-50 ms, like a small prompt's prefill), so the differences measured are the gateway's alone; pass
+KV next turn (with --kv-rounds > 0): the real backend behind the gateway; a stored exchange carries the
+KV cache of its conversation, so after a hit the next turn is relayed with `kv_blob_id` and the backend
+imports that KV instead of prefilling the long system prompt again. Peer: the same next turn over a
+document of the same length that has no stored KV (cold prefill), in the same run.
+
+The hit-path and miss upstream is a deterministic OpenAI-compatible server with a fixed time to first
+token (default 50 ms, like a small prompt's prefill), so the differences measured are the gateway's; pass
 --upstream-url to put a real server (our backend, vLLM) behind the gateway instead.
 
-    .venv/bin/python bench/gateway_bench.py [--requests 300] [--upstream-ttft-ms 50]
+    .venv/bin/python bench/gateway_bench.py [--requests 300] [--upstream-ttft-ms 50] [--kv-rounds 3]
 """
 
 from __future__ import annotations
@@ -205,13 +210,22 @@ async def _hit_load(url: str, questions: list[str], clients: int, total: int) ->
     }
 
 
-async def _ttft(client: httpx.AsyncClient, url: str, question: str) -> float:
+def _first_content(line: str) -> bool:
+    """An SSE line that carries answer text (not the role-only first chunk some servers send at once)."""
+    if not line.startswith("data: {"):
+        return False
+    choices = json.loads(line[6:]).get("choices") or [{}]
+    return bool((choices[0].get("delta") or {}).get("content") or choices[0].get("text"))
+
+
+async def _ttft(client: httpx.AsyncClient, url: str, body: dict[str, Any]) -> float:
+    """Milliseconds from sending a streamed request to its first piece of answer text."""
     started = time.perf_counter()
-    async with client.stream("POST", f"{url}/v1/chat/completions", json=_chat(question, stream=True)) as r:
-        async for line in r.aiter_lines():
-            if line.startswith("data: ") and '"content"' in line:
+    async with client.stream("POST", f"{url}/v1/chat/completions", json=body) as response:
+        async for line in response.aiter_lines():
+            if _first_content(line):
                 return (time.perf_counter() - started) * 1000
-    raise RuntimeError("stream ended without content")
+    raise RuntimeError(f"stream from {url} ended without content")
 
 
 async def _miss_overhead(upstream: str, gateways: dict[str, str], rounds: int) -> dict[str, Any]:
@@ -219,9 +233,13 @@ async def _miss_overhead(upstream: str, gateways: dict[str, str], rounds: int) -
     samples: dict[str, list[float]] = {"direct": [], **{name: [] for name in gateways}}
     async with httpx.AsyncClient(timeout=60) as client:
         for i in tqdm(range(rounds), desc="miss TTFT", unit="round"):
-            samples["direct"].append(await _ttft(client, upstream, f"direct question number {i}?"))
+            samples["direct"].append(
+                await _ttft(client, upstream, _chat(f"direct question {i}?", stream=True))
+            )
             for name, url in gateways.items():
-                samples[name].append(await _ttft(client, url, f"{name} miss question number {i}?"))
+                samples[name].append(
+                    await _ttft(client, url, _chat(f"{name} miss question {i}?", stream=True))
+                )
     result: dict[str, Any] = {}
     direct_p50 = statistics.median(samples["direct"])
     for name, values in samples.items():
@@ -231,6 +249,135 @@ async def _miss_overhead(upstream: str, gateways: dict[str, str], rounds: int) -
     return result
 
 
+BACKEND_MODEL = "smollm2-135m-instruct"
+SUMMARY_QUESTION = "What is this text about, in one sentence?"
+FOLLOW_UP = "Which detail of the text is the most surprising?"
+
+
+def _document(seed: int, sentences: int = 40) -> str:
+    """A long, unique system prompt: its prefill is what the stored KV saves."""
+    topics = TOPICS[seed % len(TOPICS) :] + TOPICS[: seed % len(TOPICS)]
+    return " ".join(
+        f"Note {seed}.{i}: {topics[i % len(topics)]} was discussed on day {seed * 97 + i} of the survey."
+        for i in range(sentences)
+    )
+
+
+def _conversation(doc: str, answer: str) -> list[dict[str, str]]:
+    return [
+        {"role": "system", "content": doc},
+        {"role": "user", "content": SUMMARY_QUESTION},
+        {"role": "assistant", "content": answer},
+        {"role": "user", "content": FOLLOW_UP},
+    ]
+
+
+def _seed_kv_entries(backend: str, store_path: Path, docs: list[str]) -> list[str]:
+    """Answer each document's first question on the backend, export the conversation's KV, store both."""
+    from store import Embedder, Entry, KVBlob, Store, scope_key
+
+    embedder = Embedder()
+    answers = []
+    with (
+        httpx.Client(base_url=backend, timeout=300) as client,
+        Store.open(store_path, progress=False) as store,
+    ):
+        for doc in tqdm(docs, desc="seed KV entries", unit="doc"):
+            messages = [{"role": "system", "content": doc}, {"role": "user", "content": SUMMARY_QUESTION}]
+            reply = client.post(
+                "/v1/chat/completions",
+                json={"model": BACKEND_MODEL, "messages": messages, "temperature": 0, "max_tokens": 24},
+            )
+            reply.raise_for_status()
+            answer = reply.json()["choices"][0]["message"]["content"]
+            exported = client.post(
+                "/v1/kv/export",
+                json={
+                    "messages": [*messages, {"role": "assistant", "content": answer}],
+                    "add_generation_prompt": False,
+                },
+            )
+            exported.raise_for_status()
+            store.put(
+                Entry(
+                    scope=scope_key(BACKEND_MODEL, doc, "default"),
+                    query=SUMMARY_QUESTION,
+                    answer=answer,
+                    embedding=embedder.encode([SUMMARY_QUESTION])[0],
+                    model=BACKEND_MODEL,
+                ),
+                KVBlob.from_bytes(exported.content),
+            )
+            answers.append(answer)
+    return answers
+
+
+async def _kv_next_turn(
+    url: str, docs: list[str], cold_docs: list[str], answers: list[str]
+) -> dict[str, Any]:
+    """Per round: hit the stored first turn, then time the follow-up (KV imported) and a cold twin."""
+    with_kv: list[float] = []
+    cold: list[float] = []
+    samples_by_round = []
+    async with httpx.AsyncClient(timeout=300) as client:
+        for doc, cold_doc, answer in zip(docs, cold_docs, answers, strict=True):
+            first = [{"role": "system", "content": doc}, {"role": "user", "content": SUMMARY_QUESTION}]
+            hit = await client.post(
+                f"{url}/v1/chat/completions",
+                json={"model": BACKEND_MODEL, "messages": first, "temperature": 0, "max_tokens": 24},
+            )
+            if hit.headers.get("x-precog-cache") != "hit":
+                raise SystemExit(
+                    f"seeded first turn was not a hit: {hit.headers.get('x-precog-cache-reason')}"
+                )
+            for conversation, samples in (
+                (_conversation(doc, answer), with_kv),
+                (_conversation(cold_doc, answer), cold),
+            ):
+                body = {
+                    "model": BACKEND_MODEL,
+                    "messages": conversation,
+                    "temperature": 0,
+                    "max_tokens": 8,
+                    "stream": True,
+                }
+                samples.append(await _ttft(client, url, body))
+            samples_by_round.append({"with_kv_ms": round(with_kv[-1], 1), "cold_ms": round(cold[-1], 1)})
+    with_kv, cold = with_kv[1:], cold[1:]  # the first round opens the backend's store and warms its caches
+    return {
+        "rounds": len(docs) - 1,
+        "samples": samples_by_round,
+        "ttft_with_stored_kv_p50_ms": _pct(with_kv, 0.5),
+        "ttft_cold_prefill_p50_ms": _pct(cold, 0.5),
+        "saved_p50_ms": round(statistics.median(cold) - statistics.median(with_kv), 1),
+        "speedup": round(statistics.median(cold) / statistics.median(with_kv), 2),
+    }
+
+
+def kv_section(rounds: int) -> dict[str, Any]:
+    docs = [_document(i) for i in range(rounds + 1)]
+    cold_docs = [_document(1000 + i) for i in range(rounds + 1)]
+    with tempfile.TemporaryDirectory() as tmp:
+        store_path = Path(tmp) / "store"
+        backend_port = _free_port()
+        backend = f"http://127.0.0.1:{backend_port}"
+        cmd = [
+            sys.executable,
+            "-m",
+            "precog.cli",
+            "backend",
+            "serve",
+            "--port",
+            str(backend_port),
+            "--store-path",
+            str(store_path),
+        ]
+        with _process(cmd, f"{backend}/healthz"):
+            answers = _seed_kv_entries(backend, store_path, docs)
+            with gateway(backend, store_path, parallel=True) as url:
+                return asyncio.run(_kv_next_turn(url, docs, cold_docs, answers))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -238,6 +385,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=300, help="hit requests per concurrency level")
     parser.add_argument("--miss-rounds", type=int, default=60)
     parser.add_argument("--upstream-ttft-ms", type=float, default=50.0)
+    parser.add_argument(
+        "--kv-rounds", type=int, default=4, help="KV next-turn rounds on the real backend (0: skip)"
+    )
     parser.add_argument(
         "--upstream-url",
         default=None,
@@ -261,10 +411,12 @@ def main() -> None:
             _miss_overhead(upstream, {"parallel": url, "serial": serial_url}, args.miss_rounds)
         )
 
+    kv = kv_section(args.kv_rounds) if args.kv_rounds > 0 else None
     report = {
         "upstream": args.upstream_url or f"deterministic test upstream, TTFT {args.upstream_ttft_ms} ms",
         "hits": hits,
         "miss_ttft": misses,
+        "kv_next_turn": kv,
         "targets": {
             "hit_p50_under_15ms": all(r["p50_ms"] < 15 for r in hits["exact"] if r["clients"] == 1),
             "hits_per_s_at_16_at_least_150": next(r["per_s"] for r in hits["exact"] if r["clients"] == 16)
@@ -300,6 +452,19 @@ def _print(report: dict[str, Any]) -> None:
     for name, r in report["miss_ttft"].items():
         misses.add_row(name, str(r["p50_ms"]), str(r["p99_ms"]), str(r.get("added_p50_ms", "—")))
     console.print(misses)
+    if report["kv_next_turn"]:
+        kv = report["kv_next_turn"]
+        table = Table(title="next turn after a hit, real backend: TTFT with the stored KV vs cold prefill")
+        for column in ("rounds", "with stored KV p50 ms", "cold prefill p50 ms", "saved ms", "speed-up"):
+            table.add_column(column, justify="right")
+        table.add_row(
+            str(kv["rounds"]),
+            str(kv["ttft_with_stored_kv_p50_ms"]),
+            str(kv["ttft_cold_prefill_p50_ms"]),
+            str(kv["saved_p50_ms"]),
+            f"{kv['speedup']}x",
+        )
+        console.print(table)
     console.print({k: ("met" if v else "missed") for k, v in report["targets"].items()})
 
 

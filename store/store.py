@@ -42,7 +42,7 @@ from store.records import (
 )
 from store.scope import normalise_text
 from store.scope_index import IndexParams, ScopeIndex
-from store.stats import collect_stats
+from store.stats import collect_stats, index_info
 from store.validation import validated_embedding
 from store.vector_index import VectorIndex
 from store.vectors import normalised
@@ -360,6 +360,11 @@ class Store:
         """Counts (entries, expired, per scope), logical bytes by part, bytes on disk, index memory."""
         self._check_open()
         return collect_stats(self._db, self._index, self.path, self.embedding_model, self.dim)
+
+    def index_info(self) -> dict[str, Any]:
+        """Vector index shape without scanning records: per-scope kind/vectors/tombstones, memory bytes."""
+        self._check_open()
+        return {"scopes": index_info(self._index), "memory_bytes": self._index.memory_bytes}
 
     def verify(self) -> VerifyReport:
         """Check every record, vector and blob; problems are reported, never raised."""

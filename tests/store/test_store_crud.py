@@ -124,6 +124,9 @@ def test_reopen_keeps_everything(store_path, make_entry) -> None:
         store.put_many(entries)
     with Store.open(store_path, progress=False) as store:
         assert len(store) == 30
+        info = store.index_info()
+        assert {scope: v["vectors"] for scope, v in info["scopes"].items()} == {"s0": 10, "s1": 10, "s2": 10}
+        assert info["memory_bytes"] >= 30 * 384 * 4
         for entry in entries:
             assert store.search(entry.scope, entry.embedding, k=1)[0][0].id == entry.id
         assert store.verify().ok

@@ -274,6 +274,10 @@ class Store:
             raise ValueError("invalidate needs at least one of ids, scope, substring, older_than")
         if older_than is not None and (not math.isfinite(older_than) or older_than < 0):
             raise ValueError("older_than must be a non-negative number of seconds")
+        if isinstance(ids, str):
+            raise ValueError("ids must be a collection of entry ids, not a single string")
+        if substring is not None and not normalise_text(substring):
+            raise ValueError("substring must contain some text (an empty one would match everything)")
         needle = normalise_text(substring) if substring is not None else None
         cutoff = time.time() - older_than if older_than is not None else None
         wanted = set(ids) if ids is not None else None

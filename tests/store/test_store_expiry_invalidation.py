@@ -59,6 +59,10 @@ def test_invalidate_needs_a_filter(store: Store) -> None:
         store.invalidate()
     with pytest.raises(ValueError, match="older_than"):
         store.invalidate(older_than=-5)
+    with pytest.raises(ValueError, match="single string"):
+        store.invalidate(ids="abc")
+    with pytest.raises(ValueError, match="some text"):
+        store.invalidate(substring="   ")
 
 
 def test_invalidated_entries_stay_gone_after_reopen(store_path, make_entry) -> None:

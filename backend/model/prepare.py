@@ -62,6 +62,8 @@ def prepare_model(out: Path | None = None) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         _convert(source, staging)
+        if is_complete(target):  # another process finished first; keep its copy
+            return target
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)

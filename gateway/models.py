@@ -10,6 +10,7 @@ from gateway.settings import GatewaySettings
 from gateway.upstream import Upstream
 
 _CACHE_S = 30.0
+_RETRY_S = 5.0
 
 
 class ModelCatalog:
@@ -18,6 +19,7 @@ class ModelCatalog:
         self._upstream = upstream
         self._listing: dict[str, Any] | None = None
         self._fetched = 0.0
+        self._retry_at = 0.0
 
     async def listing(self) -> dict[str, Any]:
         """The OpenAI `/v1/models` list; raises the upstream's mapped error when it cannot be had."""
@@ -39,10 +41,18 @@ class ModelCatalog:
         return self._listing
 
     async def check(self, model: str) -> None:
-        """404 for a model that is not served; when the upstream cannot say, let the request through."""
-        try:
-            listing = await self.listing()
-        except GatewayError:
+        """404 for a model that is not served. When the upstream cannot say, the last list it gave is
+        used, or else the request goes through; a failed fetch is not retried for a few seconds, so an
+        unreachable upstream does not add its connect timeout to every request (hits included)."""
+        if time.monotonic() < self._retry_at:
+            listing = self._listing
+        else:
+            try:
+                listing = await self.listing()
+            except GatewayError:
+                self._retry_at = time.monotonic() + _RETRY_S
+                listing = self._listing
+        if listing is None:
             return
         known = {str(m.get("id")) for m in listing["data"] if isinstance(m, dict)}
         if model not in known:

@@ -30,9 +30,6 @@ class GatewaySettings(ServiceSettings):
     )
 
     store_path: Path = Path("var/store")
-    embedding_model: str | None = Field(
-        default=None, description="Embedding model of a new store; None = store default."
-    )
     similarity_threshold: float = Field(default=0.85, ge=0.0, le=1.0)
     tenant_thresholds: dict[str, float] = Field(default_factory=dict)
     search_k: int = Field(

@@ -121,20 +121,25 @@ def test_cache_control_header(gateway_url: str, upstream_state: UpstreamState) -
 
 
 @pytest.mark.parametrize(
-    ("extra", "why"),
+    ("extra", "verdict"),
     [
-        ({"temperature": 0.7}, "sampled answers are not deterministic"),
-        ({"max_tokens": 3}, "a truncated answer (finish_reason length)"),
-        ({"n": 2}, "several samples"),
+        ({"temperature": 0.7}, "refused"),  # sampled: not deterministic
+        ({"max_tokens": 3}, "incomplete"),  # truncated: finish_reason length
+        ({"max_tokens": 3, "stream": True}, "incomplete"),
+        ({"n": 2}, None),  # several samples: the cache is bypassed altogether
     ],
 )
-def test_answers_that_must_not_be_stored(gateway_url: str, extra: dict, why: str) -> None:
+def test_answers_that_must_not_be_stored(gateway_url: str, extra: dict, verdict: str | None) -> None:
     question = "Why is the sky blue?"
-    response = _post(gateway_url, {**chat(question), **extra})
-    assert response.status_code == 200, why
-    second = _post(gateway_url, {**chat(question), **extra})
-    assert second.headers["x-precog-cache"] != "hit", why
-    assert entries(gateway_url) == [], why
+    for _ in range(2):
+        response = _post(gateway_url, {**chat(question), **extra})
+        assert response.status_code == 200
+        assert response.headers["x-precog-cache"] == ("bypass" if verdict is None else "miss")
+    metrics = httpx.get(f"{gateway_url}/metrics", timeout=10).text
+    if verdict is not None:
+        assert f'precog_gateway_writebacks_total{{result="{verdict}"}} 2.0' in metrics
+    assert 'result="stored"' not in metrics
+    assert entries(gateway_url) == []
 
 
 def test_scope_separates_system_prompts_conversations_and_tenants(start_gateway: GatewayFactory) -> None:

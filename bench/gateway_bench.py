@@ -386,7 +386,7 @@ def main() -> None:
     parser.add_argument("--miss-rounds", type=int, default=60)
     parser.add_argument("--upstream-ttft-ms", type=float, default=50.0)
     parser.add_argument(
-        "--kv-rounds", type=int, default=4, help="KV next-turn rounds on the real backend (0: skip)"
+        "--kv-rounds", type=int, default=3, help="KV next-turn rounds on the real backend (0: skip)"
     )
     parser.add_argument(
         "--upstream-url",

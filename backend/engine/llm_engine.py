@@ -247,6 +247,8 @@ class Engine:
         return captured[0]
 
     def _run(self, requests: list[Request]) -> list[Completion]:
+        if not requests:
+            return []
         results: dict[str, Completion] = {}
         errors: list[BaseException] = []
         done = threading.Event()

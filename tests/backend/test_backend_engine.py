@@ -36,6 +36,10 @@ def test_batched_equals_one_by_one(engine: Engine, prompts: list[list[int]], col
     assert_all_blocks_free(engine)
 
 
+def test_no_prompts_no_work(engine: Engine) -> None:
+    assert engine.generate([], GREEDY) == []
+
+
 def test_text_prompts_and_completion_fields(engine: Engine) -> None:
     [done] = engine.generate(["The capital of France is"], SamplingParams(temperature=0.0, max_tokens=5))
     assert done.prompt_token_ids == engine.tokenizer.encode("The capital of France is")

@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from gateway.guard.text import Token, number_word_value
+from gateway.guard.text import Token, is_ordinal_word, number_word_value
 
 # unit word -> (dimension, factor to the dimension's base unit)
 _UNITS: dict[str, tuple[str, float]] = {
@@ -150,9 +150,7 @@ def extract_quantities(tokens: Sequence[Token]) -> list[Quantity]:
 def _with_unit(
     tokens: Sequence[Token], last: int, currency: str, value: float, suffix: str, text: str
 ) -> Quantity:
-    if suffix in _ORDINAL_SUFFIX or (not suffix and tokens[last].norm.endswith(_ORDINAL_SUFFIX)
-                                     and not tokens[last].norm[0].isdigit()
-                                     and tokens[last].norm not in ("thousand", "million")):
+    if suffix in _ORDINAL_SUFFIX or (not suffix and is_ordinal_word(tokens[last].norm)):
         return Quantity("ordinal", value, text, value)
     if suffix in _MULTIPLIERS:
         value, suffix = value * _MULTIPLIERS[suffix], ""

@@ -78,6 +78,11 @@ def number_word_value(word: str) -> int | None:
     return _ORDINAL_WORDS.get(word)
 
 
+def is_ordinal_word(word: str) -> bool:
+    """"third", "fifth": a spelled-out ordinal."""
+    return word.casefold() in _ORDINAL_WORDS
+
+
 def tokenize(text: str) -> list[Token]:
     """Split `text` into comparable tokens; case is folded in `norm` but kept in `surface`."""
     text = _HYPHEN_IN_WORD.sub(" ", expand_contractions(unicodedata.normalize("NFKC", text)))

@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 
 CacheControl = Literal["bypass", "refresh", "only-if-cached"]
 _PATHS = {"chat": "/v1/chat/completions", "completion": "/v1/completions"}
+# Only the gateway may point the upstream at a stored KV cache: a client naming a blob id could read
+# another tenant's conversation through it.
+_GATEWAY_ONLY = frozenset({"kv_blob_id", "kv_blob"})
 
 
 def parse_cache_control(value: str | None) -> CacheControl | None:
@@ -110,6 +113,7 @@ class CompletionProxy:
         control: CacheControl | None,
     ) -> Response:
         started = time.perf_counter()
+        body = {key: value for key, value in body.items() if key not in _GATEWAY_ONLY}
         if query.kind == "chat" and query.earlier_turns:
             blob = await self._next_turns.blob_for(query.scope)
             if blob is not None:

@@ -118,3 +118,12 @@ def test_next_turn_after_a_hit_carries_the_stored_kv_blob(
     httpx.post(f"{url}/v1/chat/completions", json=other_history, timeout=30)
     relayed = [r for r in upstream_state.requests if r["messages"][-1]["content"] == "And on Mont Blanc?"]
     assert relayed and "kv_blob_id" not in relayed[0]
+
+    smuggled = {**chat("Read someone else's cache"), "kv_blob_id": blob_id, "kv_blob": "AAAA"}
+    assert httpx.post(f"{url}/v1/chat/completions", json=smuggled, timeout=30).status_code == 200
+    relayed = [
+        r
+        for r in upstream_state.requests
+        if r["messages"][-1]["content"] == smuggled["messages"][-1]["content"]
+    ]
+    assert relayed and not {"kv_blob_id", "kv_blob"} & set(relayed[0])

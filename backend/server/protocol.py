@@ -83,6 +83,16 @@ class CompletionRequest(_Sampling):
     logprobs: Annotated[StrictInt, Field(ge=0, le=5)] | None = None
     echo: Literal[False] = False
 
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _one_prompt(cls, prompt: object) -> object:
+        """OpenAI also takes a batch (a list of texts or of token lists); a batch of one is that prompt."""
+        if isinstance(prompt, list) and prompt and all(isinstance(p, str | list) for p in prompt):
+            if len(prompt) == 1:
+                return prompt[0]
+            raise ValueError("send one prompt per request (batches of prompts are not supported)")
+        return prompt
+
 
 class TextPart(BaseModel):
     model_config = ConfigDict(extra="forbid")

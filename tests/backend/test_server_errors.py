@@ -57,6 +57,28 @@ def test_bad_chat_fields(
     assert_error(post(server_url, {"model": engine.model_name, **CHAT, **change}), 400, param, code)
 
 
+@pytest.mark.parametrize(
+    ("prompt", "code"),
+    [
+        (["Hello"], None),
+        ([[28120, 28]], None),
+        (["Hello", "Bye"], "invalid_value"),
+        ([[1], [2]], "invalid_value"),
+        ([], "invalid_value"),
+        ("", None),
+    ],
+)
+def test_completion_prompt_shapes(server_url: str, engine: Engine, prompt: Any, code: str | None) -> None:
+    """One text or token list, also as a batch of one; larger batches are refused, not half-served."""
+    body = {"model": engine.model_name, "prompt": prompt, "max_tokens": 1}
+    response = post(server_url, body, "/v1/completions")
+    if prompt and len(prompt) == 1:
+        assert response.status_code == 200, response.text
+        assert response.json()["usage"]["completion_tokens"] == 1
+    else:
+        assert_error(response, 400, "prompt", code)
+
+
 def test_missing_model_and_unknown_model(server_url: str, engine: Engine) -> None:
     assert_error(post(server_url, CHAT), 400, "model", "missing_required_parameter")
     error = assert_error(post(server_url, {"model": "gpt-9", **CHAT}), 404, "model", "model_not_found")

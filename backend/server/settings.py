@@ -22,6 +22,8 @@ class BackendSettings(ServiceSettings):
     host: str = Field("127.0.0.1", description="Interface to bind.")
     port: int = Field(8001, ge=1, le=65535, description="TCP port to listen on.")
     store_path: Path | None = Field(
-        None, description="Store whose KV blobs requests may name by `kv_blob_id` (opened read-only)."
+        Path("var/store"),
+        description="Store whose KV blobs requests may name by `kv_blob_id`, opened read-only when first "
+        "needed (the gateway's default store, so `precog up` resolves the ids it relays).",
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -27,7 +27,7 @@ def test_defaults(config_file: Path) -> None:
     assert (settings.host, settings.port, settings.store_path, settings.log_level) == (
         "127.0.0.1",
         8001,
-        None,
+        Path("var/store"),
         "info",
     )
 

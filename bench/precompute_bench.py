@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -184,19 +185,27 @@ def main() -> None:
         with service(["gateway", "serve", "--port", str(gateway_port)], gateway_env, f"{gateway}/healthz"):
             for case in cases[:2]:  # warm-up: first requests load the embedder and guard
                 ask(gateway, model, case["question"], args.max_tokens, only_cached=True)
+            verbatim = [ask(gateway, model, e.query, args.max_tokens, only_cached=True) for e in entries]
             for case in cases:
                 case["lookup_s"], _ = ask(gateway, model, case["question"], args.max_tokens, only_cached=True)
-            for case in cases:
-                latency, response = ask(gateway, model, case["question"], args.max_tokens)
-                entry = response.headers.get("x-precog-entry-id")
-                case.update(
-                    gateway_s=latency,
-                    hit=response.headers.get("x-precog-cache") == "hit",
-                    entry_chunk=chunk_of.get(entry or ""),
-                )
-        for case in cases:
-            case["inference_s"], _ = ask(backend, model, case["question"], args.max_tokens)
+            for index, case in enumerate(cases):  # alternate the order, so load drift hits both sides alike
+                targets = ("gateway", "inference") if index % 2 == 0 else ("inference", "gateway")
+                for target in targets:
+                    latency, response = ask(
+                        gateway if target == "gateway" else backend, model, case["question"], args.max_tokens
+                    )
+                    case[f"{target}_s"] = latency
+                    if target == "gateway":
+                        entry = response.headers.get("x-precog-entry-id")
+                        case.update(
+                            hit=response.headers.get("x-precog-cache") == "hit",
+                            entry_chunk=chunk_of.get(entry or ""),
+                        )
 
+    stats["verbatim_hit_rate"] = sum(r.headers.get("x-precog-cache") == "hit" for _, r in verbatim) / max(
+        len(verbatim), 1
+    )
+    shutil.rmtree(work, ignore_errors=True)
     results = summarise(report, stats, cases, args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
@@ -236,6 +245,7 @@ def summarise(
             "bytes_per_entry_without_kv": round(without_kv),
             "bytes_per_entry_with_kv": round(without_kv + part["blobs"] / entries),
             "store_on_disk_bytes": part["db_on_disk"] + part["index_on_disk"],
+            "stored_questions_asked_verbatim_hit_rate": round(stats["verbatim_hit_rate"], 4),
         },
         "heldout": {
             "questions_in_corpus": len(present),

@@ -137,6 +137,13 @@ class Job:
             raise
         upstream.model = model
         settings = settings.model_copy(update={"model": model})
+        scope = scope_key(model, settings.system_prompt, settings.tenant)
+        folder = state_folder(store_path, scope)
+        try:
+            tokenizer = load_tokenizer(settings.tokenizer, folder.parent)
+        except (OSError, ValueError) as exc:
+            upstream.close()
+            raise PrecomputeError(f"cannot load tokenizer {settings.tokenizer!r}: {exc}") from exc
         embedder = Embedder()
         try:
             store = Store.open(store_path, embedding_model=embedder.name, dim=embedder.dim, progress=False)
@@ -149,10 +156,7 @@ class Job:
         except StoreError as exc:
             upstream.close()
             raise PrecomputeError(f"cannot open store {store_path}: {exc}") from exc
-        scope = scope_key(model, settings.system_prompt, settings.tenant)
-        folder = state_folder(store_path, scope)
         worklog, replay = WorkLog.open(folder)
-        tokenizer = load_tokenizer(settings.tokenizer, folder.parent)
         chunks = chunk_documents(
             documents.documents, tokenizer, settings.chunk_tokens, settings.chunk_overlap
         )
@@ -280,8 +284,9 @@ class Job:
 
     def record(self, record: dict[str, Any]) -> None:
         """Append to the work log and apply to the replayed state (the one way state changes)."""
-        self.worklog.append(record)
-        self.replay.apply(record)
+        with self._lock:
+            self.worklog.append(record)
+            self.replay.apply(record)
         self.listeners.on_record(record)
 
     def charge_remote(self, tokens: int) -> bool:

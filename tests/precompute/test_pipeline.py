@@ -166,6 +166,15 @@ def test_token_budget_is_never_exceeded_and_a_rerun_continues(
     assert report["entries_written"] == len(_entries(store_path)) == full["entries_written"]
 
 
+def test_missing_tokenizer_folder_is_refused_before_the_store_is_made(
+    fake: FakeUpstream, corpus: Path, tmp_path: Path
+) -> None:
+    settings = make_settings(fake.url, tokenizer=str(tmp_path / "no-such-tokenizer"))
+    with pytest.raises(PrecomputeError, match="cannot load tokenizer"):
+        run_precompute(settings, corpus, tmp_path / "store", progress=False)
+    assert not (tmp_path / "store").exists()
+
+
 def test_store_built_with_another_embedding_model_is_refused(
     fake: FakeUpstream, corpus: Path, tmp_path: Path
 ) -> None:

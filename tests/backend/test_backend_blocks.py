@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from transformers import AutoTokenizer
 
 from backend.engine.block_manager import BlockManager, chain_hash
@@ -119,3 +121,11 @@ def test_text_that_only_looks_like_a_stop_string_is_released(tokenizer) -> None:
     deltas, detok = stream_text(tokenizer, "an ENDless story", ["END."])
     assert not detok.stopped
     assert "".join(deltas) == "an ENDless story"
+
+
+@settings(max_examples=150, deadline=None)
+@given(ids=st.lists(st.integers(0, 49151), min_size=1, max_size=40))
+def test_windowed_decoding_equals_a_full_decode(tokenizer, ids: list[int]) -> None:  # type: ignore[no-untyped-def]
+    detok = IncrementalDetokenizer(tokenizer, [])
+    streamed = "".join(detok.add(t) for t in ids) + detok.flush()
+    assert streamed == detok.text == tokenizer.decode(ids, skip_special_tokens=True)

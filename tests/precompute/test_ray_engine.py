@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import ray
 
 from precompute import run_precompute
 from store import Store
@@ -13,7 +14,6 @@ from tests.precompute.conftest import make_settings
 from tests.precompute.fake_upstream import FakeUpstream
 
 pytestmark = pytest.mark.slow
-ray = pytest.importorskip("ray")
 
 
 @pytest.fixture(scope="module")

@@ -168,14 +168,13 @@ class CompletionProxy:
 
         return _Relay(asyncio.create_task(send(), name="upstream-request"), go)
 
-    def _count(self, query: CacheQuery, outcome: str, started: float, tokens_saved: int = 0) -> float:
+    def _count(self, query: CacheQuery, outcome: str, started: float, tokens_saved: int = 0) -> None:
         elapsed = time.perf_counter() - started
         self._metrics.requests.labels(query.kind, outcome).inc()
         self._metrics.request_seconds.labels(outcome).observe(elapsed)
         self._stats.record(query.tenant, query.model, outcome, elapsed * 1000, tokens_saved)
         if self._shared is not None:
             self._shared.count(query.tenant, query.model, outcome)
-        return elapsed
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)

@@ -48,29 +48,17 @@ class StoreAccess:
         return await self._read(self.store.get, entry_id)
 
     async def entries(self, scope: str | None, limit: int, offset: int, text: str | None) -> list[Entry]:
-        """A page of entries with their hit counts (Store.entries leaves counts out, Store.get has them)."""
-
-        def page() -> list[Entry]:
-            found = self.store.entries(scope=scope, limit=limit, offset=offset, text=text)
-            return [self.store.get(entry.id) or entry for entry in found]
-
-        return await self._read(page)
+        return await self._read(self.store.entries, scope=scope, limit=limit, offset=offset, text=text)
 
     async def ping(self) -> None:
         """Raises when the store is closed or unreadable (a cheap point read)."""
         await self._read(self.store.get, "readiness-probe")
-
-    async def stats(self) -> dict[str, Any]:
-        return await self._read(self.store.stats)
 
     async def put(self, entry: Entry) -> None:
         await self._write(self.store.put, entry)
 
     async def record_hit(self, entry_id: str) -> None:
         await self._write(self.store.record_hit, entry_id)
-
-    async def delete(self, entry_id: str) -> bool:
-        return bool(await self._write(self.store.delete, entry_id))
 
     async def invalidate(self, **criteria: Any) -> int:
         return int(await self._write(self.store.invalidate, **criteria))

@@ -209,7 +209,8 @@ async def patch_config(request: Request, body: ConfigPatch) -> ThresholdConfig:
 
 @router.post("/snapshot", response_model=Snapshot)
 async def snapshot(request: Request, body: SnapshotRequest | None = None) -> Snapshot:
-    """A consistent copy of the store beside it, under `<store>.snapshots/`."""
+    """A consistent copy of the store beside it, under `<store>.snapshots/`, with every answer already
+    offered for write-back in it."""
     gateway = gateway_of(request)
     body = body or SnapshotRequest(name=None)
     name = body.name or time.strftime("%Y%m%d-%H%M%S")
@@ -219,5 +220,6 @@ async def snapshot(request: Request, body: SnapshotRequest | None = None) -> Sna
         raise GatewayError(409, f"snapshot {destination.name!r} exists already", code="snapshot_exists")
     folder.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    await gateway.writeback.drain()
     path = await gateway.store.export(destination)
     return Snapshot(path=str(path), seconds=round(time.perf_counter() - started, 3))

@@ -47,7 +47,7 @@ async def export_kv(body: KVExportRequest, state: Annotated[ServerState, Depends
     # Export runs the prompt plus one sampled token, so the prompt must leave room for that token.
     if len(ids) >= state.max_model_len:
         raise context_length_exceeded(state.max_model_len, len(ids), None, param)
-    state.check_request(ids, SamplingParams(temperature=0.0, max_tokens=1), None, kv_param=None)
+    state.check_request(ids, SamplingParams(temperature=0.0, max_tokens=1))
     blob = await state.engine.export_kv(ids)
     data = await asyncio.to_thread(blob.to_bytes)
     headers = {

@@ -48,16 +48,20 @@ class ServerState:
         self,
         prompt_token_ids: list[int],
         params: SamplingParams,
-        kv_prefix: KVBlob | None,
-        kv_param: str | None,
+        kv_prefix: KVBlob | None = None,
+        kv_param: str = "kv_blob",
     ) -> None:
-        """The engine's own admission check (fit of an imported blob, ...), as a 400 naming the param."""
+        """The engine's own admission checks as 400s; a blob that does not fit is blamed on `kv_param`."""
+        engine = self.engine.engine
         try:
-            self.engine.engine.check_request(prompt_token_ids, params, kv_prefix)
+            engine.check_request(prompt_token_ids, params)
         except ValueError as exc:
-            message = str(exc)
-            param = kv_param if "KV blob" in message else None
-            raise bad_request(message[:1].upper() + message[1:] + ".", param=param) from exc
+            raise bad_request(_sentence(exc)) from exc
+        if kv_prefix is not None:
+            try:
+                engine.check_request(prompt_token_ids, params, kv_prefix)
+            except ValueError as exc:
+                raise bad_request(_sentence(exc), param=kv_param, code="invalid_kv_blob") from exc
 
     async def admit(
         self,
@@ -76,6 +80,11 @@ class ServerState:
             prompt_token_ids, params, kv_prefix, "kv_blob_id" if body.kv_blob_id else "kv_blob"
         )
         return Job(request_id, prompt_token_ids, params, kv_prefix, arrived)
+
+
+def _sentence(exc: ValueError) -> str:
+    message = str(exc)
+    return message[:1].upper() + message[1:].rstrip(".") + "."
 
 
 def server_state(request: Request) -> ServerState:

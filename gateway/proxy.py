@@ -64,6 +64,7 @@ class _Relay:
 
     task: asyncio.Task[httpx.Response]
     go: asyncio.Event
+    without_kv: dict[str, Any] | None = None  # the same request without the stored KV reference
 
     async def response(self) -> httpx.Response:
         self.go.set()
@@ -113,26 +114,27 @@ class CompletionProxy:
         control: CacheControl | None,
     ) -> Response:
         started = time.perf_counter()
-        body = {key: value for key, value in body.items() if key not in _GATEWAY_ONLY}
+        plain = {key: value for key, value in body.items() if key not in _GATEWAY_ONLY}
+        body, without_kv = plain, None
         if query.kind == "chat" and query.earlier_turns:
             blob = await self._next_turns.blob_for(query.scope)
             if blob is not None:
-                body = {**body, "kv_blob_id": blob}
+                body, without_kv = {**plain, "kv_blob_id": blob}, plain
         if control == "bypass" or query.uncacheable:
             reason = (
                 "client asked to bypass" if control == "bypass" else f"not cacheable: {query.uncacheable}"
             )
-            bypass = self._start(query, body, delay_s=0.0)
+            bypass = self._start(query, body, 0.0, without_kv)
             return await self._relay(query, bypass, stream, "bypass", reason, started, writeback=False)
         if control == "refresh":
-            refresh = self._start(query, body, delay_s=0.0)
+            refresh = self._start(query, body, 0.0, without_kv)
             return await self._relay(
                 query, refresh, stream, "miss", "client asked to refresh", started, replace=True
             )
 
         early = None
         if self._settings.parallel_path and control != "only-if-cached":
-            early = self._start(query, body, self._settings.parallel_delay_ms / 1000.0)
+            early = self._start(query, body, self._settings.parallel_delay_ms / 1000.0, without_kv)
         try:
             result = await self._lookup.run(query)
         except asyncio.CancelledError:
@@ -154,10 +156,16 @@ class CompletionProxy:
                 code="cache_miss",
                 headers={"x-precog-cache": "miss", "x-precog-cache-reason": _header_safe(result.reason)},
             )
-        relay = early or self._start(query, body, delay_s=0.0)
+        relay = early or self._start(query, body, 0.0, without_kv)
         return await self._relay(query, relay, stream, "miss", result.reason, started, result=result)
 
-    def _start(self, query: CacheQuery, body: dict[str, Any], delay_s: float) -> _Relay:
+    def _start(
+        self,
+        query: CacheQuery,
+        body: dict[str, Any],
+        delay_s: float,
+        without_kv: dict[str, Any] | None = None,
+    ) -> _Relay:
         go = asyncio.Event()
 
         async def send() -> httpx.Response:
@@ -166,7 +174,7 @@ class CompletionProxy:
                     await asyncio.wait_for(go.wait(), delay_s)
             return await self._upstream.post(_PATHS[query.kind], body)
 
-        return _Relay(asyncio.create_task(send(), name="upstream-request"), go)
+        return _Relay(asyncio.create_task(send(), name="upstream-request"), go, without_kv)
 
     def _count(self, query: CacheQuery, outcome: str, started: float, tokens_saved: int = 0) -> None:
         elapsed = time.perf_counter() - started
@@ -223,6 +231,19 @@ class CompletionProxy:
             )
         return JSONResponse(answer.completion(), headers=headers)
 
+    async def _response(self, query: CacheQuery, relay: _Relay) -> httpx.Response:
+        """The upstream's response. Stored KV only saves time, so a request whose KV reference the
+        upstream refuses (no such blob, no store configured, store unavailable) is sent once more
+        without it; an error response means nothing was generated, so this cannot generate twice."""
+        try:
+            return await relay.response()
+        except GatewayError as exc:
+            if relay.without_kv is None or not (exc.param == "kv_blob_id" or exc.status == 503):
+                raise
+            self._metrics.upstream_errors.labels("kv_blob_refused").inc()
+            log.warning("upstream refused the stored KV, relaying without it", extra={"error": exc.message})
+            return await self._start(query, relay.without_kv, 0.0).response()
+
     async def _relay(
         self,
         query: CacheQuery,
@@ -239,7 +260,7 @@ class CompletionProxy:
         if result is not None and result.timings_ms:
             headers["server-timing"] = ", ".join(f"{name};dur={ms}" for name, ms in result.timings_ms.items())
         try:
-            response = await relay.response()
+            response = await self._response(query, relay)
         except GatewayError as exc:
             self._count(query, "error", started)
             exc.headers = {**exc.headers, **headers}

@@ -22,12 +22,13 @@ from gateway.settings import GatewaySettings
 log = logging.getLogger(__name__)
 
 
-def _error_message(body: bytes) -> tuple[str, str | None]:
+def _error_message(body: bytes) -> tuple[str, str | None, str | None]:
+    """Message, code and param of an OpenAI-style error body (or the body's start when it is not one)."""
     try:
         error = json.loads(body)["error"]
-        return str(error.get("message") or error), error.get("code")
+        return str(error.get("message") or error), error.get("code"), error.get("param")
     except (ValueError, KeyError, TypeError, AttributeError):
-        return body[:300].decode(errors="replace") or "no body", None
+        return body[:300].decode(errors="replace") or "no body", None, None
 
 
 class Upstream:
@@ -96,14 +97,14 @@ class Upstream:
             body_bytes = b""
         finally:
             await response.aclose()
-        message, code = _error_message(body_bytes)
+        message, code, param = _error_message(body_bytes)
         if response.status_code >= 500:
             status = 503 if response.status_code == 503 else 502
             raise self._fail(
                 f"http_{response.status_code}", status, f"upstream error {response.status_code}: {message}"
             )
         self.breaker.record_success()
-        raise GatewayError(response.status_code, message, code=code or "upstream_rejected")
+        raise GatewayError(response.status_code, message, code=code or "upstream_rejected", param=param)
 
     async def get_json(self, path: str) -> Any:
         """A small GET (model list, health); failures map to the same errors as `post`."""
@@ -116,7 +117,7 @@ class Upstream:
                 502, f"the upstream is unreachable: {exc!r}", code="upstream_unreachable"
             ) from exc
         if response.status_code >= 400:
-            message, _ = _error_message(response.content)
+            message, _, _ = _error_message(response.content)
             raise GatewayError(
                 502, f"upstream error {response.status_code}: {message}", code="upstream_error"
             )

@@ -30,11 +30,12 @@ class UpstreamState:
     mode: Mode = "ok"
     delay_s: float = 0.0
     token_delay_s: float = 0.0
+    reject_kv: bool = False  # answer a kv_blob_id with 400, like a server without that blob
     requests: list[dict[str, Any]] = field(default_factory=list)
     streams: dict[str, str] = field(default_factory=dict)  # question -> "finished" | "cancelled"
 
     def reset(self) -> None:
-        self.mode, self.delay_s, self.token_delay_s = "ok", 0.0, 0.0
+        self.mode, self.delay_s, self.token_delay_s, self.reject_kv = "ok", 0.0, 0.0, False
         self.requests.clear()
         self.streams.clear()
 
@@ -57,6 +58,14 @@ def create_upstream(state: UpstreamState) -> FastAPI:
     async def complete(request: Request, chat: bool) -> Response:
         body = await request.json()
         state.requests.append(body)
+        if state.reject_kv and "kv_blob_id" in body:
+            error = {
+                "message": "No KV blob with that id.",
+                "type": "invalid_request_error",
+                "param": "kv_blob_id",
+                "code": "kv_blob_not_found",
+            }
+            return JSONResponse({"error": error}, status_code=400)
         if state.mode in ("error500", "error503"):
             status = 500 if state.mode == "error500" else 503
             error = {"message": f"injected {status}", "type": "server_error", "code": None}

@@ -107,6 +107,17 @@ def test_next_turn_after_a_hit_carries_the_stored_kv_blob(
     relayed = [r for r in upstream_state.requests if r["messages"][-1]["content"] == "And on Mount Everest?"]
     assert relayed and relayed[0]["kv_blob_id"] == blob_id
 
+    upstream_state.reject_kv = True
+    refused = {
+        **follow_up,
+        "messages": [*follow_up["messages"][:-1], {"role": "user", "content": "And in Denver?"}],
+    }
+    answered = httpx.post(f"{url}/v1/chat/completions", json=refused, timeout=30)
+    assert answered.status_code == 200, answered.text
+    relayed = [r for r in upstream_state.requests if r["messages"][-1]["content"] == "And in Denver?"]
+    assert [r.get("kv_blob_id") for r in relayed] == [blob_id, None]
+    upstream_state.reject_kv = False
+
     other_history = {
         **follow_up,
         "messages": [

@@ -13,19 +13,23 @@ MiB = 1 << 20
 
 
 def serve(
-    host: Annotated[str | None, typer.Option(help="Interface to bind [backend.host; 127.0.0.1].")] = None,
-    port: Annotated[int | None, typer.Option(help="TCP port [backend.port; 8001].")] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Interface to bind (backend.host; default 127.0.0.1).")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port (backend.port; default 8001).")] = None,
     model_dir: Annotated[
-        Path | None, typer.Option(help="Llama-family checkpoint [engine.model_dir; the prepared SmolLM2].")
+        Path | None,
+        typer.Option(help="Llama-family checkpoint (engine.model_dir; default: the prepared SmolLM2)."),
     ] = None,
     store_path: Annotated[
-        Path | None, typer.Option(help="Store for kv_blob_id lookups [backend.store_path].")
+        Path | None,
+        typer.Option(help="Store for kv_blob_id lookups (backend.store_path; default var/store)."),
     ] = None,
     kv_memory_mb: Annotated[
-        int | None, typer.Option(help="KV-cache budget in MiB [engine.kv_memory_bytes].")
+        int | None, typer.Option(help="KV-cache budget in MiB (engine.kv_memory_bytes).")
     ] = None,
     max_num_seqs: Annotated[
-        int | None, typer.Option(help="Most sequences per step [engine.max_num_seqs].")
+        int | None, typer.Option(help="Most sequences per step (engine.max_num_seqs).")
     ] = None,
     config: Annotated[Path | None, typer.Option(help="TOML config file (also $PRECOG_CONFIG).")] = None,
 ) -> None:

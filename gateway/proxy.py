@@ -1,8 +1,8 @@
 """One completion request, end to end: look up, and serve from storage or relay to the upstream.
 
 StorInfer's parallel path: the upstream request starts when the request arrives (or after
-`parallel_delay_ms`) while the lookup runs. A hit cancels it; a miss finds it already under way, so a
-miss pays almost nothing for having looked.
+`parallel_delay_ms`, see gateway.pending) while the lookup runs. A hit cancels it; a miss finds it
+already under way, so a miss pays almost nothing for having looked.
 """
 
 from __future__ import annotations
@@ -12,17 +12,18 @@ import contextlib
 import json
 import logging
 import time
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import httpx
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from gateway.cache_control import CacheControl, header_safe
 from gateway.conversation import NextTurnIndex
 from gateway.errors import GatewayError
 from gateway.lookup import Hit, Lookup, LookupResult
 from gateway.metrics import GatewayMetrics
 from gateway.openai_format import AnswerCollector, StoredAnswer, estimate_tokens
+from gateway.pending import PendingRequest, start_request
 from gateway.query import CacheQuery
 from gateway.settings import GatewaySettings
 from gateway.shared_tier import SharedTier
@@ -33,52 +34,10 @@ from gateway.writeback import WriteBack
 
 log = logging.getLogger(__name__)
 
-CacheControl = Literal["bypass", "refresh", "only-if-cached"]
 _PATHS = {"chat": "/v1/chat/completions", "completion": "/v1/completions"}
 # Only the gateway may point the upstream at a stored KV cache: a client naming a blob id could read
 # another tenant's conversation through it.
 _GATEWAY_ONLY = frozenset({"kv_blob_id", "kv_blob"})
-
-
-def parse_cache_control(value: str | None) -> CacheControl | None:
-    if value is None or not value.strip():
-        return None
-    value = value.strip().lower()
-    if value not in ("bypass", "refresh", "only-if-cached"):
-        raise GatewayError(
-            400,
-            f"x-precog-cache-control must be bypass, refresh or only-if-cached, not {value!r}",
-            code="invalid_cache_control",
-            param="x-precog-cache-control",
-        )
-    return value  # type: ignore[return-value]
-
-
-def _header_safe(text: str) -> str:
-    return text.encode("ascii", "replace").decode()[:300]
-
-
-@dataclass(slots=True)
-class _Relay:
-    """An upstream request that may already be running while the lookup decides whether it is needed."""
-
-    task: asyncio.Task[httpx.Response]
-    go: asyncio.Event
-    without_kv: dict[str, Any] | None = None  # the same request without the stored KV reference
-
-    async def response(self) -> httpx.Response:
-        self.go.set()
-        return await self.task
-
-    async def discard(self) -> None:
-        """Cancel the request, or close its response if it already arrived (a hit beat it).
-
-        `go` stays unset: a delayed request must be cancelled while it waits, never woken to send."""
-        if not self.task.done():
-            self.task.cancel()
-        with contextlib.suppress(BaseException):
-            response = await self.task
-            await response.aclose()
 
 
 class CompletionProxy:
@@ -154,7 +113,7 @@ class CompletionProxy:
                 504,
                 f"no stored answer and only-if-cached was asked ({result.reason})",
                 code="cache_miss",
-                headers={"x-precog-cache": "miss", "x-precog-cache-reason": _header_safe(result.reason)},
+                headers={"x-precog-cache": "miss", "x-precog-cache-reason": header_safe(result.reason)},
             )
         relay = early or self._start(query, body, 0.0, without_kv)
         return await self._relay(query, relay, stream, "miss", result.reason, started, result=result)
@@ -165,16 +124,8 @@ class CompletionProxy:
         body: dict[str, Any],
         delay_s: float,
         without_kv: dict[str, Any] | None = None,
-    ) -> _Relay:
-        go = asyncio.Event()
-
-        async def send() -> httpx.Response:
-            if delay_s > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(go.wait(), delay_s)
-            return await self._upstream.post(_PATHS[query.kind], body)
-
-        return _Relay(asyncio.create_task(send(), name="upstream-request"), go, without_kv)
+    ) -> PendingRequest:
+        return start_request(self._upstream, _PATHS[query.kind], body, delay_s, without_kv)
 
     def _count(self, query: CacheQuery, outcome: str, started: float, tokens_saved: int = 0) -> None:
         elapsed = time.perf_counter() - started
@@ -222,7 +173,7 @@ class CompletionProxy:
             "x-precog-entry-id": hit.entry_id,
             "x-precog-similarity": f"{hit.similarity:.4f}",
             "x-precog-tier": hit.tier,
-            "x-precog-cache-reason": _header_safe(result.reason),
+            "x-precog-cache-reason": header_safe(result.reason),
             "server-timing": ", ".join(f"{name};dur={ms}" for name, ms in result.timings_ms.items()),
         }
         if stream:
@@ -231,7 +182,7 @@ class CompletionProxy:
             )
         return JSONResponse(answer.completion(), headers=headers)
 
-    async def _response(self, query: CacheQuery, relay: _Relay) -> httpx.Response:
+    async def _response(self, query: CacheQuery, relay: PendingRequest) -> httpx.Response:
         """The upstream's response. Stored KV only saves time, so a request whose KV reference the
         upstream refuses (no such blob, no store configured, store unavailable) is sent once more
         without it; an error response means nothing was generated, so this cannot generate twice."""
@@ -247,7 +198,7 @@ class CompletionProxy:
     async def _relay(
         self,
         query: CacheQuery,
-        relay: _Relay,
+        relay: PendingRequest,
         stream: bool,
         outcome: str,
         reason: str,
@@ -256,7 +207,7 @@ class CompletionProxy:
         replace: bool = False,
         result: LookupResult | None = None,
     ) -> Response:
-        headers = {"x-precog-cache": outcome, "x-precog-cache-reason": _header_safe(reason)}
+        headers = {"x-precog-cache": outcome, "x-precog-cache-reason": header_safe(reason)}
         if result is not None and result.timings_ms:
             headers["server-timing"] = ", ".join(f"{name};dur={ms}" for name, ms in result.timings_ms.items())
         try:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import Response
 
 from gateway.api.deps import gateway_of, tenant
-from gateway.proxy import parse_cache_control
+from gateway.cache_control import parse_cache_control
 from gateway.query import chat_query, completion_query
 from gateway.schemas import ChatCompletionRequest, CompletionRequest
 

@@ -18,6 +18,8 @@ import gc
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -56,11 +58,35 @@ def queries_near(rng: np.random.Generator, projection: np.ndarray, latent: np.nd
     return moved / np.linalg.norm(moved, axis=1, keepdims=True)
 
 
-def rss_bytes() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
+OPEN_PROBE = """
+import json, sys, time
+from pathlib import Path
+from store import Store
+
+def rss():
+    line = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith("VmRSS:"))
+    return int(line.split()[1]) * 1024
+
+before = rss()
+began = time.perf_counter()
+store = Store.open(sys.argv[1], progress=False)
+seconds = time.perf_counter() - began
+print(json.dumps([seconds, rss() - before]))
+store.close()
+"""
+
+
+def open_in_fresh_process(path: Path) -> tuple[float, int]:
+    """Open time and resident memory the open adds, in a new process (as a gateway replica starts)."""
+    probe = subprocess.run(
+        [sys.executable, "-c", OPEN_PROBE, str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
+    seconds, rss = json.loads(probe.stdout.splitlines()[-1])
+    return float(seconds), int(rss)
 
 
 def dir_bytes(path: Path) -> int:
@@ -141,14 +167,7 @@ def run_case(
     gc.collect()
     disk = dir_bytes(path)
 
-    rss_before = rss_bytes()
-    began = time.perf_counter()
-    store = Store.open(path, progress=False)
-    open_seconds = time.perf_counter() - began
-    rss_open = rss_bytes() - rss_before
-    store.close()
-    del store
-    gc.collect()
+    open_seconds, rss_open = open_in_fresh_process(path)
 
     shutil.rmtree(path / "index")
     began = time.perf_counter()

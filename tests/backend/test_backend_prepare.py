@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,7 +27,17 @@ def test_a_complete_checkpoint_is_returned_untouched(model_dir: Path) -> None:
     assert not [p for p in model_dir.parent.iterdir() if p.name.startswith(f".{model_dir.name}.")]
 
 
-def test_cli_prints_the_checkpoint_path(model_dir: Path) -> None:
+@pytest.fixture
+def root_logging() -> Iterator[None]:
+    """The command points the root logger at the runner's stderr, which closes after it; undo that."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def test_cli_prints_the_checkpoint_path(model_dir: Path, root_logging: None) -> None:
     result = CliRunner().invoke(app, ["model", "prepare", "--out", str(model_dir)])
     assert result.exit_code == 0, result.output
     assert result.output.strip().splitlines()[-1] == str(model_dir)

@@ -2,13 +2,15 @@
 
 One worker thread runs the encoder, so the model is never entered concurrently. While it encodes one
 batch, the next batch fills up; under load batches grow by themselves, and a lone request waits at
-most `window_ms` for company.
+most `window_ms` for company. The vectors of the most recent `cache_size` texts are kept (read-only),
+so a wording that many users type is embedded once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -22,6 +24,7 @@ class EmbeddingBatcher:
         max_batch: int = 32,
         window_ms: float = 1.0,
         on_batch: Callable[[int], None] | None = None,
+        cache_size: int = 0,
     ) -> None:
         self._encode = encode
         self._max_batch = max_batch
@@ -30,6 +33,8 @@ class EmbeddingBatcher:
         self._queue: asyncio.Queue[tuple[str, asyncio.Future[np.ndarray]]] = asyncio.Queue()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="precog-embed")
         self._worker: asyncio.Task[None] | None = None
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache_size = cache_size
 
     def start(self) -> None:
         if self._worker is None:
@@ -44,10 +49,19 @@ class EmbeddingBatcher:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     async def embed(self, text: str) -> np.ndarray:
-        """The L2-normalised float32 embedding of one text."""
+        """The L2-normalised float32 embedding of one text (a read-only array)."""
+        cached = self._cache.get(text)
+        if cached is not None:
+            self._cache.move_to_end(text)
+            return cached
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
         await self._queue.put((text, future))
-        return await future
+        vector = await future
+        if self._cache_size:
+            self._cache[text] = vector
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return vector
 
     async def _collect(self) -> list[tuple[str, asyncio.Future[np.ndarray]]]:
         batch = [await self._queue.get()]
@@ -83,6 +97,7 @@ class EmbeddingBatcher:
             vectors = np.asarray(vectors, dtype=np.float32)
             norms = np.linalg.norm(vectors, axis=1, keepdims=True)
             vectors = vectors / np.where(norms == 0, 1.0, norms)
+            vectors.setflags(write=False)
             for (_, fut), vector in zip(batch, vectors, strict=True):
                 if not fut.done():
                     fut.set_result(vector)

@@ -71,6 +71,7 @@ class Gateway:
             settings.embed_batch_max,
             settings.embed_batch_window_ms,
             on_batch=metrics.embed_batch_size.observe,
+            cache_size=settings.embed_cache_size,
         )
         lookup = Lookup(access, batcher, guard, settings.threshold_for, metrics, shared, settings.search_k)
         writeback = WriteBack(settings, access, batcher, metrics, shared)

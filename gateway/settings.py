@@ -79,6 +79,9 @@ class GatewaySettings(ServiceSettings):
         le=256,
         description="torch threads for embedding: one is fastest for short questions on a busy machine.",
     )
+    embed_cache_size: int = Field(
+        default=10_000, ge=0, description="Vectors of recent question texts kept in memory (0: none)."
+    )
     embed_batch_max: int = Field(default=32, ge=1)
     embed_batch_window_ms: float = Field(default=1.0, ge=0.0)
     cost_per_1k_tokens: float = Field(

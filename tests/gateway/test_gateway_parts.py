@@ -135,3 +135,28 @@ def test_batcher_embeds_concurrent_questions_in_one_call() -> None:
     for n, vector in enumerate(vectors, start=1):
         assert np.isclose(np.linalg.norm(vector), 1.0)
         assert np.allclose(vector, np.array([n, 1.0]) / np.hypot(n, 1.0))
+
+
+def test_batcher_embeds_a_repeated_wording_once_and_keeps_the_vector_read_only() -> None:
+    calls: list[list[str]] = []
+
+    def encode(texts: list[str]) -> np.ndarray:
+        calls.append(list(texts))
+        return np.array([[len(t), 1.0] for t in texts], dtype=np.float32)
+
+    async def run() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        batcher = EmbeddingBatcher(encode, window_ms=0, cache_size=1)
+        batcher.start()
+        try:
+            first = await batcher.embed("same words")
+            again = await batcher.embed("same words")
+            await batcher.embed("other")  # evicts "same words" (cache of one)
+            return first, again, await batcher.embed("same words")
+        finally:
+            await batcher.stop()
+
+    first, again, after_eviction = asyncio.run(run())
+    assert calls == [["same words"], ["other"], ["same words"]]
+    assert again is first and np.array_equal(after_eviction, first)
+    with pytest.raises(ValueError):
+        first[0] = 0.0

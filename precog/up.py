@@ -16,14 +16,14 @@ def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float) -> No
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise typer.Exit(f"{url} exited with code {proc.returncode} before becoming healthy")
+            raise SystemExit(f"{url} exited with code {proc.returncode} before becoming healthy")
         try:
             if httpx.get(url, timeout=1.0).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
-    raise typer.Exit(f"{url} did not become healthy within {timeout:.0f}s")
+    raise SystemExit(f"{url} did not become healthy within {timeout:.0f}s")
 
 
 def up(

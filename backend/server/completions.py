@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Request
 
 from backend.server import responses, sse
 from backend.server.generation import EngineStreamingResponse, Job, sse_with_errors
-from backend.server.prompts import chat_prompt, completion_prompt
+from backend.server.prompts import chat_prompt, completion_prompts
 from backend.server.protocol import ChatCompletion, ChatCompletionRequest, Completion, CompletionRequest
 from backend.server.responses import Transcript
 from backend.server.state import ServerState, server_state
@@ -29,56 +29,62 @@ def _include_usage(body: CompletionRequest | ChatCompletionRequest) -> bool:
 async def create_completion(
     body: CompletionRequest, request: Request, state: State
 ) -> Completion | EngineStreamingResponse:
-    arrived = time.perf_counter()
+    arrived, created, response_id = time.perf_counter(), int(time.time()), f"cmpl-{uuid.uuid4().hex}"
     state.check_model(body.model)
-    prompt = completion_prompt(state.tokenizer, body)
-    job = await state.admit(body, prompt, f"cmpl-{uuid.uuid4().hex}", arrived)
+    jobs = await state.admit(body, completion_prompts(state.tokenizer, body), response_id, arrived)
     if body.stream:
-        return EngineStreamingResponse(sse_with_errors(_completion_chunks(state, job, _include_usage(body))))
-    transcript = await state.streams.collect(job, request)
-    return responses.completion(job.request_id, state.model_name, transcript, body.logprobs is not None)
+        chunks = _completion_chunks(state, response_id, created, jobs, body.n, _include_usage(body))
+        return EngineStreamingResponse(sse_with_errors(chunks))
+    transcripts = await state.streams.collect(jobs, request)
+    return responses.completion(response_id, state.model_name, transcripts, body.n, body.logprobs is not None)
 
 
 async def _completion_chunks(
-    state: ServerState, job: Job, include_usage: bool
+    state: ServerState, response_id: str, created: int, jobs: list[Job], n: int, include_usage: bool
 ) -> AsyncGenerator[bytes, None]:
-    transcript = Transcript()
-    async with contextlib.aclosing(state.streams.events(job)) as events:
-        async for event in events:
+    transcripts = {job.index: Transcript(job.index) for job in jobs}
+    async with contextlib.aclosing(state.streams.merged(jobs)) as events:
+        async for job, event in events:
+            transcript = transcripts[job.index]
             text_start = len(transcript.text)
             transcript.add(event)
             if event.text or event.finish_reason or event.logprob is not None:
-                chunk = responses.completion_chunk(
-                    job.request_id, job.created, state.model_name, event, text_start
+                yield sse.event(
+                    responses.completion_chunk(
+                        response_id, created, state.model_name, job.index, event, text_start
+                    )
                 )
-                yield sse.event(chunk)
     if include_usage:
-        yield sse.event(
-            responses.completion_usage_chunk(job.request_id, job.created, state.model_name, transcript)
-        )
+        total = responses.usage(list(transcripts.values()), n)
+        yield sse.event(responses.completion_usage_chunk(response_id, created, state.model_name, total))
 
 
 @router.post("/v1/chat/completions", response_model=None)
 async def create_chat_completion(
     body: ChatCompletionRequest, request: Request, state: State
 ) -> ChatCompletion | EngineStreamingResponse:
-    arrived = time.perf_counter()
+    arrived, created, response_id = time.perf_counter(), int(time.time()), f"chatcmpl-{uuid.uuid4().hex}"
     state.check_model(body.model)
-    prompt = chat_prompt(state.tokenizer, body)
-    job = await state.admit(body, prompt, f"chatcmpl-{uuid.uuid4().hex}", arrived)
+    jobs = await state.admit(body, [chat_prompt(state.tokenizer, body)], response_id, arrived)
     if body.stream:
-        return EngineStreamingResponse(sse_with_errors(_chat_chunks(state, job, _include_usage(body))))
-    transcript = await state.streams.collect(job, request)
-    return responses.chat_completion(job.request_id, state.model_name, transcript, body.logprobs)
+        chunks = _chat_chunks(state, response_id, created, jobs, body.n, _include_usage(body))
+        return EngineStreamingResponse(sse_with_errors(chunks))
+    transcripts = await state.streams.collect(jobs, request)
+    return responses.chat_completion(response_id, state.model_name, transcripts, body.n, body.logprobs)
 
 
-async def _chat_chunks(state: ServerState, job: Job, include_usage: bool) -> AsyncGenerator[bytes, None]:
-    transcript = Transcript()
-    yield sse.event(responses.chat_role_chunk(job.request_id, job.created, state.model_name))
-    async with contextlib.aclosing(state.streams.events(job)) as events:
-        async for event in events:
-            transcript.add(event)
+async def _chat_chunks(
+    state: ServerState, response_id: str, created: int, jobs: list[Job], n: int, include_usage: bool
+) -> AsyncGenerator[bytes, None]:
+    model = state.model_name
+    transcripts = {job.index: Transcript(job.index) for job in jobs}
+    for job in jobs:
+        yield sse.event(responses.chat_role_chunk(response_id, created, model, job.index))
+    async with contextlib.aclosing(state.streams.merged(jobs)) as events:
+        async for job, event in events:
+            transcripts[job.index].add(event)
             if event.text or event.finish_reason or event.logprob is not None:
-                yield sse.event(responses.chat_chunk(job.request_id, job.created, state.model_name, event))
+                yield sse.event(responses.chat_chunk(response_id, created, model, job.index, event))
     if include_usage:
-        yield sse.event(responses.chat_usage_chunk(job.request_id, job.created, state.model_name, transcript))
+        total = responses.usage(list(transcripts.values()), n)
+        yield sse.event(responses.chat_usage_chunk(response_id, created, model, total))

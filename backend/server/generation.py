@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from fastapi import Request
 from starlette.responses import StreamingResponse
@@ -38,7 +38,7 @@ class Job:
     params: SamplingParams
     kv_prefix: KVBlob | None
     arrived: float
-    created: int = field(default_factory=lambda: int(time.time()))
+    index: int = 0  # the choice's index in the response (prompt i, choice j of n: i * n + j)
 
 
 class TokenStreams:
@@ -88,14 +88,43 @@ class TokenStreams:
                 },
             )
 
-    async def collect(self, job: Job, request: Request) -> Transcript:
-        """Run the job to the end; if the client disconnects first, abort it and raise ClientGone."""
-        transcript = Transcript()
+    async def merged(self, jobs: list[Job]) -> AsyncGenerator[tuple[Job, TokenEvent], None]:
+        """The events of several jobs (one response's choices) as they come; closing it aborts them all."""
+        queue: asyncio.Queue[tuple[Job, TokenEvent] | Job | BaseException] = asyncio.Queue()
+
+        async def pump(job: Job) -> None:
+            try:
+                async with contextlib.aclosing(self.events(job)) as events:
+                    async for event in events:
+                        queue.put_nowait((job, event))
+                queue.put_nowait(job)  # this one is done
+            except Exception as exc:
+                queue.put_nowait(exc)
+
+        pumps = [asyncio.ensure_future(pump(job)) for job in jobs]
+        try:
+            running = len(jobs)
+            while running:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                if isinstance(item, Job):
+                    running -= 1
+                    continue
+                yield item
+        finally:
+            for task in pumps:
+                task.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
+
+    async def collect(self, jobs: list[Job], request: Request) -> list[Transcript]:
+        """Run the jobs to the end; if the client disconnects first, abort them and raise ClientGone."""
+        transcripts = {job.index: Transcript(job.index) for job in jobs}
 
         async def run() -> None:
-            async with contextlib.aclosing(self.events(job)) as events:
-                async for event in events:
-                    transcript.add(event)
+            async with contextlib.aclosing(self.merged(jobs)) as events:
+                async for job, event in events:
+                    transcripts[job.index].add(event)
 
         generation = asyncio.ensure_future(run())
         watcher = asyncio.ensure_future(_wait_for_disconnect(request))
@@ -107,9 +136,9 @@ class TokenStreams:
                     task.cancel()
             await asyncio.gather(generation, watcher, return_exceptions=True)
         if generation.cancelled():
-            raise ClientGone(job.request_id)
+            raise ClientGone(jobs[0].request_id)
         generation.result()  # re-raises what failed the generation, if anything did
-        return transcript
+        return [transcripts[job.index] for job in jobs]
 
 
 class ClientGone(Exception):

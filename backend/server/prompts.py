@@ -11,7 +11,7 @@ from transformers import PreTrainedTokenizerBase
 
 from backend import SamplingParams
 from backend.server.errors import bad_request, context_length_exceeded
-from backend.server.protocol import ChatCompletionRequest, ChatMessage, CompletionRequest
+from backend.server.protocol import MAX_CHOICES, ChatCompletionRequest, ChatMessage, CompletionRequest
 
 _PARAMS = ("temperature", "top_p", "top_k", "max_tokens", "seed", "stop", "logprobs")
 
@@ -37,17 +37,25 @@ def tokenize(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False).input_ids)
 
 
-def completion_prompt(tokenizer: PreTrainedTokenizerBase, body: CompletionRequest) -> list[int]:
-    if isinstance(body.prompt, str):
-        ids = tokenize(tokenizer, body.prompt)
-        if not ids:
-            raise bad_request("The prompt must not be empty.", param="prompt")
-        return ids
+def completion_prompts(tokenizer: PreTrainedTokenizerBase, body: CompletionRequest) -> list[list[int]]:
+    """Token ids of each prompt of the request's batch (one for a single prompt)."""
+    prompts = body.prompts()
+    if len(prompts) * body.n > MAX_CHOICES:
+        raise bad_request(
+            f"{len(prompts)} prompts x n={body.n} asks for more than {MAX_CHOICES} choices.", param="n"
+        )
+    batch = []
     vocab = len(tokenizer)
-    bad = next((t for t in body.prompt if not 0 <= t < vocab), None)
-    if bad is not None:
-        raise bad_request(f"Token id {bad} is outside the vocabulary [0, {vocab}).", param="prompt")
-    return list(body.prompt)
+    for i, prompt in enumerate(prompts):
+        param = "prompt" if len(prompts) == 1 else f"prompt[{i}]"
+        ids = tokenize(tokenizer, prompt) if isinstance(prompt, str) else list(prompt)
+        if not ids:
+            raise bad_request("The prompt must not be empty.", param=param)
+        bad = next((t for t in ids if not 0 <= t < vocab), None)
+        if bad is not None:
+            raise bad_request(f"Token id {bad} is outside the vocabulary [0, {vocab}).", param=param)
+        batch.append(ids)
+    return batch
 
 
 def chat_prompt(tokenizer: PreTrainedTokenizerBase, body: ChatCompletionRequest) -> list[int]:

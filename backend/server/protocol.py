@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -23,6 +23,7 @@ from pydantic import (
     model_serializer,
 )
 
+MAX_CHOICES = 128  # prompts x n of one request, as in OpenAI's API
 Stop = StrictStr | Annotated[list[StrictStr], Field(max_length=4)] | None
 
 
@@ -40,7 +41,7 @@ class _Sampling(BaseModel):
     model: StrictStr
     temperature: Annotated[StrictFloat, Field(ge=0.0, le=2.0)] | None = None
     top_p: Annotated[StrictFloat, Field(gt=0.0, le=1.0)] | None = None
-    n: StrictInt = 1
+    n: Annotated[StrictInt, Field(ge=1, le=MAX_CHOICES)] = 1
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
     stop: Stop = None
@@ -60,13 +61,6 @@ class _Sampling(BaseModel):
         default=None, description="Id of a KV blob in the server's configured store, used like kv_blob."
     )
 
-    @field_validator("n")
-    @classmethod
-    def _single_choice(cls, n: int) -> int:
-        if n != 1:
-            raise ValueError("only n=1 is supported by this server")
-        return n
-
     @field_validator("presence_penalty", "frequency_penalty")
     @classmethod
     def _no_penalty(cls, value: float) -> float:
@@ -76,22 +70,23 @@ class _Sampling(BaseModel):
 
 
 class CompletionRequest(_Sampling):
-    """POST /v1/completions. `prompt` is one text or one list of token ids (n and batches of 1)."""
+    """POST /v1/completions. `prompt` is a text, a list of token ids, or a batch of either."""
 
-    prompt: StrictStr | Annotated[list[StrictInt], Field(min_length=1)]
+    prompt: (
+        StrictStr
+        | Annotated[list[StrictInt], Field(min_length=1)]
+        | Annotated[list[StrictStr], Field(min_length=1)]
+        | Annotated[list[Annotated[list[StrictInt], Field(min_length=1)]], Field(min_length=1)]
+    )
     max_tokens: Annotated[StrictInt, Field(ge=1)] | None = 16
     logprobs: Annotated[StrictInt, Field(ge=0, le=5)] | None = None
     echo: Literal[False] = False
 
-    @field_validator("prompt", mode="before")
-    @classmethod
-    def _one_prompt(cls, prompt: object) -> object:
-        """OpenAI also takes a batch (a list of texts or of token lists); a batch of one is that prompt."""
-        if isinstance(prompt, list) and prompt and all(isinstance(p, str | list) for p in prompt):
-            if len(prompt) == 1:
-                return prompt[0]
-            raise ValueError("send one prompt per request (batches of prompts are not supported)")
-        return prompt
+    def prompts(self) -> list[str | list[int]]:
+        """The batch of prompts (one for a plain text or token list); each gets `n` choices."""
+        single = isinstance(self.prompt, str) or isinstance(self.prompt[0], int)
+        batch: list[Any] = [self.prompt] if single else list(self.prompt)
+        return batch
 
 
 class TextPart(BaseModel):

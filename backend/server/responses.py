@@ -15,8 +15,9 @@ from backend.server.errors import APIError
 
 @dataclass(slots=True)
 class Transcript:
-    """Everything a finished response needs, gathered event by event."""
+    """Everything a finished choice needs, gathered event by event."""
 
+    index: int = 0
     text: str = ""
     logprobs: list[TokenLogprob] = field(default_factory=list)
     finish_reason: str | None = None
@@ -35,13 +36,18 @@ class Transcript:
         self.completion_tokens = event.completion_tokens
         self.cached_tokens = event.cached_tokens
 
-    def usage(self) -> p.Usage:
-        return p.Usage(
-            prompt_tokens=self.prompt_tokens,
-            completion_tokens=self.completion_tokens,
-            total_tokens=self.prompt_tokens + self.completion_tokens,
-            prompt_tokens_details={"cached_tokens": self.cached_tokens},
-        )
+
+def usage(transcripts: list[Transcript], n: int) -> p.Usage:
+    """Each prompt's tokens count once (its n choices share them); every choice's output counts."""
+    firsts = [t for t in transcripts if t.index % n == 0]
+    prompt = sum(t.prompt_tokens for t in firsts)
+    completion = sum(t.completion_tokens for t in transcripts)
+    return p.Usage(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=prompt + completion,
+        prompt_tokens_details={"cached_tokens": sum(t.cached_tokens for t in firsts)},
+    )
 
 
 # ---- /v1/completions ----------------------------------------------------------------------------
@@ -62,25 +68,33 @@ def completion_logprobs(logprobs: list[TokenLogprob], text_start: int) -> p.Comp
     )
 
 
-def completion(response_id: str, model: str, t: Transcript, want_logprobs: bool) -> p.Completion:
-    choice = p.CompletionChoice(
-        text=t.text,
-        logprobs=completion_logprobs(t.logprobs, 0) if want_logprobs else None,
-        finish_reason=t.finish_reason,
-    )
-    return p.Completion(id=response_id, model=model, choices=[choice], usage=t.usage())
+def completion(
+    response_id: str, model: str, transcripts: list[Transcript], n: int, want_logprobs: bool
+) -> p.Completion:
+    choices = [
+        p.CompletionChoice(
+            index=t.index,
+            text=t.text,
+            logprobs=completion_logprobs(t.logprobs, 0) if want_logprobs else None,
+            finish_reason=t.finish_reason,
+        )
+        for t in transcripts
+    ]
+    return p.Completion(id=response_id, model=model, choices=choices, usage=usage(transcripts, n))
 
 
 def completion_chunk(
-    response_id: str, created: int, model: str, event: TokenEvent, text_start: int
+    response_id: str, created: int, model: str, index: int, event: TokenEvent, text_start: int
 ) -> p.Completion:
     logprobs = completion_logprobs([event.logprob], text_start) if event.logprob is not None else None
-    choice = p.CompletionChoice(text=event.text, logprobs=logprobs, finish_reason=event.finish_reason)
+    choice = p.CompletionChoice(
+        index=index, text=event.text, logprobs=logprobs, finish_reason=event.finish_reason
+    )
     return p.Completion(id=response_id, created=created, model=model, choices=[choice])
 
 
-def completion_usage_chunk(response_id: str, created: int, model: str, t: Transcript) -> p.Completion:
-    return p.Completion(id=response_id, created=created, model=model, choices=[], usage=t.usage())
+def completion_usage_chunk(response_id: str, created: int, model: str, total: p.Usage) -> p.Completion:
+    return p.Completion(id=response_id, created=created, model=model, choices=[], usage=total)
 
 
 # ---- /v1/chat/completions -----------------------------------------------------------------------
@@ -101,23 +115,32 @@ def chat_logprobs(logprobs: list[TokenLogprob]) -> p.ChoiceLogprobs:
     return p.ChoiceLogprobs(content=[_token_logprob(lp) for lp in logprobs])
 
 
-def chat_completion(response_id: str, model: str, t: Transcript, want_logprobs: bool) -> p.ChatCompletion:
-    choice = p.ChatChoice(
-        message=p.AssistantMessage(content=t.text),
-        logprobs=chat_logprobs(t.logprobs) if want_logprobs else None,
-        finish_reason=t.finish_reason,
-    )
-    return p.ChatCompletion(id=response_id, model=model, choices=[choice], usage=t.usage())
+def chat_completion(
+    response_id: str, model: str, transcripts: list[Transcript], n: int, want_logprobs: bool
+) -> p.ChatCompletion:
+    choices = [
+        p.ChatChoice(
+            index=t.index,
+            message=p.AssistantMessage(content=t.text),
+            logprobs=chat_logprobs(t.logprobs) if want_logprobs else None,
+            finish_reason=t.finish_reason,
+        )
+        for t in transcripts
+    ]
+    return p.ChatCompletion(id=response_id, model=model, choices=choices, usage=usage(transcripts, n))
 
 
-def chat_role_chunk(response_id: str, created: int, model: str) -> p.ChatCompletionChunk:
-    """The first chunk of a chat stream announces the role, with empty content, as OpenAI's does."""
-    choice = p.ChatChunkChoice(delta=p.Delta(role="assistant", content=""))
+def chat_role_chunk(response_id: str, created: int, model: str, index: int) -> p.ChatCompletionChunk:
+    """A choice's first chunk announces the role, with empty content, as OpenAI's does."""
+    choice = p.ChatChunkChoice(index=index, delta=p.Delta(role="assistant", content=""))
     return p.ChatCompletionChunk(id=response_id, created=created, model=model, choices=[choice])
 
 
-def chat_chunk(response_id: str, created: int, model: str, event: TokenEvent) -> p.ChatCompletionChunk:
+def chat_chunk(
+    response_id: str, created: int, model: str, index: int, event: TokenEvent
+) -> p.ChatCompletionChunk:
     choice = p.ChatChunkChoice(
+        index=index,
         delta=p.Delta(content=event.text or None) if event.finish_reason else p.Delta(content=event.text),
         logprobs=chat_logprobs([event.logprob]) if event.logprob is not None else None,
         finish_reason=event.finish_reason,
@@ -125,5 +148,5 @@ def chat_chunk(response_id: str, created: int, model: str, event: TokenEvent) ->
     return p.ChatCompletionChunk(id=response_id, created=created, model=model, choices=[choice])
 
 
-def chat_usage_chunk(response_id: str, created: int, model: str, t: Transcript) -> p.ChatCompletionChunk:
-    return p.ChatCompletionChunk(id=response_id, created=created, model=model, choices=[], usage=t.usage())
+def chat_usage_chunk(response_id: str, created: int, model: str, total: p.Usage) -> p.ChatCompletionChunk:
+    return p.ChatCompletionChunk(id=response_id, created=created, model=model, choices=[], usage=total)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from fastapi import Request
 from transformers import PreTrainedTokenizerBase
@@ -66,20 +66,29 @@ class ServerState:
     async def admit(
         self,
         body: CompletionRequest | ChatCompletionRequest,
-        prompt_token_ids: list[int],
-        request_id: str,
+        prompts: list[list[int]],
+        response_id: str,
         arrived: float,
-    ) -> Job:
-        """Check the request against the context, sampling rules and engine; resolve its KV prefix.
+    ) -> list[Job]:
+        """One job per choice (prompts x n), each checked against the context, sampling rules and engine.
 
-        `arrived` (perf_counter at the request's start) anchors its TTFT and latency metrics."""
-        params = sampling_params(body, len(prompt_token_ids), self.max_model_len)
+        Nothing runs unless every job is admitted. `arrived` (perf_counter at the request's start)
+        anchors the TTFT and latency metrics. With a seed, choice j samples with seed + j, so the n
+        choices differ from each other and each is reproducible.
+        """
         blob = await asyncio.to_thread(self.kv.resolve, body.kv_blob, body.kv_blob_id)
-        kv_prefix = matching_prefix(blob, prompt_token_ids) if blob is not None else None
-        self.check_request(
-            prompt_token_ids, params, kv_prefix, "kv_blob_id" if body.kv_blob_id else "kv_blob"
-        )
-        return Job(request_id, prompt_token_ids, params, kv_prefix, arrived)
+        kv_param = "kv_blob_id" if body.kv_blob_id else "kv_blob"
+        jobs = []
+        for i, ids in enumerate(prompts):
+            params = sampling_params(body, len(ids), self.max_model_len)
+            kv_prefix = matching_prefix(blob, ids) if blob is not None else None
+            self.check_request(ids, params, kv_prefix, kv_param)
+            for j in range(body.n):
+                index = i * body.n + j
+                seed = None if params.seed is None else (params.seed + j) % 2**63
+                request_id = response_id if len(prompts) * body.n == 1 else f"{response_id}-{index}"
+                jobs.append(Job(request_id, ids, replace(params, seed=seed), kv_prefix, arrived, index))
+        return jobs
 
 
 def _sentence(exc: ValueError) -> str:

@@ -40,7 +40,8 @@ def assert_error(
         ({"top_p": 0}, "top_p", "invalid_value"),
         ({"top_k": -1}, "top_k", "invalid_value"),
         ({"max_tokens": 0}, "max_tokens", "invalid_value"),
-        ({"n": 2}, "n", "invalid_value"),
+        ({"n": 0}, "n", "invalid_value"),
+        ({"n": 129}, "n", "invalid_value"),
         ({"stop": ["a", "b", "c", "d", "e"]}, "stop", "invalid_value"),
         ({"stream": "yes"}, "stream", "invalid_type"),
         ({"presence_penalty": 0.5}, "presence_penalty", "invalid_value"),
@@ -58,25 +59,20 @@ def test_bad_chat_fields(
 
 
 @pytest.mark.parametrize(
-    ("prompt", "code"),
+    ("prompt", "param", "code"),
     [
-        (["Hello"], None),
-        ([[28120, 28]], None),
-        (["Hello", "Bye"], "invalid_value"),
-        ([[1], [2]], "invalid_value"),
-        ([], "invalid_value"),
-        ("", None),
+        ([], "prompt", "invalid_value"),
+        ("", "prompt", None),
+        (["Hello", ""], "prompt[1]", None),
+        ([[1], [10**9]], "prompt[1]", None),
+        (["a"] * 65, "n", None),  # 65 prompts x n=2 is over the 128 choices one request may ask for
     ],
 )
-def test_completion_prompt_shapes(server_url: str, engine: Engine, prompt: Any, code: str | None) -> None:
-    """One text or token list, also as a batch of one; larger batches are refused, not half-served."""
-    body = {"model": engine.model_name, "prompt": prompt, "max_tokens": 1}
-    response = post(server_url, body, "/v1/completions")
-    if prompt and len(prompt) == 1:
-        assert response.status_code == 200, response.text
-        assert response.json()["usage"]["completion_tokens"] == 1
-    else:
-        assert_error(response, 400, "prompt", code)
+def test_bad_completion_prompts(
+    server_url: str, engine: Engine, prompt: Any, param: str, code: str | None
+) -> None:
+    body = {"model": engine.model_name, "prompt": prompt, "max_tokens": 1, "n": 2}
+    assert_error(post(server_url, body, "/v1/completions"), 400, param, code)
 
 
 def test_missing_model_and_unknown_model(server_url: str, engine: Engine) -> None:

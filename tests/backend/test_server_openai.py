@@ -148,3 +148,48 @@ def test_models_health_and_metrics(client: openai.OpenAI, engine: Engine, server
 
 def sample_value(exposition: str, name: str) -> float:
     return float(next(line for line in exposition.splitlines() if line.startswith(name + " ")).split()[-1])
+
+
+def test_batch_of_prompts_with_n_seeded_choices(client: openai.OpenAI, engine: Engine) -> None:
+    """Choice (prompt i, j of n) is index i*n+j and samples with seed+j: each equals the engine's own run."""
+    prompts = ["My favourite animal is", "The weather today"]
+    reply = client.completions.create(
+        model=engine.model_name, prompt=prompts, n=2, max_tokens=8, temperature=1.0, seed=11
+    )
+    assert [c.index for c in reply.choices] == [0, 1, 2, 3]
+    ids = [list(engine.tokenizer(p, add_special_tokens=False).input_ids) for p in prompts]
+    for choice in reply.choices:
+        i, j = divmod(choice.index, 2)
+        params = SamplingParams(temperature=1.0, seed=11 + j, max_tokens=8)
+        assert choice.text == engine.generate([ids[i]], params)[0].text
+    assert reply.usage is not None
+    assert reply.usage.prompt_tokens == len(ids[0]) + len(ids[1])
+    assert reply.usage.completion_tokens == 4 * 8
+
+
+def test_chat_stream_with_n_choices(client: openai.OpenAI, engine: Engine) -> None:
+    chunks = list(
+        client.chat.completions.create(
+            model=engine.model_name,
+            messages=QUESTION,  # type: ignore[arg-type]
+            max_tokens=12,
+            temperature=0,
+            n=3,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    texts = {i: "" for i in range(3)}
+    roles = set()
+    for chunk in chunks[:-1]:
+        choice = chunk.choices[0]
+        texts[choice.index] += choice.delta.content or ""
+        if choice.delta.role:
+            roles.add(choice.index)
+    reference = greedy(engine, chat_ids(engine, QUESTION), 12)
+    assert roles == {0, 1, 2}
+    assert texts == {i: reference.text for i in range(3)}
+    usage = chunks[-1].usage
+    assert usage is not None
+    assert usage.prompt_tokens == len(chat_ids(engine, QUESTION))
+    assert usage.completion_tokens == 3 * reference.completion_tokens

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from backend.compress import CompressionMethod, KVCompression
 from precog.settings import ServiceSettings
 
 MiB = 1 << 20
@@ -48,6 +49,16 @@ class EngineConfig(ServiceSettings):
     seed: int = Field(default=0, ge=0)
     # How often to log prefill/decode tokens/s while working.
     log_interval_s: float = Field(default=10.0, gt=0)
+    # Default KV compression for requests that bring no `kv_compression` of their own: a press of
+    # backend.compress ("none": keep every token) and the share of the prompt's cached tokens it evicts.
+    kv_compression_method: CompressionMethod = "none"
+    kv_compression_ratio: float = Field(default=0.5, ge=0.0, lt=1.0)
+
+    def kv_compression(self) -> KVCompression | None:
+        """The default as a request option; None when it is off."""
+        if self.kv_compression_method == "none":
+            return None
+        return KVCompression(self.kv_compression_method, self.kv_compression_ratio)
 
     @model_validator(mode="after")
     def _check(self) -> EngineConfig:

@@ -12,6 +12,7 @@ import logging
 import threading
 from collections.abc import AsyncIterator
 
+from backend.compress import KVCompression
 from backend.engine.llm_engine import Engine
 from backend.engine.sequence import Request
 from backend.outputs import TokenEvent
@@ -73,8 +74,11 @@ class AsyncEngine:
         prompt_token_ids: list[int],
         params: SamplingParams,
         kv_prefix: KVBlob | None = None,
+        compression: KVCompression | None = None,
     ) -> AsyncIterator[TokenEvent]:
         """Yield the request's token events until one carries a finish_reason.
+
+        `compression` evicts part of the prompt's KV after its prefill (None: the engine's default).
 
         Raises ValueError (before the first event) if the request cannot be served, and
         EngineShutdownError or the step's exception if the engine fails it. Closing the iterator
@@ -90,7 +94,15 @@ class AsyncEngine:
                 loop.call_soon_threadsafe(events.put_nowait, item)
 
         self.engine.submit(
-            Request(request_id, list(prompt_token_ids), params, kv_prefix, on_event=deliver, on_error=deliver)
+            Request(
+                request_id,
+                list(prompt_token_ids),
+                params,
+                kv_prefix,
+                on_event=deliver,
+                on_error=deliver,
+                compression=compression,
+            )
         )
         finished = False
         try:

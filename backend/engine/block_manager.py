@@ -4,6 +4,9 @@ A full block is identified by a hash chained over its token ids and the previous
 equal hashes mean equal prefixes; on a hit the stored token ids are compared too, so a hash collision
 can never hand out wrong KV. A freed block keeps its hash and content and can be revived by a later
 request with the same prefix until the allocator reuses it (least recently freed first).
+
+Sequences that compress their KV neither read nor join the prefix cache: compaction rewrites their
+blocks in place, so the blocks must be theirs alone and must never be served for a plain prefix.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ class BlockManager:
 
     def cached_prefix(self, seq: Sequence) -> list[int]:
         """Blocks already holding a prefix of seq's tokens; never all of them (one token must be computed)."""
-        if not self.enable_prefix_caching:
+        if not self.enable_prefix_caching or seq.compression is not None:
             return []
         hits: list[int] = []
         previous: int | None = None
@@ -87,7 +90,7 @@ class BlockManager:
 
     def commit(self, seq: Sequence) -> None:
         """Register every newly full, computed block of seq in the prefix cache."""
-        if not self.enable_prefix_caching:
+        if not self.enable_prefix_caching or seq.compression is not None:
             return
         full = seq.num_computed_tokens // self.block_size
         for i in range(len(seq.block_hashes), full):
@@ -98,6 +101,16 @@ class BlockManager:
             block.hash, block.token_ids = h, ids
             self._by_hash[h] = block.block_id
             seq.block_hashes.append(h)
+
+    def truncate(self, seq: Sequence, num_tokens: int) -> None:
+        """Free seq's blocks beyond those that hold its first num_tokens cached tokens."""
+        keep = self.blocks_for(num_tokens)
+        for block_id in reversed(seq.block_table[keep:]):
+            block = self.blocks[block_id]
+            block.ref_count -= 1
+            if block.ref_count == 0:
+                self._free[block_id] = None
+        del seq.block_table[keep:]
 
     def free(self, seq: Sequence) -> None:
         """Drop seq's references; blocks nobody uses go to the free list, tail blocks first to be reused."""

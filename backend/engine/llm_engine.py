@@ -18,8 +18,10 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
+from backend.compress import KVCompression
 from backend.config import EngineConfig
 from backend.engine.block_manager import BlockManager
+from backend.engine.compaction import KVCompactor
 from backend.engine.detokenizer import IncrementalDetokenizer
 from backend.engine.kv_cache import KVCache
 from backend.engine.limits import resolve_limits
@@ -67,6 +69,8 @@ class Engine:
             self.block_manager, self.config.max_num_seqs, self.config.max_num_batched_tokens
         )
         self.runner = ModelRunner(self.model, self.kv_cache, self.config.attention_backend)
+        self._compactor = KVCompactor(self.model, self.kv_cache, self.block_manager)
+        self.default_compression = self.config.kv_compression()
         self._checker = RequestChecker(spec, self.model_name, self.max_model_len)
         self._outputs = OutputProcessor(
             self.tokenizer, self.kv_cache, spec, self.model_name, self.max_model_len
@@ -94,14 +98,22 @@ class Engine:
 
     # ---- requests from any thread -------------------------------------------------------------
     def check_request(
-        self, prompt_token_ids: list[int], params: SamplingParams, kv_prefix: KVBlob | None = None
+        self,
+        prompt_token_ids: list[int],
+        params: SamplingParams,
+        kv_prefix: KVBlob | None = None,
+        compression: KVCompression | None = None,
     ) -> None:
         """Raise ValueError with a client-facing message if this request cannot be served."""
         self._checker.check(prompt_token_ids, params, kv_prefix)
+        if compression is not None:
+            compression.validate()
 
     def submit(self, request: Request) -> None:
         """Queue a request (checked first; raises ValueError). Its callbacks run on the stepping thread."""
-        self.check_request(request.prompt_token_ids, request.params, request.kv_prefix)
+        self.check_request(request.prompt_token_ids, request.params, request.kv_prefix, request.compression)
+        if request.on_kv is not None and request.compression is not None and request.compression.active:
+            raise ValueError("a request that exports its prompt's KV cannot compress it")
         with self._ids_lock:
             if request.request_id in self._live_ids:
                 raise ValueError(f"request id {request.request_id!r} is already running")
@@ -142,6 +154,9 @@ class Engine:
         prefill_tokens = sum(batch.num_new) - decode_tokens
         sampled, logits = self.runner.run(batch)
         self.scheduler.update(batch)
+        for seq in sampled:
+            if seq.needs_compression:
+                self._compactor.compress(seq)
         events = [
             self._append(seq, token, logits[i])
             for i, (seq, token) in enumerate(zip(sampled, sample(logits, sampled), strict=True))
@@ -174,8 +189,16 @@ class Engine:
                     seed = int(torch.randint(0, 2**62, (1,), generator=self._default_generator).item())
                 generator = torch.Generator().manual_seed(seed)
             seq = Sequence(item, IncrementalDetokenizer(self.tokenizer, params.stop), generator)
+            seq.compression = self._compression_for(item)
             self._seqs[item.request_id] = seq
             self.scheduler.add(seq)
+
+    def _compression_for(self, request: Request) -> KVCompression | None:
+        """The request's own choice, else the engine default (never for a KV export); None: keep all."""
+        chosen = request.compression
+        if chosen is None and request.on_kv is None:
+            chosen = self.default_compression
+        return chosen if chosen is not None and chosen.active else None
 
     def _abort_now(self, request_id: str) -> None:
         seq = self._seqs.get(request_id)
@@ -214,9 +237,15 @@ class Engine:
 
     # ---- in-process use -------------------------------------------------------------------------
     def generate(
-        self, prompts: Seq[str] | Seq[list[int]], params: SamplingParams | Seq[SamplingParams] | None = None
+        self,
+        prompts: Seq[str] | Seq[list[int]],
+        params: SamplingParams | Seq[SamplingParams] | None = None,
+        compression: KVCompression | None = None,
     ) -> list[Completion]:
-        """Complete every prompt (text or token ids), batched through the scheduler, in prompt order."""
+        """Complete every prompt (text or token ids), batched through the scheduler, in prompt order.
+
+        `compression` applies to every prompt (None: the engine's default, `kv_compression_*` settings).
+        """
         if isinstance(prompts, str):
             raise TypeError("generate takes a list of prompts")
         all_params = (
@@ -226,11 +255,11 @@ class Engine:
             raise ValueError(f"got {len(all_params)} sampling params for {len(prompts)} prompts")
         token_lists = [self.tokenizer.encode(p) if isinstance(p, str) else list(p) for p in prompts]
         requests = [
-            Request(f"generate-{next(self._ids)}", ids, p)
+            Request(f"generate-{next(self._ids)}", ids, p, compression=compression)
             for ids, p in zip(token_lists, all_params, strict=True)
         ]
         for request in requests:
-            self.check_request(request.prompt_token_ids, request.params)
+            self.check_request(request.prompt_token_ids, request.params, compression=compression)
         return self._run(requests)
 
     def export_kv(self, prompt_token_ids: list[int]) -> KVBlob:

@@ -1,4 +1,8 @@
-"""Turn a scheduled batch into flat model inputs, write imported KV prefixes, and run the model."""
+"""Turn a scheduled batch into flat model inputs, write imported KV prefixes, and run the model.
+
+A sequence whose KV was compressed keeps logical positions (RoPE of token i is at position i) while
+its cache holds num_evicted fewer tokens: new tokens go to cache index i - num_evicted.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from backend.engine.kv_cache import KVCache
 from backend.engine.scheduler import ScheduledBatch
 from backend.engine.sequence import Sequence
 from backend.layers.attention import AttentionBackend, AttentionMetadata
+from backend.layers.capture import HiddenCapture
 from backend.layers.paged_attention import plan_attention
 from backend.model.llama import LlamaModel
 
@@ -27,12 +32,17 @@ class ModelRunner:
                 self.kv_cache.write(seq.block_table, start, end, blob.keys, blob.values)
         input_ids, positions, slots, logit_rows, sampled = [], [], [], [], []
         context_lens, row = [], 0
+        capture = HiddenCapture()
         for seq, n in zip(batch.seqs, batch.num_new, strict=True):
             start, end = seq.num_computed_tokens, seq.num_computed_tokens + n
             input_ids.extend(seq.token_ids[start:end])
             positions.append(torch.arange(start, end))
-            slots.append(self.kv_cache.slots(seq.block_table, start, end))
-            context_lens.append(end)
+            slots.append(self.kv_cache.slots(seq.block_table, start - seq.num_evicted, end - seq.num_evicted))
+            context_lens.append(end - seq.num_evicted)
+            if seq.needs_compression:
+                if not seq.prompt_hidden:
+                    seq.prompt_hidden = [[] for _ in self.kv_cache.layers]
+                capture.spans.append((seq.prompt_hidden, row, row + n))
             row += n
             if end == seq.num_tokens:
                 logit_rows.append(row - 1)
@@ -49,6 +59,7 @@ class ModelRunner:
             plan=plan,
             logit_rows=torch.tensor(logit_rows, dtype=torch.long),
             backend=self.attention_backend,
+            capture=capture if capture.spans else None,
         )
         logits = self.model(torch.tensor(input_ids), self.kv_cache.layers, meta)
         return sampled, logits

@@ -67,7 +67,7 @@ class Scheduler:
             seq = self.running[i]
             n = min(seq.num_uncomputed, budget)
             scheduled = True
-            while not self.block_manager.grow(seq, seq.num_computed_tokens + n):
+            while not self.block_manager.grow(seq, seq.num_cached_tokens + n):
                 victim = self.running.pop()
                 self._preempt(victim)
                 preempted = True

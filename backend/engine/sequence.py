@@ -8,6 +8,7 @@ from enum import Enum, auto
 
 import torch
 
+from backend.compress import KVCompression
 from backend.engine.detokenizer import IncrementalDetokenizer
 from backend.outputs import Completion, FinishReason, TokenEvent, TokenLogprob
 from backend.sampling_params import SamplingParams
@@ -32,6 +33,7 @@ class Request:
     on_finish: Callable[[Completion], None] | None = None
     on_error: Callable[[BaseException], None] | None = None
     on_kv: Callable[[KVBlob], None] | None = None  # gets the prompt's KV once its prefill is done
+    compression: KVCompression | None = None  # None: the engine's default
 
 
 @dataclass(slots=True, eq=False)
@@ -47,6 +49,13 @@ class Sequence:
     cached_tokens: int | None = None
     logprobs: list[TokenLogprob] = field(default_factory=list)
     finish_reason: FinishReason | None = None
+    # KV compression: the press to run after the prefill (None: none), whether it ran, how many tokens
+    # it evicted (positions stay logical: token i keeps RoPE position i), and the prefill's attention
+    # inputs per layer that it scores with.
+    compression: KVCompression | None = None
+    compressed: bool = False
+    num_evicted: int = 0
+    prompt_hidden: list[list[torch.Tensor]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.token_ids = list(self.request.prompt_token_ids)
@@ -72,6 +81,15 @@ class Sequence:
         return self.token_ids[self.num_prompt_tokens :]
 
     @property
+    def num_cached_tokens(self) -> int:
+        """Tokens whose KV the blocks hold (fewer than those computed once compression evicted some)."""
+        return self.num_computed_tokens - self.num_evicted
+
+    @property
+    def needs_compression(self) -> bool:
+        return self.compression is not None and not self.compressed
+
+    @property
     def num_uncomputed(self) -> int:
         return self.num_tokens - self.num_computed_tokens
 
@@ -81,6 +99,9 @@ class Sequence:
         self.num_computed_tokens = 0
         self.block_table = []
         self.block_hashes = []
+        self.compressed = False
+        self.num_evicted = 0
+        self.prompt_hidden = []
 
     def completion(self) -> Completion:
         return Completion(

@@ -13,6 +13,7 @@ from typing import Literal
 
 import torch
 
+from backend.layers.capture import HiddenCapture
 from backend.layers.paged_attention import (
     AttentionPlan,
     paged_attention_reference,
@@ -32,6 +33,7 @@ class AttentionMetadata:
     plan         what each sequence's queries read (see plan_attention)
     logit_rows   [S] rows of the flat batch whose logits are wanted (last token of each sampled sequence)
     backend      which kernel attends (see the module docstring)
+    capture      rows whose attention inputs a KV-compression press will need, or None
     """
 
     positions: torch.Tensor
@@ -39,6 +41,7 @@ class AttentionMetadata:
     plan: AttentionPlan
     logit_rows: torch.Tensor
     backend: AttentionBackend = "torch"
+    capture: HiddenCapture | None = None
 
 
 def write_kv(

@@ -45,6 +45,8 @@ class SelfAttention(nn.Module):
         meta: AttentionMetadata,
     ) -> torch.Tensor:
         n = x.shape[0]
+        if meta.capture is not None:
+            meta.capture.record(self.layer, x)
         q, k, v = self.qkv_proj(x).split(self.split, dim=-1)
         q = apply_rope(q.view(n, self.num_heads, self.head_dim), rope)
         k = apply_rope(k.view(n, self.num_kv_heads, self.head_dim), rope)

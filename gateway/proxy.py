@@ -108,7 +108,7 @@ class CompletionProxy:
                 await early.discard()
             return await self._serve_hit(query, result, result.hit, stream, include_usage, started)
         if control == "only-if-cached":
-            self._count(query, "miss", started)
+            self._count(query, "miss", started, result.reason)
             raise GatewayError(
                 504,
                 f"no stored answer and only-if-cached was asked ({result.reason})",
@@ -127,13 +127,27 @@ class CompletionProxy:
     ) -> PendingRequest:
         return start_request(self._upstream, _PATHS[query.kind], body, delay_s, without_kv)
 
-    def _count(self, query: CacheQuery, outcome: str, started: float, tokens_saved: int = 0) -> None:
+    def _count(
+        self, query: CacheQuery, outcome: str, started: float, reason: str, tokens_saved: int = 0
+    ) -> None:
+        """Metrics, statistics and one structured log line per request (why it hit or missed)."""
         elapsed = time.perf_counter() - started
         self._metrics.requests.labels(query.kind, outcome).inc()
         self._metrics.request_seconds.labels(outcome).observe(elapsed)
         self._stats.record(query.tenant, query.model, outcome, elapsed * 1000, tokens_saved)
         if self._shared is not None:
             self._shared.count(query.tenant, query.model, outcome)
+        log.info(
+            "request",
+            extra={
+                "outcome": outcome,
+                "ms": round(elapsed * 1000, 2),
+                "tenant": query.tenant,
+                "model": query.model,
+                "kind": query.kind,
+                "reason": reason,
+            },
+        )
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -167,7 +181,8 @@ class CompletionProxy:
         self._spawn(self._record_hit(hit))
         if hit.kv_blob_id and query.kind == "chat":
             self._spawn(self._next_turns.remember(query.next_turn_scope(hit.answer), hit.kv_blob_id))
-        self._count(query, "hit", started, tokens_saved=answer.prompt_tokens + answer.completion_tokens)
+        tokens_saved = answer.prompt_tokens + answer.completion_tokens
+        self._count(query, "hit", started, f"{hit.entry_id}: {result.reason}", tokens_saved)
         headers = {
             "x-precog-cache": "hit",
             "x-precog-entry-id": hit.entry_id,
@@ -213,10 +228,10 @@ class CompletionProxy:
         try:
             response = await self._response(query, relay)
         except GatewayError as exc:
-            self._count(query, "error", started)
+            self._count(query, "error", started, exc.message)
             exc.headers = {**exc.headers, **headers}
             raise
-        self._count(query, outcome, started)
+        self._count(query, outcome, started, reason)
         if stream:
             return StreamingResponse(
                 self._pipe(query, response, writeback, replace),

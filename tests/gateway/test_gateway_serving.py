@@ -176,3 +176,17 @@ def test_scope_separates_system_prompts_conversations_and_tenants(start_gateway:
     }
     assert _post(url, other_history, **a).headers["x-precog-cache"] == "miss"
     assert _post(url, chat(question, model="other-model"), **a).headers["x-precog-cache"] == "miss"
+
+
+def test_every_request_logs_one_line_that_says_why(
+    gateway_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="gateway.proxy")
+    _post(gateway_url, chat("Is a tomato a fruit?"))
+    wait_for(lambda: len(entries(gateway_url)) == 1)
+    _post(gateway_url, chat("Is a tomato a fruit?"))
+    lines = [r for r in caplog.records if r.name == "gateway.proxy" and r.getMessage() == "request"]
+    assert [r.outcome for r in lines] == ["miss", "hit"]  # type: ignore[attr-defined]
+    assert lines[0].reason == "no stored question in this scope"  # type: ignore[attr-defined]
+    assert lines[1].reason.startswith(entries(gateway_url)[0]["id"])  # type: ignore[attr-defined]
+    assert all(r.tenant == "default" and r.model == "test-model" for r in lines)  # type: ignore[attr-defined]

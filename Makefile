@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install browser run test test-fast lint bench peers prepare clean
+.PHONY: install system-deps run test test-fast lint bench peers prepare clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -27,11 +27,13 @@ prepare: install
 run: prepare
 	$(BIN)/precog up
 
-# The dashboard's browser test drives Debian's chromium (never a downloaded browser).
-browser:
-	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+# System packages the suite drives: Debian's chromium for the dashboard's browser test (never a downloaded
+# browser) and redis-server for the tests that start and kill their own Redis.
+system-deps:
+	@command -v chromium >/dev/null && command -v redis-server >/dev/null || \
+		{ apt-get update -qq && apt-get install -y -qq chromium redis-server >/dev/null; }
 
-test: install browser
+test: install system-deps
 	bash .ci/test
 
 test-fast: install

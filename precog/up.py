@@ -7,6 +7,8 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
+from typing import Annotated
 
 import httpx
 import typer
@@ -26,21 +28,38 @@ def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float) -> No
     raise SystemExit(f"{url} did not become healthy within {timeout:.0f}s")
 
 
+def _build_sample_store(exe: list[str], store: Path, corpus: Path, upstream: str) -> None:
+    """Precompute a small store from the sample corpus, through the backend that is already up."""
+    typer.echo(f"No store at {store}: building the sample store from {corpus} (a few minutes on a CPU).")
+    if not corpus.exists():
+        subprocess.run([*exe, "precompute", "sample", "--out", str(corpus)], check=True)
+    command = [*exe, "precompute", "--corpus", str(corpus), "--store", str(store), "--upstream-url", upstream]
+    subprocess.run(command, check=True)
+
+
 def up(
-    backend_port: int = typer.Option(8001, help="Port of the model server."),
-    gateway_port: int = typer.Option(8000, help="Port of the gateway."),
-    host: str = typer.Option("127.0.0.1", help="Interface both services bind."),
+    backend_port: Annotated[int, typer.Option(help="Port of the model server.")] = 8001,
+    gateway_port: Annotated[int, typer.Option(help="Port of the gateway.")] = 8000,
+    host: Annotated[str, typer.Option(help="Interface both services bind.")] = "127.0.0.1",
+    store: Annotated[Path, typer.Option(help="Store to serve; built from the sample when missing.")] = Path(
+        "var/store"
+    ),
+    sample_corpus: Annotated[Path, typer.Option(help="Where the sample corpus is written.")] = Path(
+        "var/sample-corpus"
+    ),
 ) -> None:
-    env = dict(os.environ, PRECOG_GATEWAY_UPSTREAM_URL=f"http://{host}:{backend_port}")
+    backend_url = f"http://{host}:{backend_port}"
+    env = dict(os.environ, PRECOG_GATEWAY_UPSTREAM_URL=backend_url)
     exe = [sys.executable, "-m", "precog.cli"]
-    procs = [
-        subprocess.Popen([*exe, "backend", "serve", "--host", host, "--port", str(backend_port)], env=env),
-    ]
+    bind = ["--host", host, "--store-path", str(store)]
+    backend = [*exe, "backend", "serve", *bind, "--port", str(backend_port)]
+    gateway = [*exe, "gateway", "serve", *bind, "--port", str(gateway_port)]
+    procs = [subprocess.Popen(backend, env=env)]
     try:
-        _wait_healthy(f"http://{host}:{backend_port}/healthz", procs[0], timeout=300)
-        procs.append(
-            subprocess.Popen([*exe, "gateway", "serve", "--host", host, "--port", str(gateway_port)], env=env)
-        )
+        _wait_healthy(f"{backend_url}/healthz", procs[0], timeout=300)
+        if not store.exists():
+            _build_sample_store(exe, store, sample_corpus, backend_url)
+        procs.append(subprocess.Popen(gateway, env=env))
         _wait_healthy(f"http://{host}:{gateway_port}/healthz", procs[1], timeout=300)
         typer.echo(
             f"\nprecog is up.\n  gateway (OpenAI-compatible): http://{host}:{gateway_port}/v1\n"

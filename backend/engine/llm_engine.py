@@ -114,6 +114,9 @@ class Engine:
         self.check_request(request.prompt_token_ids, request.params, request.kv_prefix, request.compression)
         if request.on_kv is not None and request.compression is not None and request.compression.active:
             raise ValueError("a request that exports its prompt's KV cannot compress it")
+        forced = request.forced_token_ids or []
+        if any(not 0 <= t < self.spec.vocab_size for t in forced):
+            raise ValueError(f"forced token ids must be in [0, {self.spec.vocab_size})")
         with self._ids_lock:
             if request.request_id in self._live_ids:
                 raise ValueError(f"request id {request.request_id!r} is already running")
@@ -208,6 +211,12 @@ class Engine:
         self._finish(seq)
 
     def _append(self, seq: Sequence, token: int, logits: torch.Tensor) -> TokenEvent:
+        request = seq.request
+        if request.on_logits is not None:
+            request.on_logits(logits)
+        done = len(seq.output_token_ids)
+        if request.forced_token_ids is not None and done < len(request.forced_token_ids):
+            token = request.forced_token_ids[done]
         event = self._outputs.append(seq, token, logits)
         if event.finish_reason is not None:
             self._finish(seq)  # blocks are free before the caller sees the last token

@@ -34,6 +34,10 @@ class Request:
     on_error: Callable[[BaseException], None] | None = None
     on_kv: Callable[[KVBlob], None] | None = None  # gets the prompt's KV once its prefill is done
     compression: KVCompression | None = None  # None: the engine's default
+    # Evaluation (teacher forcing): output tokens fed instead of the sampled ones, and a callback that
+    # gets the raw logits [vocab] each sampled position produced.
+    forced_token_ids: list[int] | None = None
+    on_logits: Callable[[torch.Tensor], None] | None = None
 
 
 @dataclass(slots=True, eq=False)

@@ -223,6 +223,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None, help="where to build the stores (default: tmp)")
     args = parser.parse_args()
 
+    faiss.omp_set_num_threads(IndexParams().faiss_threads)  # as the store runs it, also for the peer
     rng = np.random.default_rng(7)
     projection = rng.standard_normal((LATENT, DIM)).astype(np.float32)
     cases = [Case("10K", 10_000, 1), Case("100K", 100_000, 1)]

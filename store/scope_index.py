@@ -25,10 +25,10 @@ class IndexParams:
     """Where a scope switches from exact to approximate search, and how the HNSW graph is built.
 
     From bench/store_bench.py on this shared 2-core machine: an exact flat scan of 384-d vectors costs
-    ~0.1 ms at 5K, ~0.4 ms at 10K, ~2 ms at 20K and ~8.5 ms at 50K per query, so a scope switches to
+    ~0.1 ms at 5K, ~0.25 ms at 10K, ~1 ms at 20K and ~5 ms at 50K per query, so a scope switches to
     HNSW past 20K. HNSW M=32, efConstruction=80, efSearch=96 at 100K: recall@10 0.953 against exact
-    search with a 1.9 ms p50 (efSearch 128: 0.971, ~25% slower). M=16 stayed under 0.9 recall and IVF
-    with 4*sqrt(n) lists under 0.6 at nprobe 32 on the same data.
+    search, store search p50 1.5 ms vs 6.6 ms exact (efSearch 128: recall 0.971, ~25% slower).
+    M=16 stayed under 0.9 recall and IVF with 4*sqrt(n) lists under 0.6 at nprobe 32 on the same data.
     """
 
     hnsw_threshold: int = 20_000

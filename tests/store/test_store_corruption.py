@@ -84,3 +84,25 @@ def test_corrupt_entry_record_is_skipped_by_search_and_reported(store_path, make
         assert store.delete(bad.id) is True
         report = store.verify()
         assert report.ok, report.summary()
+
+
+def test_orphan_entry_blob_is_a_warning_and_compact_removes_it(store_path, make_entry) -> None:
+    """A blob tagged as an entry's with no entry referring to it (e.g. left by a bug or a partial
+    restore) wastes space but damages nothing: verify warns, compact() drops it."""
+    with Store.open(store_path, progress=False) as store:
+        store.put(make_entry(), _blob())
+    options = rocksdict.Options(raw_mode=True)
+    db = rocksdict.Rdict(
+        str(store_path / "db"),
+        options=options,
+        column_families={name: rocksdict.Options(raw_mode=True) for name in COLUMN_FAMILIES},
+    )
+    blobs = db.get_column_family("blobs")
+    blobs[b"orphan-blob"] = b"E" + _blob(tokens=8).to_bytes()
+    del blobs
+    db.close()
+    with Store.open(store_path, progress=False) as store:
+        report = store.verify()
+        assert report.ok and [(p.kind, p.severity) for p in report.problems] == [("orphan-blob", "warning")]
+        assert store.compact() == {"expired_entries": 0, "orphan_blobs": 1}
+        assert store.verify().problems == [] and store.stats()["blobs"] == 1

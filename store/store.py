@@ -79,8 +79,24 @@ class Store:
         self._progress = progress
         self._write_lock = threading.RLock()
         self._closed = False
-        self._index = self._open_index()
+        self._loaded_index: VectorIndex | None = None
         self._table = EntryTable(db, lambda entry_id: self._index.scope_of(entry_id))
+        if not self.read_only:
+            self._loaded_index = self._open_index()
+
+    @property
+    def _index(self) -> VectorIndex:
+        """The vector index; a read-only store loads (or rebuilds) it on first use, so that commands
+        that only read records (list, show, export) never pay for it."""
+        if self._loaded_index is None:
+            with self._write_lock:
+                if self._loaded_index is None:
+                    self._loaded_index = self._open_index()
+        return self._loaded_index
+
+    @_index.setter
+    def _index(self, index: VectorIndex) -> None:
+        self._loaded_index = index
 
     # ---- opening and closing -------------------------------------------------------------------
 

@@ -120,3 +120,19 @@ def test_rebuild_index_on_demand(store: Store, make_entry) -> None:
     store.rebuild_index()
     assert len(store) == 20
     assert np.isclose(store.search("scope-a", entries[3].embedding, k=1)[0][1], 1.0, atol=1e-5)
+
+
+def test_read_only_store_builds_its_index_only_when_needed_and_writes_nothing(
+    store_path, make_entry, caplog
+) -> None:
+    entries = _fill(store_path, make_entry)
+    shutil.rmtree(store_path / "index")
+    with (
+        caplog.at_level(logging.INFO, logger="store"),
+        Store.open(store_path, read_only=True, progress=False) as reader,
+    ):
+        assert len(reader.entries(limit=100)) == len(entries)
+        assert not [r for r in caplog.records if r.getMessage() == "rebuilding vector index"]
+        assert reader.search(entries[5].scope, entries[5].embedding, k=1)[0][0].id == entries[5].id
+        assert [r for r in caplog.records if r.getMessage() == "rebuilding vector index"]
+    assert not (store_path / "index").exists()

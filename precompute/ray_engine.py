@@ -168,7 +168,7 @@ def _question_stage(job: Job, settings: dict[str, Any]) -> None:
             job.stop(f"the backend is down: {result['error']}", failed=True)
         elif result["finished"]:
             stages.chunk_done(job, row["chunk"])
-        if job.stopped or job.charge_remote(sum(r["tokens"] for r in result["rounds"])):
+        if job.charge_remote(sum(r["tokens"] for r in result["rounds"])) or job.stopped:
             break
 
 
@@ -205,15 +205,16 @@ def _answer_stage(job: Job, settings: dict[str, Any]) -> None:
             completion = Completion(result["answer"], result["prompt_tokens"], result["completion_tokens"])
             stages.record_answer(job, qid, result["answer"], completion)
             tokens = completion.tokens
+        exhausted = job.charge_remote(tokens)
         if result["garbage"] or not result["answer"]:
             job.note_garbage(UpstreamGarbage(result["garbage"] or "empty answer"))
-            continue
-        if result["kv"] == "ok":
-            stages.record_kv(job, qid, bytes(row["kv"]))
-        elif result["kv"] == "unsupported":
-            stages.record_kv(job, qid, None)
-        stages.write_entry(job, qid)
-        if job.stopped or job.charge_remote(tokens):
+        else:
+            if result["kv"] == "ok":
+                stages.record_kv(job, qid, bytes(row["kv"]))
+            elif result["kv"] == "unsupported":
+                stages.record_kv(job, qid, None)
+            stages.write_entry(job, qid)
+        if exhausted or job.stopped:
             break
 
 

@@ -20,7 +20,7 @@ from store.errors import EmbeddingMismatchError, NotAStoreError, StoreError, Sto
 from store.records import decode_u64, encode_u64
 
 FORMAT = b"precog-store/1"
-COLUMN_FAMILIES = ("entries", "blobs", "exact", "hits", "meta")
+COLUMN_FAMILIES = ("entries", "blobs", "exact", "hits", "meta", "changes")
 DB_DIR = "db"
 INDEX_DIR = "index"
 CREATING_DIR = "db.creating"

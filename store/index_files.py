@@ -97,11 +97,14 @@ def _write_files(
             path.unlink(missing_ok=True)
 
 
-def load_index(directory: Path, epoch: int, model: str, dim: int, params: IndexParams) -> VectorIndex:
-    """The saved index if it reflects exactly `epoch`; IndexUnusableError otherwise."""
+def load_index(
+    directory: Path, epoch: int, model: str, dim: int, params: IndexParams
+) -> tuple[VectorIndex, int]:
+    """The saved index and the epoch it reflects (at most `epoch`); IndexUnusableError otherwise."""
     manifest = read_manifest(directory)
-    if manifest.get("epoch") != epoch:
-        raise IndexUnusableError(f"index is stale (epoch {manifest.get('epoch')}, records at {epoch})")
+    saved = manifest.get("epoch")
+    if not isinstance(saved, int) or saved > epoch:
+        raise IndexUnusableError(f"index was saved at epoch {saved}, after the records' epoch {epoch}")
     if manifest.get("model") != model or manifest.get("dim") != dim:
         raise IndexUnusableError("index was built for another embedding model or dimension")
     index = VectorIndex(dim, params)
@@ -120,7 +123,7 @@ def load_index(directory: Path, epoch: int, model: str, dim: int, params: IndexP
             raise IndexUnusableError(f"index file {info['file']} holds the wrong number of vectors")
         index.put_loaded(scope, scope_index)
     index.take_dirty()
-    return index
+    return index, saved
 
 
 def index_disk_bytes(directory: Path) -> int:

@@ -47,8 +47,6 @@ def check_id(kind: str, value: str) -> None:
         raise ValueError(f"{kind} must be a printable, non-empty string of at most {MAX_ID_LENGTH} chars")
 
 
-
-
 def encode_entry(entry: Entry, owns_blob: bool) -> bytes:
     header = {
         "id": entry.id,

@@ -24,11 +24,12 @@ import faiss
 import numpy as np
 
 from store import archive
+from store.change_log import catch_up, forget_until, record_change, touched_since
 from store.db import INDEX_DIR, Database, stored_identity
 from store.embedding import MODEL_DIM, MODEL_NAME
 from store.entry import Entry
 from store.entry_table import BLOB_OF_ENTRY, BLOB_STANDALONE, EntryTable
-from store.errors import ReadOnlyStoreError, StoreError, StoreReadError
+from store.errors import ReadOnlyStoreError, StoreError, StoreReadError, StoreWriteError
 from store.index_build import build_index
 from store.index_files import IndexUnusableError, load_index, save_index
 from store.records import (
@@ -205,7 +206,8 @@ class Store:
                 )
                 batch.put(key, stored.id.encode(), self._db.handle("exact"))
                 written.append(stored)
-            self._commit(batch)
+            touched = [(old.entry.scope, old.entry.id) for old in replaced.values()]
+            self._commit(batch, touched + [(e.scope, e.id) for e in written])
             for old in replaced.values():
                 self._index.remove(old.entry.scope, [old.entry.id])
             by_scope: dict[str, list[Entry]] = defaultdict(list)
@@ -479,7 +481,7 @@ class Store:
                     gone.append(old)
                 if not gone:
                     continue
-                self._commit(batch)
+                self._commit(batch, [(old.entry.scope, old.entry.id) for old in gone])
                 by_scope: dict[str, list[str]] = defaultdict(list)
                 for old in gone:
                     by_scope[old.entry.scope].append(old.entry.id)
@@ -488,9 +490,11 @@ class Store:
                 deleted += len(gone)
         return deleted
 
-    def _commit(self, batch: Any) -> None:
-        """Write a batch that changes vectors, bumping the epoch the saved index is checked against."""
+    def _commit(self, batch: Any, touched: list[tuple[str, str]]) -> None:
+        """Write a batch that changes vectors: bump the epoch (what a saved index is checked against)
+        and log the (scope, id) pairs it touches (what a saved index catches up with)."""
         batch.put(b"epoch", encode_u64(self._epoch + 1), self._db.handle("meta"))
+        record_change(self._db, batch, self._epoch + 1, touched)
         self._db.write(batch)
         self._epoch += 1
 
@@ -498,15 +502,26 @@ class Store:
         return self._table.entries_or_none([entry_id])[0]
 
     def _open_index(self) -> VectorIndex:
+        """The saved index, caught up through the change log when it is behind; else a rebuild."""
         if self._epoch == 0:
             return VectorIndex(self.dim, self._params)
         started = time.perf_counter()
         try:
-            index = load_index(
+            index, saved = load_index(
                 self.path / INDEX_DIR, self._epoch, self.embedding_model, self.dim, self._params
             )
+            if saved < self._epoch:
+                touched = touched_since(self._db, saved, self._epoch)
+                if touched is None:
+                    raise IndexUnusableError(f"index is stale (epoch {saved}, records at {self._epoch})")
+                catch_up(index, self._db, touched, self.dim)
             log.info(
-                "vector index loaded", extra={"vectors": len(index), "seconds": time.perf_counter() - started}
+                "vector index loaded",
+                extra={
+                    "vectors": len(index),
+                    "caught_up_epochs": self._epoch - saved,
+                    "seconds": time.perf_counter() - started,
+                },
             )
             return index
         except IndexUnusableError as exc:
@@ -517,6 +532,7 @@ class Store:
             return index
 
     def _save_index(self, index: VectorIndex | None = None) -> None:
+        """Save the index at the current epoch and forget the change log it now covers."""
         try:
             save_index(
                 self._index if index is None else index,
@@ -526,3 +542,8 @@ class Store:
             )
         except OSError as exc:
             log.error("vector index not saved; it will be rebuilt on next open", extra={"error": str(exc)})
+            return
+        try:
+            forget_until(self._db, self._epoch)
+        except StoreWriteError as exc:
+            log.error("change log not trimmed; it will be on the next save", extra={"error": str(exc)})

@@ -85,10 +85,10 @@ def test_clear_errors(tmp_path) -> None:
 def test_verify_exits_1_on_damage(store_path, filled) -> None:
     import rocksdict
 
+    from store.db import COLUMN_FAMILIES
+
     options = rocksdict.Options(raw_mode=True)
-    families = {
-        name: rocksdict.Options(raw_mode=True) for name in ("entries", "blobs", "exact", "hits", "meta")
-    }
+    families = {name: rocksdict.Options(raw_mode=True) for name in COLUMN_FAMILIES}
     db = rocksdict.Rdict(str(store_path / "db"), options=options, column_families=families)
     entries = db.get_column_family("entries")
     key = filled["a"][0].id.encode()

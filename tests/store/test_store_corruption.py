@@ -9,8 +9,7 @@ import rocksdict
 import torch
 
 from store import CorruptBlobError, CorruptRecordError, KVBlob, Store
-
-COLUMN_FAMILIES = ("entries", "blobs", "exact", "hits", "meta")
+from store.db import COLUMN_FAMILIES
 
 
 def _blob(tokens: int = 64) -> KVBlob:

@@ -1,10 +1,15 @@
-"""The vector index is derived data: missing, stale or corrupt, it is rebuilt from the records on open."""
+"""The vector index is derived data: behind the records, it catches up from the change log; missing,
+stale beyond the log or corrupt, it is rebuilt from the records on open."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -136,3 +141,47 @@ def test_read_only_store_builds_its_index_only_when_needed_and_writes_nothing(
         assert reader.search(entries[5].scope, entries[5].embedding, k=1)[0][0].id == entries[5].id
         assert [r for r in caplog.records if r.getMessage() == "rebuilding vector index"]
     assert not (store_path / "index").exists()
+
+
+def test_index_behind_the_records_catches_up_from_the_change_log(store_path, make_entry, caplog) -> None:
+    """A writer killed after puts, deletes, a replacement and a scope move: the saved index is behind,
+    and the next open replays the change log instead of rebuilding."""
+    entries = _fill(store_path, make_entry)
+    killed_writer = textwrap.dedent(
+        """
+        import os, signal, sys
+        import numpy as np
+        from store import Entry, Store
+        store = Store.open(sys.argv[1], progress=False)
+        ids = [e.id for e in store.entries(limit=1000)]
+        rng = np.random.default_rng(5)
+        for i in range(5):
+            store.put(Entry(scope="s9", query=f"new {i}", answer="a", model="m", id=f"new-{i}",
+                            embedding=rng.standard_normal(384)))
+        store.delete("new-0")
+        store.delete(sorted(ids)[0])
+        moved = store.get(sorted(ids)[1])
+        moved.scope = "s9"
+        store.put(moved)
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    subprocess.run(
+        [sys.executable, "-c", killed_writer, str(store_path)],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+        timeout=120,
+    )
+    gone, moved = sorted(e.id for e in entries)[:2]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="store"), Store.open(store_path, progress=False) as store:
+        loaded = [r for r in caplog.records if r.getMessage() == "vector index loaded"]
+        assert loaded and loaded[0].caught_up_epochs == 8
+        assert not [r for r in caplog.records if r.getMessage() == "rebuilding vector index"]
+        assert len(store) == len(entries) - 1 + 4
+        assert store.get(gone) is None and store.get("new-0") is None
+        moved_entry = store.get(moved)
+        assert store.search("s9", moved_entry.embedding, k=1)[0][0].id == moved
+        original_scope = next(e.scope for e in entries if e.id == moved)
+        assert moved not in {e.id for e, _ in store.search(original_scope, moved_entry.embedding, k=50)}
+        report = store.verify()
+        assert report.ok, report.summary()

@@ -76,6 +76,29 @@ store.close()
 """
 
 
+CRASHING_WRITER = """
+import os, signal, sys
+import numpy as np
+from store import Entry, Store
+
+store = Store.open(sys.argv[1], progress=False)
+vectors = np.random.default_rng(11).standard_normal((1000, 384)).astype(np.float32)
+for i, vector in enumerate(vectors):
+    store.put(Entry(scope="scope-0", query=f"late {i}", answer="a", embedding=vector, model="bench-model"))
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def _bench_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+
+
+def crash_after_unsaved_writes(path: Path) -> None:
+    """A writer that commits 1,000 more puts (not counted in `entries`) and is killed before it can
+    save the index; the next open catches up from the change log."""
+    subprocess.run([sys.executable, "-c", CRASHING_WRITER, str(path)], env=_bench_env(), check=False)
+
+
 def open_in_fresh_process(path: Path) -> tuple[float, int]:
     """Open time and resident memory the open adds, in a new process (as a gateway replica starts)."""
     probe = subprocess.run(
@@ -83,7 +106,7 @@ def open_in_fresh_process(path: Path) -> tuple[float, int]:
         capture_output=True,
         text=True,
         check=True,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        env=_bench_env(),
     )
     seconds, rss = json.loads(probe.stdout.splitlines()[-1])
     return float(seconds), int(rss)
@@ -168,6 +191,8 @@ def run_case(
     disk = dir_bytes(path)
 
     open_seconds, rss_open = open_in_fresh_process(path)
+    crash_after_unsaved_writes(path)
+    catch_up_seconds, _ = open_in_fresh_process(path)
 
     shutil.rmtree(path / "index")
     began = time.perf_counter()
@@ -192,6 +217,7 @@ def run_case(
         "speedup_vs_exact": round(flat_p50 / p50, 2),
         "recall_at_10": round(float(np.mean(recalls)), 4),
         "open_s": round(open_seconds, 3),
+        "open_after_kill9_s": round(catch_up_seconds, 3),
         "recovery_rebuild_s": round(recovery_seconds, 3),
         "disk_bytes_per_entry": round(disk / total),
         "index_memory_bytes_per_entry": round(index_memory / total),

@@ -128,3 +128,28 @@ def test_teacher_forcing_feeds_the_given_tokens_and_reports_logits(engine: Engin
     assert len(logits) == GREEDY.max_tokens and int(logits[0].argmax()) == reference[0]
     with pytest.raises(ValueError, match="forced token ids"):
         engine.submit(Request("forced-bad", ids, GREEDY, forced_token_ids=[-1]))
+
+
+def decode_logits(engine: Engine, prompts: list[list[int]], compression: KVCompression) -> list[torch.Tensor]:
+    """Each prompt's [max_tokens, vocab] logits, all prompts submitted together and stepped here."""
+    logits: list[list[torch.Tensor]] = [[] for _ in prompts]
+    for i, ids in enumerate(prompts):
+        request = Request(f"logits-{i}", ids, GREEDY, on_logits=logits[i].append, compression=compression)
+        engine.submit(request)
+    while engine.has_work():
+        engine.step()
+    return [torch.stack(rows) for rows in logits]
+
+
+@pytest.mark.parametrize("method", ["snapkv", "expected_attention"])
+def test_compression_after_a_chunked_prefill_equals_one_step(engine: Engine, method: str) -> None:
+    """The attention inputs of a prompt prefilled over two steps are gathered whole before scoring."""
+    budget = engine.scheduler.max_num_batched_tokens
+    second = engine.tokenizer.encode(REPEATED)
+    # The first prompt leaves room for all but the last 10 tokens of the second in the first step, so
+    # SnapKV's 64-query window and the hidden-state statistics span both chunks.
+    first = engine.tokenizer.encode("Tell me about the sea and its tides. " * 80)[: budget - len(second) + 10]
+    compression = KVCompression(method, 0.5)
+    alone = decode_logits(engine, [second], compression)[0]
+    together = decode_logits(engine, [first, second], compression)[1]
+    torch.testing.assert_close(together, alone, atol=1e-3, rtol=1e-3)

@@ -51,6 +51,7 @@ class EngineConfig(ServiceSettings):
     log_interval_s: float = Field(default=10.0, gt=0)
     # Default KV compression for requests that bring no `kv_compression` of their own: a press of
     # backend.compress ("none": keep every token) and the share of the prompt's cached tokens it evicts.
+    # Compressed requests neither use nor fill the prefix cache.
     kv_compression_method: CompressionMethod = "none"
     kv_compression_ratio: float = Field(default=0.5, ge=0.0, lt=1.0)
 

@@ -5,7 +5,7 @@ held-out questions through the gateway and measure what storage saves against in
   the real model server; reports queries/s generated and answered, the duplicate rate and bytes per entry
   with and without KV blobs (StorInfer: about 5.5 KB a pair without KV).
 - Held-out questions: written by a different generator than the store's (another prompt family, another
-  seed, temperature 1.0) about the same chunks, plus questions about articles absent from the store,
+  seed, temperature 0.8) about the same chunks, plus questions about articles absent from the store,
   which must miss.
 - Through the gateway (real HTTP, write-back off): hit rate; false hits (a hit on an entry from another
   chunk, or any hit for an absent topic); measured mean latency against the same questions sent straight
@@ -14,7 +14,7 @@ held-out questions through the gateway and measure what storage saves against in
 
 Writes bench/results/precompute.json and prints a table.
 
-    python bench/precompute_bench.py [--articles 4] [--queries-per-chunk 4] [--heldout-per-chunk 3]
+    python bench/precompute_bench.py [--articles 4] [--queries-per-chunk 8] [--heldout-per-chunk 5]
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from rich.console import Console
 from rich.table import Table
 
 from precompute import PrecomputeSettings, parse_questions, run_precompute, write_sample
-from store import Store
+from store import Embedder, Store
 
 RESULTS = Path(__file__).parent / "results" / "precompute.json"
 HELDOUT_SYSTEM = "You are a curious reader of an encyclopedia."
@@ -87,7 +87,7 @@ def heldout_questions(backend: str, model: str, text: str, n: int, seed: int, at
     for attempt in range(attempts):
         body = {
             "model": model,
-            "temperature": 1.0,
+            "temperature": 0.8,
             "seed": seed * 100 + attempt,
             "max_tokens": 96,
             "messages": [
@@ -120,6 +120,21 @@ def ask(
     return elapsed, response
 
 
+def nearest_stored(cases: list[dict[str, Any]], entries: list[Any]) -> None:
+    """Diagnostics for each held-out question: the closest stored question and its cosine, so a miss shows
+    whether the store had nothing near or the gateway (threshold, guard) turned a near one down."""
+    embedder = Embedder()
+    stored = embedder.encode([e.query for e in entries])
+    asked = embedder.encode([c["question"] for c in cases])
+    for case, scores in zip(cases, asked @ stored.T, strict=True):
+        best = int(scores.argmax())
+        case.update(
+            nearest=entries[best].query,
+            nearest_cosine=round(float(scores[best]), 4),
+            nearest_chunk_matches=entries[best].meta["chunk"] == case["chunk"],
+        )
+
+
 def chunk_texts(corpus: Path, entries: list[Any]) -> dict[str, str]:
     """The text of every chunk the store has entries for, from the provenance the entries carry."""
     texts = {}
@@ -136,8 +151,8 @@ def main() -> None:
     parser.add_argument("--articles", type=int, default=4)
     parser.add_argument("--chars", type=int, default=900)
     parser.add_argument("--absent-articles", type=int, default=2)
-    parser.add_argument("--queries-per-chunk", type=int, default=4)
-    parser.add_argument("--heldout-per-chunk", type=int, default=4)
+    parser.add_argument("--queries-per-chunk", type=int, default=8)
+    parser.add_argument("--heldout-per-chunk", type=int, default=5)
     parser.add_argument("--max-tokens", type=int, default=64, help="answer length, stored and at inference")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -158,6 +173,7 @@ def main() -> None:
         settings = PrecomputeSettings(
             upstream_url=backend,
             max_queries_per_chunk=args.queries_per_chunk,
+            max_rounds_per_chunk=args.queries_per_chunk // 2,
             answer_max_tokens=args.max_tokens,
         )
         report, _ = run_precompute(settings, corpus, store_path)
@@ -176,6 +192,7 @@ def main() -> None:
             seed += 1
             for q in heldout_questions(backend, model, path.read_text(), args.heldout_per_chunk, seed):
                 cases.append({"question": q, "chunk": None, "absent": True})
+        nearest_stored(cases, entries)
         gateway_env = {
             "PRECOG_GATEWAY_STORE_PATH": str(store_path),
             "PRECOG_GATEWAY_UPSTREAM_URL": backend,

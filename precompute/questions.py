@@ -26,7 +26,12 @@ _INTERROGATIVE = re.compile(
 )
 _META = re.compile(r"^(here (are|is)|sure|certainly|okay|ok|note|questions?:)", re.IGNORECASE)
 # Questions a small model asks its user instead of writing one ("What would you like me to create?").
-_ASSISTANT = re.compile(r"\b(you like me|would you like|can i help|help you|shall i|me to)\b", re.IGNORECASE)
+# ... or that echo the instruction ("Can you write 5 questions that ...?").
+_ASSISTANT = re.compile(
+    r"\b(you like me|would you like|can i help|help you|shall i|me to)\b"
+    r"|\b(write|ask|generate)\b.*\bquestions?\b",
+    re.IGNORECASE,
+)
 _SENTENCE_END = re.compile(r"(?<=[.!:;])\s+")
 MIN_WORDS, MAX_WORDS = 3, 40
 

@@ -31,7 +31,8 @@ def test_keeps_the_question_after_chatter_and_drops_questions_to_the_user() -> N
     text = (
         "So, to answer the user's question, I'd be happy to. What would you like me to create?\n"
         "Great document. Where do pelicans nest in the delta?\n"
-        "Would you like more questions?"
+        "Would you like more questions?\n"
+        "Can you write 5 questions that will make a significant number of readers think?"
     )
     assert parse_questions(text) == ["Where do pelicans nest in the delta?"]
 

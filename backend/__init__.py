@@ -4,6 +4,7 @@ In-process: `Engine(EngineConfig(...)).generate(prompts, SamplingParams(...))`. 
 `AsyncEngine(engine)`, `start()`, then `async for event in stream(...)`.
 """
 
+from backend.compress import KVCompression
 from backend.config import EngineConfig
 from backend.engine.async_engine import AsyncEngine, EngineShutdownError
 from backend.engine.llm_engine import Engine
@@ -21,6 +22,7 @@ __all__ = [
     "EngineShutdownError",
     "EngineStats",
     "FinishReason",
+    "KVCompression",
     "PrepareError",
     "Request",
     "SamplingParams",

@@ -79,6 +79,8 @@ class EngineStats:
     prompt_tokens: int
     generation_tokens: int
     preemptions: int
+    kv_compressed_requests: int = 0  # requests whose prompt KV a press compacted
+    kv_tokens_evicted: int = 0  # cached tokens those presses evicted
 
     @property
     def prefix_cache_hit_rate(self) -> float:

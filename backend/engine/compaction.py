@@ -36,6 +36,8 @@ class KVCompactor:
         self.model = model
         self.kv_cache = kv_cache
         self.block_manager = block_manager
+        self.compressed_requests = 0
+        self.tokens_evicted = 0
 
     @torch.inference_mode()
     def compress(self, seq: Sequence) -> None:
@@ -73,6 +75,8 @@ class KVCompactor:
         before = len(seq.block_table)
         self.block_manager.truncate(seq, num_kept)
         seq.num_evicted += num_tokens - num_kept
+        self.compressed_requests += 1
+        self.tokens_evicted += num_tokens - num_kept
         log.debug(
             "kv compressed",
             extra={

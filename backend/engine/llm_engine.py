@@ -329,4 +329,6 @@ class Engine:
             prompt_tokens=self.prompt_tokens,
             generation_tokens=self.generation_tokens,
             preemptions=self.scheduler.preemptions,
+            kv_compressed_requests=self._compactor.compressed_requests,
+            kv_tokens_evicted=self._compactor.tokens_evicted,
         )

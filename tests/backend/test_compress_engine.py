@@ -34,9 +34,13 @@ def test_compression_frees_blocks_right_after_the_prefill(engine: Engine) -> Non
     block_size = engine.block_manager.block_size
     full_blocks = -(-len(ids) // block_size)
     kept = int(len(ids) * 0.75)
+    before = engine.stats()
     engine.submit(Request("compress-blocks", ids, GREEDY, compression=KVCompression("knorm", 0.25)))
     engine.step()  # the whole prompt fits one step: prefill, compress, first token
     assert blocks_used(engine) == -(-kept // block_size) < full_blocks
+    after = engine.stats()
+    assert after.kv_compressed_requests == before.kv_compressed_requests + 1
+    assert after.kv_tokens_evicted == before.kv_tokens_evicted + len(ids) - kept
     while engine.has_work():
         engine.step()
     assert blocks_used(engine) == 0

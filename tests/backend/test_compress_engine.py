@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from backend import Engine, Request, SamplingParams
+from backend import Engine, EngineConfig, Request, SamplingParams
 from backend.compress import KVCompression
 from tests.backend.conftest import wait_for_idle
 
@@ -157,3 +157,46 @@ def test_compression_after_a_chunked_prefill_equals_one_step(engine: Engine, met
     alone = decode_logits(engine, [second], compression)[0]
     together = decode_logits(engine, [first, second], compression)[1]
     torch.testing.assert_close(together, alone, atol=1e-3, rtol=1e-3)
+
+
+def peak_running(engine: Engine, prompts: list[str], compression: KVCompression | None) -> int:
+    """Run the prompts together (24 tokens each); the most sequences that ran in one step."""
+    params = SamplingParams(temperature=0.0, max_tokens=24, ignore_eos=True)
+    finished: list[int] = []
+    for i, prompt in enumerate(prompts):
+        ids = engine.tokenizer.encode(prompt)
+        engine.submit(
+            Request(
+                f"peak-{i}",
+                ids,
+                params,
+                compression=compression,
+                on_finish=lambda c: finished.append(len(c.token_ids)),
+            )
+        )
+    peak = 0
+    while engine.has_work():
+        engine.step()
+        peak = max(peak, engine.stats().running)
+    assert finished == [24] * len(prompts)
+    return peak
+
+
+@pytest.mark.slow
+def test_compression_runs_more_sequences_at_once_under_a_tiny_budget(model_dir: Path) -> None:
+    """With too few blocks for every sequence, compressed ones hold fewer and more of them run together;
+    every request completes (a preempted one is recomputed and compressed again) and all blocks free."""
+    tiny = Engine(EngineConfig(model_dir=model_dir, max_model_len=192, num_kv_blocks=14, num_threads=1))
+    prompts = [f"Story {i}: " + "the tide comes in and the tide goes out. " * (5 + i % 3) for i in range(8)]
+    plain = peak_running(tiny, prompts, None)
+    before = tiny.stats()
+    compressed = peak_running(tiny, prompts, KVCompression("streaming_llm", 0.75))
+    after = tiny.stats()
+    assert compressed > plain  # 7 vs 3 when written
+    preempted = after.preemptions - before.preemptions
+    assert (
+        len(prompts)
+        < after.kv_compressed_requests - before.kv_compressed_requests
+        <= len(prompts) + preempted
+    )
+    assert after.kv_blocks_used == 0

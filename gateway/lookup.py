@@ -15,6 +15,7 @@ from typing import Literal, Protocol
 
 from gateway.batcher import EmbeddingBatcher
 from gateway.metrics import GatewayMetrics
+from gateway.openai_format import estimate_tokens
 from gateway.query import CacheQuery
 from gateway.shared_tier import HotEntry, SharedTier
 from gateway.store_access import StoreAccess
@@ -98,6 +99,16 @@ class Lookup:
             self._metrics.stage_seconds.labels(name).observe(seconds)
 
     async def run(self, query: CacheQuery) -> LookupResult:
+        """Find a stored answer for `query`; a found one that does not fit the request is a miss."""
+        result = await self._find(query)
+        hit = result.hit
+        if hit is not None:
+            misfit = query.misfit(hit.answer, hit.completion_tokens or estimate_tokens(hit.answer))
+            if misfit is not None:
+                result.hit, result.reason = None, misfit
+        return result
+
+    async def _find(self, query: CacheQuery) -> LookupResult:
         result = LookupResult()
         with self._stage(result, "scope"):
             scope = query.scope

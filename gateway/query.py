@@ -29,10 +29,28 @@ class CacheQuery:
     earlier_turns: tuple[Turn, ...] = ()
     temperature: float | None = None
     uncacheable: str | None = None  # why the cache must be skipped
+    max_tokens: int | None = None
+    stop: tuple[str, ...] = ()
 
     @property
     def scope(self) -> str:
         return scope_key(self.model, self.system_prompt, self.tenant, self.earlier_turns)
+
+    def misfit(self, answer: str, completion_tokens: int) -> str | None:
+        """Why a stored answer is not what this request would get from the model, or None if it is.
+
+        An answer longer than the request's token limit, or one the request's stop strings would have cut,
+        differs from the model's reply to this request: serving it whole would break the request's contract.
+        """
+        if self.max_tokens is not None and completion_tokens > self.max_tokens:
+            return (
+                f"the stored answer ({completion_tokens} tokens) is longer than "
+                f"max_tokens={self.max_tokens}"
+            )
+        cut = next((s for s in self.stop if s and s in answer), None)
+        if cut is not None:
+            return f"the stored answer contains the stop string {cut!r}"
+        return None
 
     def next_turn_scope(self, answer: str) -> str:
         """The scope of this conversation's next question once `answer` has been given."""
@@ -49,6 +67,12 @@ def _text(message: ChatMessage) -> str | None:
     if any(part.type != "text" or part.text is None for part in message.content):
         return None
     return "".join(part.text or "" for part in message.content)
+
+
+def _stops(stop: str | list[str] | None) -> tuple[str, ...]:
+    if stop is None:
+        return ()
+    return (stop,) if isinstance(stop, str) else tuple(stop)
 
 
 def _chat_blocker(request: ChatCompletionRequest) -> str | None:
@@ -88,6 +112,8 @@ def chat_query(request: ChatCompletionRequest, tenant: str) -> CacheQuery:
         earlier_turns=earlier,
         temperature=request.temperature,
         uncacheable=blocker,
+        max_tokens=request.max_completion_tokens or request.max_tokens,
+        stop=_stops(request.stop),
     )
 
 
@@ -108,4 +134,6 @@ def completion_query(request: CompletionRequest, tenant: str) -> CacheQuery:
         earlier_turns=(_COMPLETION_MARKER,),
         temperature=request.temperature,
         uncacheable=blocker,
+        max_tokens=request.max_tokens,
+        stop=_stops(request.stop),
     )

@@ -1,7 +1,8 @@
 """Write-back: a miss's answer becomes a stored entry, but only a complete, deterministic one.
 
-Never stored: errors, truncated answers (`finish_reason: length`), answers cut off by a cancelled or
-failed stream, and answers sampled above the configured temperature (default 0: greedy only).
+Never stored: errors, truncated answers (`finish_reason: length`), answers of requests with stop strings
+(they may have been cut), answers cut off by a cancelled or failed stream, and answers sampled above the
+configured temperature (default 0: greedy only).
 A bounded queue decouples requests from the store; one worker embeds and writes, in order.
 """
 
@@ -88,6 +89,8 @@ class WriteBack:
             return "write-back is disabled"
         if query.uncacheable:
             return query.uncacheable
+        if query.stop:
+            return "stop strings may have cut the answer short"
         temperature = 1.0 if query.temperature is None else query.temperature
         if temperature > self._settings.writeback_max_temperature:
             return f"temperature {temperature} is above {self._settings.writeback_max_temperature}"

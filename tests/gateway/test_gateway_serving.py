@@ -126,6 +126,7 @@ def test_cache_control_header(gateway_url: str, upstream_state: UpstreamState) -
         ({"temperature": 0.7}, "refused"),  # sampled: not deterministic
         ({"max_tokens": 3}, "incomplete"),  # truncated: finish_reason length
         ({"max_tokens": 3, "stream": True}, "incomplete"),
+        ({"stop": ["never in the answer"]}, "refused"),  # stop strings may have cut the answer
         ({"n": 2}, None),  # several samples: the cache is bypassed altogether
     ],
 )
@@ -140,6 +141,26 @@ def test_answers_that_must_not_be_stored(gateway_url: str, extra: dict, verdict:
         assert f'precog_gateway_writebacks_total{{result="{verdict}"}} 2.0' in metrics
     assert 'result="stored"' not in metrics
     assert entries(gateway_url) == []
+
+
+def test_a_stored_answer_that_breaks_the_requests_limits_is_not_served(gateway_url: str) -> None:
+    question = "What is the boiling point of water?"
+    _post(gateway_url, chat(question))
+    wait_for(lambda: len(entries(gateway_url)) == 1)
+    answer = answer_for(question)
+
+    roomy = _post(gateway_url, chat(question, max_tokens=1000))
+    assert roomy.headers["x-precog-cache"] == "hit"
+    assert roomy.json()["choices"][0]["message"]["content"] == answer
+
+    short = _post(gateway_url, chat(question, max_tokens=2))
+    assert short.headers["x-precog-cache"] == "miss"
+    assert "longer than max_tokens=2" in short.headers["x-precog-cache-reason"]
+    assert short.json()["choices"][0]["message"]["content"] != answer
+
+    stopped = _post(gateway_url, chat(question, stop=["forty"]))
+    assert stopped.headers["x-precog-cache"] == "miss"
+    assert "stop string 'forty'" in stopped.headers["x-precog-cache-reason"]
 
 
 def test_scope_separates_system_prompts_conversations_and_tenants(start_gateway: GatewayFactory) -> None:

@@ -9,7 +9,7 @@ from fastapi.responses import Response
 
 from gateway.api.deps import gateway_of, tenant
 from gateway.cache_control import parse_cache_control
-from gateway.query import chat_query, completion_query
+from gateway.query import CacheQuery, chat_query, completion_query
 from gateway.schemas import ChatCompletionRequest, CompletionRequest
 
 router = APIRouter(tags=["openai"])
@@ -29,6 +29,21 @@ _CONTROL = Header(
 )
 
 
+async def _answer(
+    request: Request,
+    body: ChatCompletionRequest | CompletionRequest,
+    query: CacheQuery,
+    cache_control: str | None,
+) -> Response:
+    gateway = gateway_of(request)
+    control = parse_cache_control(cache_control)
+    await gateway.models.check(body.model)
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    return await gateway.proxy.handle(
+        query, body.model_dump(exclude_unset=True), body.stream, include_usage, control
+    )
+
+
 @router.post("/v1/chat/completions", responses=_ERRORS)
 async def chat_completions(
     body: ChatCompletionRequest,
@@ -37,17 +52,7 @@ async def chat_completions(
     cache_control: str | None = _CONTROL,
 ) -> Response:
     """Chat completion, answered from storage when a stored answer fits, else by the upstream."""
-    gateway = gateway_of(request)
-    control = parse_cache_control(cache_control)
-    await gateway.models.check(body.model)
-    include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    return await gateway.proxy.handle(
-        chat_query(body, caller),
-        body.model_dump(exclude_unset=True),
-        body.stream,
-        include_usage,
-        control,
-    )
+    return await _answer(request, body, chat_query(body, caller), cache_control)
 
 
 @router.post("/v1/completions", responses=_ERRORS)
@@ -58,17 +63,7 @@ async def completions(
     cache_control: str | None = _CONTROL,
 ) -> Response:
     """Text completion, answered from storage when a stored answer fits, else by the upstream."""
-    gateway = gateway_of(request)
-    control = parse_cache_control(cache_control)
-    await gateway.models.check(body.model)
-    include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    return await gateway.proxy.handle(
-        completion_query(body, caller),
-        body.model_dump(exclude_unset=True),
-        body.stream,
-        include_usage,
-        control,
-    )
+    return await _answer(request, body, completion_query(body, caller), cache_control)
 
 
 @router.get("/v1/models", responses={401: _ERRORS[401], 502: _ERRORS[502], 504: _ERRORS[504]})

@@ -14,41 +14,18 @@ class StageBars:
     def __init__(self, replay: Replay, chunks: int, kv: bool, enabled: bool = True) -> None:
         queries = len(replay.queries)
         self._lock = threading.Lock()
-        self._bars = {
-            "chunk_done": tqdm(
-                total=chunks,
-                initial=len(replay.chunks_done),
-                desc="generate",
-                unit="chunk",
-                position=0,
-                disable=not enabled,
-            ),
-            "answer": tqdm(
-                total=queries,
-                initial=len(replay.answers),
-                desc="answer",
-                unit="q",
-                position=1,
-                disable=not enabled,
-            ),
-            "written": tqdm(
-                total=queries,
-                initial=len(replay.written),
-                desc="write",
-                unit="entry",
-                position=3,
-                disable=not enabled,
-            ),
+        # work-log record type -> (total, already done, label, unit, screen row)
+        stages: dict[str, tuple[int, int, str, str, int]] = {
+            "chunk_done": (chunks, len(replay.chunks_done), "generate", "chunk", 0),
+            "answer": (queries, len(replay.answers), "answer", "q", 1),
+            "written": (queries, len(replay.written), "write", "entry", 3),
         }
         if kv:
-            self._bars["kv"] = tqdm(
-                total=queries,
-                initial=len(replay.kv),
-                desc="capture KV",
-                unit="blob",
-                position=2,
-                disable=not enabled,
-            )
+            stages["kv"] = (queries, len(replay.kv), "capture KV", "blob", 2)
+        self._bars = {
+            record: tqdm(total=total, initial=done, desc=label, unit=unit, position=row, disable=not enabled)
+            for record, (total, done, label, unit, row) in stages.items()
+        }
 
     def on_query(self, _query_id: str) -> None:
         with self._lock:

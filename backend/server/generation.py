@@ -19,7 +19,7 @@ from fastapi import Request
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from backend import AsyncEngine, SamplingParams, TokenEvent
+from backend import AsyncEngine, KVCompression, SamplingParams, TokenEvent
 from backend.server import sse
 from backend.server.errors import APIError, server_error
 from backend.server.metrics import ServerMetrics
@@ -39,6 +39,7 @@ class Job:
     kv_prefix: KVBlob | None
     arrived: float
     index: int = 0  # the choice's index in the response (prompt i, choice j of n: i * n + j)
+    compression: KVCompression | None = None  # None: the engine's default
 
 
 class TokenStreams:
@@ -55,7 +56,9 @@ class TokenStreams:
         previous = 0.0
         outcome = "aborted"
         try:
-            stream = self._engine.stream(job.request_id, job.prompt_token_ids, job.params, job.kv_prefix)
+            stream = self._engine.stream(
+                job.request_id, job.prompt_token_ids, job.params, job.kv_prefix, job.compression
+            )
             async for event in stream:
                 now = time.perf_counter()
                 if first is None:

@@ -27,6 +27,15 @@ MAX_CHOICES = 128  # prompts x n of one request, as in OpenAI's API
 Stop = StrictStr | Annotated[list[StrictStr], Field(max_length=4)] | None
 
 
+class KVCompressionOption(BaseModel):
+    """precog extension `kv_compression`: evict `ratio` of the prompt's KV after prefill with `method`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: StrictStr
+    ratio: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.5
+
+
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -59,6 +68,10 @@ class _Sampling(BaseModel):
     )
     kv_blob_id: StrictStr | None = Field(
         default=None, description="Id of a KV blob in the server's configured store, used like kv_blob."
+    )
+    kv_compression: KVCompressionOption | None = Field(
+        default=None,
+        description="KV-cache compression of this request (method 'none' turns the server default off).",
     )
 
     @field_validator("presence_penalty", "frequency_penalty")

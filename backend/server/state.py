@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from fastapi import Request
 from transformers import PreTrainedTokenizerBase
 
-from backend import AsyncEngine, SamplingParams
+from backend import AsyncEngine, KVCompression, SamplingParams
 from backend.server.errors import bad_request, model_not_found
 from backend.server.generation import Job, TokenStreams
 from backend.server.kv_source import KVSource, matching_prefix
@@ -50,6 +50,7 @@ class ServerState:
         params: SamplingParams,
         kv_prefix: KVBlob | None = None,
         kv_param: str = "kv_blob",
+        compression: KVCompression | None = None,
     ) -> None:
         """The engine's own admission checks as 400s; a blob that does not fit is blamed on `kv_param`."""
         engine = self.engine.engine
@@ -57,6 +58,11 @@ class ServerState:
             engine.check_request(prompt_token_ids, params)
         except ValueError as exc:
             raise bad_request(_sentence(exc)) from exc
+        if compression is not None:
+            try:
+                compression.validate()
+            except ValueError as exc:
+                raise bad_request(_sentence(exc), param="kv_compression") from exc
         if kv_prefix is not None:
             try:
                 engine.check_request(prompt_token_ids, params, kv_prefix)
@@ -78,16 +84,19 @@ class ServerState:
         """
         blob = await asyncio.to_thread(self.kv.resolve, body.kv_blob, body.kv_blob_id)
         kv_param = "kv_blob_id" if body.kv_blob_id else "kv_blob"
+        option = body.kv_compression
+        compression = None if option is None else KVCompression(option.method, option.ratio)
         jobs = []
         for i, ids in enumerate(prompts):
             params = sampling_params(body, len(ids), self.max_model_len)
             kv_prefix = matching_prefix(blob, ids) if blob is not None else None
-            self.check_request(ids, params, kv_prefix, kv_param)
+            self.check_request(ids, params, kv_prefix, kv_param, compression)
             for j in range(body.n):
                 index = i * body.n + j
                 seed = None if params.seed is None else (params.seed + j) % 2**63
                 request_id = response_id if len(prompts) * body.n == 1 else f"{response_id}-{index}"
-                jobs.append(Job(request_id, ids, replace(params, seed=seed), kv_prefix, arrived, index))
+                job_params = replace(params, seed=seed)
+                jobs.append(Job(request_id, ids, job_params, kv_prefix, arrived, index, compression))
         return jobs
 
 

@@ -50,12 +50,38 @@ def assert_error(
         ({"messages": [{"role": "wizard", "content": "x"}]}, "messages[0].role", "invalid_value"),
         ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content", "invalid_type"),
         ({"messages": None}, "messages", "invalid_type"),
+        ({"kv_compression": {"method": "knorm", "ratio": 1.0}}, "kv_compression.ratio", "invalid_value"),
     ],
 )
 def test_bad_chat_fields(
     server_url: str, engine: Engine, change: dict[str, Any], param: str, code: str
 ) -> None:
     assert_error(post(server_url, {"model": engine.model_name, **CHAT, **change}), 400, param, code)
+
+
+def test_unknown_compression_method_is_refused(server_url: str, engine: Engine) -> None:
+    body = {"model": engine.model_name, **CHAT, "kv_compression": {"method": "zip"}}
+    error = assert_error(post(server_url, body), 400, "kv_compression", None)
+    assert "streaming_llm" in error["message"]
+
+
+def test_a_compressed_request_evicts_prompt_tokens(server_url: str, engine: Engine) -> None:
+    before = engine.stats()
+    prompt = "\n".join(["The quick brown fox jumps over the lazy dog."] * 12)
+    body = {
+        "model": engine.model_name,
+        "prompt": prompt,
+        "max_tokens": 4,
+        "temperature": 0,
+        "kv_compression": {"method": "streaming_llm", "ratio": 0.5},
+    }
+    response = post(server_url, body, "/v1/completions")
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["text"]
+    after = engine.stats()
+    prompt_tokens = response.json()["usage"]["prompt_tokens"]
+    assert after.kv_compressed_requests == before.kv_compressed_requests + 1
+    assert after.kv_tokens_evicted - before.kv_tokens_evicted >= prompt_tokens // 3
 
 
 @pytest.mark.parametrize(

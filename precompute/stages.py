@@ -228,6 +228,8 @@ def write_entry(job: Job, qid: str) -> None:
                 "end": str(chunk.end),
                 "origin": query["origin"],
                 "tenant": job.settings.tenant,
+                # the gateway serves an answer only to requests whose max_tokens it fits
+                "completion_tokens": str(job.replay.answers[qid]["completion_tokens"]),
             },
         )
         job.store.put(entry, blob=None if raw is None else KVBlob.from_bytes(raw))

@@ -58,6 +58,7 @@ def test_builds_entries_the_gateway_finds_in_its_scope(
             assert entry.expires is not None and entry.kv_blob_id is not None
             assert isinstance(store.get_blob(entry.kv_blob_id), KVBlob)
             assert entry.meta["file"] in ("rivers.txt", "volcanoes.md")
+            assert int(entry.meta["completion_tokens"]) > 0
         probe = entries[0].query
         hits = store.search(scope, embedder.encode([probe])[0], 1)
         assert hits[0][0].query == probe and hits[0][1] > 0.99

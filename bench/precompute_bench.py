@@ -154,6 +154,9 @@ def main() -> None:
     parser.add_argument("--queries-per-chunk", type=int, default=8)
     parser.add_argument("--heldout-per-chunk", type=int, default=5)
     parser.add_argument("--max-tokens", type=int, default=64, help="answer length, stored and at inference")
+    parser.add_argument(
+        "--similarity-threshold", type=float, default=0.85, help="the gateway's cosine floor before the guard"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     os.environ.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
@@ -182,6 +185,7 @@ def main() -> None:
         stats = store.stats()
         store.close()
         chunk_of = {e.id: e.meta["chunk"] for e in entries}
+        query_of = {e.id: e.query for e in entries}
         seed = 7000
         cases: list[dict[str, Any]] = []
         for chunk, text in chunk_texts(corpus, entries).items():
@@ -198,6 +202,7 @@ def main() -> None:
             "PRECOG_GATEWAY_UPSTREAM_URL": backend,
             "PRECOG_GATEWAY_WRITEBACK_ENABLED": "false",
             "PRECOG_GATEWAY_RATE_LIMIT_PER_MINUTE": "0",
+            "PRECOG_GATEWAY_SIMILARITY_THRESHOLD": str(args.similarity_threshold),
         }
         with service(["gateway", "serve", "--port", str(gateway_port)], gateway_env, f"{gateway}/healthz"):
             for case in cases[:2]:  # warm-up: first requests load the embedder and guard
@@ -217,6 +222,8 @@ def main() -> None:
                         case.update(
                             hit=response.headers.get("x-precog-cache") == "hit",
                             entry_chunk=chunk_of.get(entry or ""),
+                            served_query=query_of.get(entry or ""),
+                            served_similarity=response.headers.get("x-precog-similarity"),
                         )
 
     stats["verbatim_hit_rate"] = sum(r.headers.get("x-precog-cache") == "hit" for _, r in verbatim) / max(

@@ -42,6 +42,8 @@ from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
 
+from precog.up import wait_healthy
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "gateway.json"
 MODEL = "test-model"
@@ -77,25 +79,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 180.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{url} exited with code {proc.returncode}")
-        try:
-            if httpx.get(url, timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise SystemExit(f"{url} not ready after {timeout:.0f}s")
-
-
 @contextmanager
 def _process(cmd: list[str], ready_url: str, env: dict[str, str] | None = None) -> Iterator[None]:
     proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **(env or {})}, stderr=subprocess.DEVNULL)
     try:
-        _wait_ready(ready_url, proc)
+        wait_healthy(ready_url, proc, timeout=180.0)
         yield
     finally:
         proc.terminate()

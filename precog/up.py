@@ -14,7 +14,8 @@ import httpx
 import typer
 
 
-def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
+def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """Poll `url` until it answers 200; exit with a message if `proc` dies first or time runs out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -56,11 +57,11 @@ def up(
     gateway = [*exe, "gateway", "serve", *bind, "--port", str(gateway_port)]
     procs = [subprocess.Popen(backend, env=env)]
     try:
-        _wait_healthy(f"{backend_url}/healthz", procs[0], timeout=300)
+        wait_healthy(f"{backend_url}/healthz", procs[0], timeout=300)
         if not store.exists():
             _build_sample_store(exe, store, sample_corpus, backend_url)
         procs.append(subprocess.Popen(gateway, env=env))
-        _wait_healthy(f"http://{host}:{gateway_port}/healthz", procs[1], timeout=300)
+        wait_healthy(f"http://{host}:{gateway_port}/healthz", procs[1], timeout=300)
         typer.echo(
             f"\nprecog is up.\n  gateway (OpenAI-compatible): http://{host}:{gateway_port}/v1\n"
             f"  dashboard:                   http://{host}:{gateway_port}/dashboard\n"

@@ -54,6 +54,15 @@ class EngineConfig(ServiceSettings):
     # Compressed requests neither use nor fill the prefix cache.
     kv_compression_method: CompressionMethod = "none"
     kv_compression_ratio: float = Field(default=0.5, ge=0.0, lt=1.0)
+    # Decode attention over the KV: "dense" (every cached token) or "sparse" (SparseServe: per KV head the
+    # sparse_budget_tokens worth of pages with the highest Quest bound, sink and recent pages included,
+    # served from a fast tier of sparse_fast_tier_pages (layer, block) pages over the full KV cache).
+    attention: Literal["dense", "sparse"] = "dense"
+    sparse_budget_tokens: int = Field(default=512, ge=2)
+    sparse_sink_pages: int = Field(default=1, ge=0)
+    sparse_fast_tier_pages: int = Field(default=8192, ge=1)
+    # Keep the running requests' estimated working sets within the fast tier (defer or preempt).
+    sparse_working_set_batching: bool = True
 
     def kv_compression(self) -> KVCompression | None:
         """The default as a request option; None when it is off."""
@@ -67,6 +76,13 @@ class EngineConfig(ServiceSettings):
             raise ValueError(
                 f"max_num_batched_tokens ({self.max_num_batched_tokens}) must be at least max_num_seqs "
                 f"({self.max_num_seqs}): every running sequence needs one token per decode step"
+            )
+        if self.attention == "sparse" and -(-self.sparse_budget_tokens // self.block_size) < max(
+            2, self.sparse_sink_pages + 1
+        ):
+            raise ValueError(
+                f"sparse_budget_tokens ({self.sparse_budget_tokens}) must cover the {self.sparse_sink_pages} "
+                f"sink pages and the most recent page of {self.block_size} tokens"
             )
         if self.model_dir is not None and not self.model_dir.is_dir():
             raise ValueError(f"model_dir {self.model_dir} is not a directory")

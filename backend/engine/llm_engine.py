@@ -37,6 +37,7 @@ from backend.model.prepare import prepared_model_dir
 from backend.model.spec import ModelSpec
 from backend.outputs import Completion, EngineStats, TokenEvent
 from backend.sampling_params import SamplingParams
+from backend.sparse import SparseAttention, SparseSettings, WorkingSetBudget, budget_pages_for
 from store import KVBlob
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,9 @@ class Engine:
             self.block_manager, self.config.max_num_seqs, self.config.max_num_batched_tokens
         )
         self.runner = ModelRunner(self.model, self.kv_cache, self.config.attention_backend)
+        self.sparse: SparseAttention | None = None
+        if self.config.attention == "sparse":
+            self.set_attention(self._sparse_settings())
         self._compactor = KVCompactor(self.model, self.kv_cache, self.block_manager)
         self.default_compression = self.config.kv_compression()
         self._checker = RequestChecker(spec, self.model_name, self.max_model_len)
@@ -95,6 +99,37 @@ class Engine:
                 "max_model_len": self.max_model_len,
             },
         )
+
+    def _sparse_settings(self) -> SparseSettings:
+        config = self.config
+        return SparseSettings(
+            budget_pages=budget_pages_for(config.sparse_budget_tokens, config.block_size),
+            sink_pages=config.sparse_sink_pages,
+            fast_tier_pages=config.sparse_fast_tier_pages,
+            working_set_batching=config.sparse_working_set_batching,
+        )
+
+    def set_attention(self, sparse: SparseSettings | None) -> None:
+        """Switch decode attention to sparse with these settings (a fresh fast tier), or back to dense
+        (None); only while no request is queued or running. Page summaries are built from the cache as
+        it is, so prefix-cached blocks stay usable."""
+        if self.has_work():
+            raise ValueError("attention can only be switched while the engine is idle")
+        self.sparse = None
+        if sparse is not None:
+            spec = self.spec
+            self.sparse = SparseAttention(
+                sparse,
+                spec.num_layers,
+                self.block_manager.num_blocks,
+                spec.num_kv_heads,
+                self.config.block_size,
+                spec.head_dim,
+            )
+            self.sparse.rewritten(list(range(self.block_manager.num_blocks)), self.kv_cache.layers)
+        self.runner.sparse = self.sparse
+        batching = self.sparse is not None and self.sparse.settings.working_set_batching
+        self.scheduler.working_set = WorkingSetBudget(self.sparse) if batching and self.sparse else None
 
     # ---- requests from any thread -------------------------------------------------------------
     def check_request(
@@ -160,6 +195,8 @@ class Engine:
         for seq in sampled:
             if seq.needs_compression:
                 self._compactor.compress(seq)
+                if self.sparse is not None:
+                    self.sparse.rewritten(seq.block_table, self.kv_cache.layers)
         events = [
             self._append(seq, token, logits[i])
             for i, (seq, token) in enumerate(zip(sampled, sample(logits, sampled), strict=True))

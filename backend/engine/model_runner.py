@@ -15,13 +15,21 @@ from backend.layers.attention import AttentionBackend, AttentionMetadata
 from backend.layers.capture import HiddenCapture
 from backend.layers.paged_attention import plan_attention
 from backend.model.llama import LlamaModel
+from backend.sparse import SparseAttention
 
 
 class ModelRunner:
-    def __init__(self, model: LlamaModel, kv_cache: KVCache, attention_backend: AttentionBackend) -> None:
+    def __init__(
+        self,
+        model: LlamaModel,
+        kv_cache: KVCache,
+        attention_backend: AttentionBackend,
+        sparse: SparseAttention | None = None,
+    ) -> None:
         self.model = model
         self.kv_cache = kv_cache
         self.attention_backend: AttentionBackend = attention_backend
+        self.sparse = sparse
 
     @torch.inference_mode()
     def run(self, batch: ScheduledBatch) -> tuple[list[Sequence], torch.Tensor]:
@@ -30,6 +38,8 @@ class ModelRunner:
             blob = seq.request.kv_prefix
             if blob is not None:
                 self.kv_cache.write(seq.block_table, start, end, blob.keys, blob.values)
+                if self.sparse is not None:
+                    self.sparse.rewritten(seq.block_table, self.kv_cache.layers)
         input_ids, positions, slots, logit_rows, sampled = [], [], [], [], []
         context_lens, row = [], 0
         capture = HiddenCapture()
@@ -60,6 +70,7 @@ class ModelRunner:
             logit_rows=torch.tensor(logit_rows, dtype=torch.long),
             backend=self.attention_backend,
             capture=capture if capture.spans else None,
+            layer_attention=self.sparse,
         )
         logits = self.model(torch.tensor(input_ids), self.kv_cache.layers, meta)
         return sampled, logits

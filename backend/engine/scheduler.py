@@ -4,13 +4,17 @@ Running sequences go first, oldest first, each taking the tokens it still needs 
 chunk for a long prompt) from the step's token budget. When a running sequence needs a block and none
 is free, the newest running sequence is preempted: its blocks are freed and it waits, first in line,
 to be recomputed (its prefix may still be in the prefix cache). Waiting requests are admitted only in
-steps without preemption, while sequences, tokens and blocks allow.
+steps without preemption, while sequences, tokens and blocks allow. With a working-set limit (sparse
+attention), the running sequences' fast-tier working sets must fit too: a request waits until it does,
+and the newest running sequences are preempted while the sum is over.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from backend.engine.block_manager import BlockManager
 from backend.engine.sequence import Sequence, Status
@@ -32,9 +36,20 @@ class ScheduledBatch:
         return len(self.seqs)
 
 
+class WorkingSetLimit(Protocol):
+    def fits(self, seqs: Iterable[Sequence]) -> bool: ...
+
+
 class Scheduler:
-    def __init__(self, block_manager: BlockManager, max_num_seqs: int, max_num_batched_tokens: int) -> None:
+    def __init__(
+        self,
+        block_manager: BlockManager,
+        max_num_seqs: int,
+        max_num_batched_tokens: int,
+        working_set: WorkingSetLimit | None = None,
+    ) -> None:
         self.block_manager = block_manager
+        self.working_set = working_set
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
         self.waiting: deque[Sequence] = deque()
@@ -62,6 +77,10 @@ class Scheduler:
         batch = ScheduledBatch()
         budget = self.max_num_batched_tokens
         preempted = False
+        limit = self.working_set
+        while limit is not None and len(self.running) > 1 and not limit.fits(self.running):
+            self._preempt(self.running.pop())
+            preempted = True
         i = 0
         while i < len(self.running) and budget > 0:
             seq = self.running[i]
@@ -101,6 +120,8 @@ class Scheduler:
         if blob is not None:
             computed = max(start, min(len(blob.token_ids), seq.num_tokens - 1))
         n = min(seq.num_tokens - computed, budget)
+        if self.working_set is not None and self.running and not self.working_set.fits([*self.running, seq]):
+            return 0
         if not bm.can_admit(hits, computed + n):
             return 0
         self.waiting.popleft()

@@ -9,7 +9,7 @@ keeps prefill chunks on our reference.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 import torch
 
@@ -24,6 +24,22 @@ from kernels import paged_attention as kernel_decode_attention
 AttentionBackend = Literal["torch", "kernels"]
 
 
+class LayerAttention(Protocol):
+    """An attention that replaces `paged_attention` for a whole step (backend.sparse.SparseAttention):
+    it stores the new K/V itself and needs to know the layer."""
+
+    def attend(
+        self,
+        layer: int,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        kv_cache: tuple[torch.Tensor, torch.Tensor],
+        meta: AttentionMetadata,
+        scale: float,
+    ) -> torch.Tensor: ...
+
+
 @dataclass(frozen=True, slots=True)
 class AttentionMetadata:
     """Where this step's N new tokens (of B sequences, concatenated) sit, in positions and in the cache.
@@ -34,6 +50,7 @@ class AttentionMetadata:
     logit_rows   [S] rows of the flat batch whose logits are wanted (last token of each sampled sequence)
     backend      which kernel attends (see the module docstring)
     capture      rows whose attention inputs a KV-compression press will need, or None
+    layer_attention  replaces paged_attention in every layer (sparse attention), or None
     """
 
     positions: torch.Tensor
@@ -42,6 +59,7 @@ class AttentionMetadata:
     logit_rows: torch.Tensor
     backend: AttentionBackend = "torch"
     capture: HiddenCapture | None = None
+    layer_attention: LayerAttention | None = None
 
 
 def write_kv(

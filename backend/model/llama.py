@@ -51,7 +51,10 @@ class SelfAttention(nn.Module):
         q = apply_rope(q.view(n, self.num_heads, self.head_dim), rope)
         k = apply_rope(k.view(n, self.num_kv_heads, self.head_dim), rope)
         v = v.view(n, self.num_kv_heads, self.head_dim)
-        out = paged_attention(q, k, v, kv_cache, meta, self.scale)
+        if meta.layer_attention is not None:
+            out = meta.layer_attention.attend(self.layer, q, k, v, kv_cache, meta, self.scale)
+        else:
+            out = paged_attention(q, k, v, kv_cache, meta, self.scale)
         return self.o_proj(out.view(n, -1))
 
 

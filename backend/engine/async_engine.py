@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 
 from backend.compress import KVCompression
 from backend.engine.llm_engine import Engine
@@ -75,10 +75,14 @@ class AsyncEngine:
         params: SamplingParams,
         kv_prefix: KVBlob | None = None,
         compression: KVCompression | None = None,
+        prompt_rest: AsyncIterable[list[int]] | None = None,
     ) -> AsyncIterator[TokenEvent]:
         """Yield the request's token events until one carries a finish_reason.
 
         `compression` evicts part of the prompt's KV after its prefill (None: the engine's default).
+        `prompt_rest` yields the parts of the prompt that are not ready yet (retrieved documents, the
+        rest of an upload): `prompt_token_ids` is prefilled while they are produced, and the first
+        token is sampled once the iterable ends (RServe's overlap). An error it raises fails the request.
 
         Raises ValueError (before the first event) if the request cannot be served, and
         EngineShutdownError or the step's exception if the engine fails it. Closing the iterator
@@ -102,8 +106,12 @@ class AsyncEngine:
                 on_event=deliver,
                 on_error=deliver,
                 compression=compression,
+                prompt_complete=prompt_rest is None,
             )
         )
+        feeder = None
+        if prompt_rest is not None:
+            feeder = asyncio.create_task(self._feed_prompt(request_id, prompt_rest, deliver))
         finished = False
         try:
             while not finished:
@@ -114,8 +122,25 @@ class AsyncEngine:
                 finished = item.finish_reason is not None
                 yield item
         finally:
+            if feeder is not None:
+                feeder.cancel()
             if not finished:
                 self.abort(request_id)
+
+    async def _feed_prompt(
+        self,
+        request_id: str,
+        parts: AsyncIterable[list[int]],
+        on_error: Callable[[TokenEvent | BaseException], None],
+    ) -> None:
+        try:
+            async for part in parts:
+                self.engine.extend_prompt(request_id, part)
+        except Exception as exc:
+            self.abort(request_id)
+            on_error(exc)
+            return
+        self.engine.extend_prompt(request_id, [], final=True)
 
     def abort(self, request_id: str) -> None:
         """Stop the request; its blocks are freed before the engine's next step."""

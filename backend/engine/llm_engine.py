@@ -13,6 +13,7 @@ import logging
 import queue
 import threading
 from collections.abc import Sequence as Seq
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -43,11 +44,21 @@ from store import KVBlob
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True, slots=True)
+class PromptPart:
+    """More prompt tokens for a running request whose prompt was submitted incomplete."""
+
+    request_id: str
+    token_ids: list[int]
+    final: bool
+
+
 class Engine:
     """Our model, its paged KV cache, and the scheduler that batches every request through them.
 
     Public: tokenizer, model_name, max_model_len, eos_token_ids; generate, export_kv, stats; and, for
-    drivers such as AsyncEngine, check_request, submit, abort, step, has_work, wait_for_work.
+    drivers such as AsyncEngine, check_request, submit, extend_prompt, abort, step, has_work,
+    wait_for_work.
     """
 
     def __init__(self, config: EngineConfig | None = None) -> None:
@@ -81,7 +92,7 @@ class Engine:
         )
         self._throughput = ThroughputLog(self.config.log_interval_s)
         self._default_generator = torch.Generator().manual_seed(self.config.seed)
-        self._inbox: queue.SimpleQueue[Request | str] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[Request | PromptPart | str] = queue.SimpleQueue()
         self._wake = threading.Event()
         self._live_ids: set[str] = set()
         self._ids_lock = threading.Lock()
@@ -159,6 +170,13 @@ class Engine:
         self._inbox.put(request)
         self._wake.set()
 
+    def extend_prompt(self, request_id: str, token_ids: list[int], final: bool = False) -> None:
+        """Append the next ready part of a request submitted with prompt_complete=False; `final` ends
+        the prompt, after which the first token is sampled. A part that breaks the request's limits
+        fails that request (on_error); parts for unknown or finished requests are ignored."""
+        self._inbox.put(PromptPart(request_id, list(token_ids), final))
+        self._wake.set()
+
     def abort(self, request_id: str) -> None:
         """Stop a request and free its blocks before the next step; unknown or finished ids are ignored."""
         self._inbox.put(request_id)
@@ -221,6 +239,9 @@ class Engine:
             if isinstance(item, str):
                 self._abort_now(item)
                 continue
+            if isinstance(item, PromptPart):
+                self._extend_now(item)
+                continue
             params = item.params
             generator = None
             if not params.greedy:
@@ -239,6 +260,19 @@ class Engine:
         if chosen is None and request.on_kv is None:
             chosen = self.default_compression
         return chosen if chosen is not None and chosen.active else None
+
+    def _extend_now(self, part: PromptPart) -> None:
+        seq = self._seqs.get(part.request_id)
+        if seq is None or seq.status is Status.FINISHED:
+            return
+        try:
+            if seq.prompt_complete:
+                raise ValueError(f"the prompt of request {part.request_id!r} is already complete")
+            self._checker.check([*seq.request.prompt_token_ids, *part.token_ids], seq.params, None)
+        except ValueError as exc:
+            self._fail(seq, exc)
+            return
+        seq.extend_prompt(part.token_ids, part.final)
 
     def _abort_now(self, request_id: str) -> None:
         seq = self._seqs.get(request_id)
@@ -273,13 +307,16 @@ class Engine:
         """Drop every queued and running request, freeing their blocks, and tell each caller why."""
         self._drain_inbox()
         for seq in list(self._seqs.values()):
-            seq.finish_reason = "abort"
-            self.scheduler.remove(seq)
-            del self._seqs[seq.request_id]
-            with self._ids_lock:
-                self._live_ids.discard(seq.request_id)
-            if seq.request.on_error is not None:
-                seq.request.on_error(error)
+            self._fail(seq, error)
+
+    def _fail(self, seq: Sequence, error: BaseException) -> None:
+        seq.finish_reason = "abort"
+        self.scheduler.remove(seq)
+        del self._seqs[seq.request_id]
+        with self._ids_lock:
+            self._live_ids.discard(seq.request_id)
+        if seq.request.on_error is not None:
+            seq.request.on_error(error)
 
     # ---- in-process use -------------------------------------------------------------------------
     def generate(

@@ -54,7 +54,7 @@ class ModelRunner:
                     seq.prompt_hidden = [[] for _ in self.kv_cache.layers]
                 capture.spans.append((seq.prompt_hidden, row, row + n))
             row += n
-            if end == seq.num_tokens:
+            if end == seq.num_tokens and seq.prompt_complete:
                 logit_rows.append(row - 1)
                 sampled.append(seq)
         plan = plan_attention(

@@ -1,5 +1,8 @@
 """Continuous batching: each step mixes running decodes, prefill chunks and newly admitted requests.
 
+A request whose prompt is still arriving (RServe's overlap) runs on its ready prefix and then simply
+takes no tokens until more arrives, so it never stalls the others.
+
 Running sequences go first, oldest first, each taking the tokens it still needs (one for a decode, a
 chunk for a long prompt) from the step's token budget. When a running sequence needs a block and none
 is free, the newest running sequence is preempted: its blocks are freed and it waits, first in line,
@@ -59,7 +62,8 @@ class Scheduler:
         self.preemptions = 0
 
     def has_work(self) -> bool:
-        return bool(self.waiting or self.running)
+        """Whether a step would compute anything (a running prompt waiting for its next part would not)."""
+        return bool(self.waiting) or any(seq.num_uncomputed for seq in self.running)
 
     def add(self, seq: Sequence) -> None:
         self.waiting.append(seq)
@@ -85,6 +89,9 @@ class Scheduler:
         while i < len(self.running) and budget > 0:
             seq = self.running[i]
             n = min(seq.num_uncomputed, budget)
+            if n == 0:
+                i += 1
+                continue
             scheduled = True
             while not self.block_manager.grow(seq, seq.num_cached_tokens + n):
                 victim = self.running.pop()

@@ -38,6 +38,10 @@ class Request:
     # gets the raw logits [vocab] each sampled position produced.
     forced_token_ids: list[int] | None = None
     on_logits: Callable[[torch.Tensor], None] | None = None
+    # Overlap (RServe): False while later parts of the prompt are still being produced (retrieved
+    # documents, the rest of an upload). The ready prefix is prefilled meanwhile; nothing is sampled
+    # until Engine.extend_prompt(..., final=True) completes the prompt.
+    prompt_complete: bool = True
 
 
 @dataclass(slots=True, eq=False)
@@ -96,6 +100,18 @@ class Sequence:
     @property
     def num_uncomputed(self) -> int:
         return self.num_tokens - self.num_computed_tokens
+
+    @property
+    def prompt_complete(self) -> bool:
+        return self.request.prompt_complete
+
+    def extend_prompt(self, token_ids: list[int], final: bool) -> None:
+        """Append a newly ready part of the prompt (only before any output token exists)."""
+        if self.prompt_complete:
+            raise ValueError(f"the prompt of request {self.request_id!r} is already complete")
+        self.request.prompt_token_ids.extend(token_ids)
+        self.token_ids.extend(token_ids)
+        self.request.prompt_complete = final
 
     def reset_for_recompute(self) -> None:
         """After preemption: the blocks are gone, every token (prompt and output) will be prefilled again."""

@@ -27,11 +27,13 @@ class ExpectedAttentionPress(ScorerPress):
     """Per layer: μ = W_q·mean(h) and Σ = the per-head blocks of W_q·Cov(h)·W_qᵀ over the hidden states
     after the sinks; both rotated by the RoPE averaged over the next `n_future_positions`; then
     `kernels.expected_attention_scores` (expected logit with the covariance term, softmax, GQA mean,
-    ×‖v‖). The first n_sink tokens get the maximum score."""
+    then (· + epsilon)·‖v‖ when use_vnorm). The first n_sink tokens score above every other token.
+    Fields, defaults and formula are kvpress's (bench/kvpress_compare_bench.py checks them side by side)."""
 
     n_future_positions: int = 512
     n_sink: int = 4
     use_covariance: bool = True
+    use_vnorm: bool = True
     epsilon: float = 0.0
 
     def query_statistics(self, inputs: LayerInputs) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -62,11 +64,14 @@ class ExpectedAttentionPress(ScorerPress):
         """keys, values [KVH, T, D], hidden [n, hidden] -> [KVH, T]."""
         n_sink = min(self.n_sink, inputs.num_tokens - 1)
         mu, cov = self.query_statistics(inputs)
+        values = inputs.values[None, :, n_sink:].float()
+        if not self.use_vnorm:  # unit-norm values: the kernel's (p + epsilon)·‖v‖ becomes p, as in kvpress
+            values = F.one_hot(torch.zeros(values.shape[:-1], dtype=torch.long), values.shape[-1]).float()
         scores = expected_attention_scores(
             inputs.keys[None, :, n_sink:].float(),
-            inputs.values[None, :, n_sink:].float(),
+            values,
             mu[None],
             None if cov is None else cov[None],
-            self.epsilon,
+            self.epsilon if self.use_vnorm else 0.0,
         )[0]
-        return F.pad(scores, (n_sink, 0), value=scores.max().item())
+        return F.pad(scores, (n_sink, 0), value=scores.max().item() + 1)

@@ -15,7 +15,7 @@ from backend.compress.base import LayerInputs, ScorerPress
 class SnapKVPress(ScorerPress):
     """Attention of the last `window_size` queries to the earlier keys, averaged over those queries,
     smoothed by an average pool of `kernel_size`, averaged over each KV group's query heads; the
-    observation window itself gets the maximum score. As kvpress's SnapKVPress."""
+    observation window itself scores above every other token. As kvpress's SnapKVPress."""
 
     window_size: int = 64
     kernel_size: int = 5
@@ -36,4 +36,4 @@ class SnapKVPress(ScorerPress):
         scores = weights.mean(dim=1)  # [H, T - w]
         scores = F.avg_pool1d(scores[None], self.kernel_size, stride=1, padding=self.kernel_size // 2)[0]
         scores = scores.view(kvh, group, n - window).mean(dim=1)
-        return F.pad(scores, (0, window), value=scores.max().item())
+        return F.pad(scores, (0, window), value=scores.max().item() + 1)

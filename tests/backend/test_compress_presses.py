@@ -3,6 +3,8 @@ every press obeys: budget, protected positions, sorted unique indices."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -151,3 +153,35 @@ def test_engine_config_default_compression() -> None:
     assert config.kv_compression() == KVCompression("snapkv", 0.25)
     with pytest.raises(ValueError, match="kv_compression_ratio"):
         EngineConfig(kv_compression_method="snapkv", kv_compression_ratio=1.0)
+
+
+@pytest.mark.parametrize("use_vnorm", [False, True])
+def test_expected_attention_scores_follow_the_formula(use_vnorm: bool) -> None:
+    # d = 2, RoPE off, W_q = I. The rows after the 4 sinks, h = (1, 1) and (3, 1), give μ = (2, 1) and the
+    # population covariance Σ = diag(1, 0); the sinks' huge rows must not count. Expected logit of key k:
+    # μ·k/√d + ½·kᵀΣk/d, then a softmax over the non-sink keys, then (· + ε)·‖v‖ (kvpress's formula).
+    d = 2
+    keys = torch.tensor([[[9.0, 9.0]] * 4 + [[2.0, 0.0], [0.0, 2.0]]])
+    values = torch.tensor([[[1.0, 0.0]] * 4 + [[3.0, 4.0], [0.0, 2.0]]])
+    hidden = torch.tensor([[100.0, -100.0]] * 4 + [[1.0, 1.0], [3.0, 1.0]])
+    logits = [(2 * 2 + 0) / math.sqrt(d) + 0.5 * 4 / d, (0 + 1 * 2) / math.sqrt(d) + 0.0]
+    probs = torch.softmax(torch.tensor(logits), dim=0)
+    expected = probs * torch.tensor([5.0, 2.0]) if use_vnorm else probs
+    press = ExpectedAttentionPress(compression_ratio=0.5, use_vnorm=use_vnorm)
+    scores = press.score(layer_inputs(keys, values=values, hidden=hidden))[0]
+    torch.testing.assert_close(scores[4:], expected)
+    assert bool((scores[:4] == expected.max() + 1).all())  # sinks strictly above every scored token
+
+
+def test_snapkv_window_outranks_every_scored_token() -> None:
+    # The budget (3 of 12) is below the 4-token window: kvpress keeps window tokens only, even though
+    # key 2 draws the strongest attention of the earlier keys.
+    keys = torch.zeros(1, 12, 4)
+    keys[0, 2] = torch.tensor([5.0, 0.0, 0.0, 0.0])
+    hidden = torch.zeros(12, 4)
+    hidden[:, 0] = 2.0
+    press = SnapKVPress(compression_ratio=0.75, window_size=4, kernel_size=1)
+    inputs = layer_inputs(keys, hidden=hidden)
+    scores = press.score(inputs)[0]
+    assert scores[8:].min() > scores[:8].max()  # strictly above: no top-k tie with key 2
+    assert set(kept(press, inputs)[0]) <= {8, 9, 10, 11}

@@ -9,7 +9,10 @@ figure for the full cache (the peer of this run).
 
 Writes bench/results/kv_compression.json and prints a table.
 
-    python bench/kv_compression_bench.py [--continuation 32] [--threads 2]
+    python bench/kv_compression_bench.py [--continuation 32] [--threads 2] [--with-kvpress]
+
+--with-kvpress then runs bench/kvpress_compare_bench.py: the same contexts side by side with NVIDIA's
+kvpress (needs `make peers`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import inspect
 import io
 import json
 import platform
+import subprocess
+import sys
 import textwrap
 import time
 from dataclasses import dataclass, field
@@ -141,6 +146,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--continuation", type=int, default=32, help="teacher-forced tokens per context")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--with-kvpress", action="store_true", help="then compare with kvpress")
     args = parser.parse_args()
     console = Console()
     engine = Engine(
@@ -188,6 +194,10 @@ def main() -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2))
     _print(console, results)
+    if args.with_kvpress:
+        compare_bench = str(Path(__file__).with_name("kvpress_compare_bench.py"))
+        options = ["--continuation", str(args.continuation), "--threads", str(args.threads)]
+        subprocess.run([sys.executable, compare_bench, *options], check=True)
 
 
 def _print(console: Console, results: dict[str, Any]) -> None:

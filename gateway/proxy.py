@@ -75,7 +75,7 @@ class CompletionProxy:
         started = time.perf_counter()
         plain = {key: value for key, value in body.items() if key not in _GATEWAY_ONLY}
         body, without_kv = plain, None
-        if query.kind == "chat" and query.earlier_turns:
+        if query.kind == "chat" and query.earlier_turns and self._settings.upstream_kv_import:
             blob = await self._next_turns.blob_for(query.scope)
             if blob is not None:
                 body, without_kv = {**plain, "kv_blob_id": blob}, plain

@@ -25,6 +25,12 @@ class GatewaySettings(ServiceSettings):
     upstream_api_key: str | None = Field(
         default=None, description="Bearer token sent to the upstream, if it needs one."
     )
+    upstream_kv_import: bool = Field(
+        default=True,
+        description="Name a stored KV cache (kv_blob_id) in relayed follow-up turns so the upstream skips "
+        "their prefill; only precog's backend understands it, so turn it off in front of vLLM, SGLang or "
+        "any other OpenAI-compatible server.",
+    )
     models: list[str] = Field(
         default_factory=list, description="Models clients may ask for; empty = whatever the upstream lists."
     )

@@ -126,7 +126,9 @@ class Job:
             queries = read_query_log(query_log) if query_log else []
         except CorpusError as exc:
             raise PrecomputeError(str(exc)) from exc
-        upstream = Upstream(settings.upstream_url, settings.model, settings.request_timeout)
+        upstream = Upstream(
+            settings.upstream_url, settings.model, settings.request_timeout, api_key=settings.upstream_api_key
+        )
         try:
             model = _served_model(upstream, settings.model)
         except (UpstreamUnavailable, UpstreamGarbage) as exc:

@@ -41,7 +41,10 @@ class _Worker:
         os.environ.pop("PRECOG_CONFIG", None)
         self.settings = PrecomputeSettings(**settings)
         self.upstream = Upstream(
-            self.settings.upstream_url, self.settings.model, self.settings.request_timeout
+            self.settings.upstream_url,
+            self.settings.model,
+            self.settings.request_timeout,
+            api_key=self.settings.upstream_api_key,
         )
 
 

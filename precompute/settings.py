@@ -22,6 +22,7 @@ class PrecomputeSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="PRECOG_PRECOMPUTE_", extra="forbid")
 
     upstream_url: str = "http://127.0.0.1:8001"
+    upstream_api_key: str | None = Field(None, description="Bearer token for an upstream that needs one")
     model: str | None = Field(None, description="the upstream model; unset = the one model it serves")
     system_prompt: str = Field("", description="the app's system prompt; '' = no system message")
     tenant: str = "default"

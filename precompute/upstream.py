@@ -33,11 +33,14 @@ class Completion:
 class Upstream:
     """Blocking and thread-safe (one pooled httpx.Client), so worker threads and Ray tasks share the code."""
 
-    def __init__(self, url: str, model: str | None, timeout: float, retries: int = 2) -> None:
+    def __init__(
+        self, url: str, model: str | None, timeout: float, retries: int = 2, api_key: str | None = None
+    ) -> None:
         self.url = url.rstrip("/")
         self.model = model
         self.retries = retries
-        self._http = httpx.Client(base_url=self.url, timeout=timeout)
+        headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.Client(base_url=self.url, timeout=timeout, headers=headers)
 
     def close(self) -> None:
         self._http.close()

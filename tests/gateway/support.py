@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -58,3 +61,23 @@ def entries(url: str, **params: Any) -> list[dict[str, Any]]:
     response = httpx.get(f"{url}/admin/entries", params=params, timeout=10)
     response.raise_for_status()
     return list(response.json()["entries"])
+
+
+def serve_cli(args: list[str], health: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """`precog <args>` in its own process, as deployed; returns once `health` answers 200."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "precog.cli", *args],
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 300
+    while True:
+        assert process.poll() is None, f"{args[:2]} exited during start-up"
+        try:
+            if httpx.get(health, timeout=1.0).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, f"{args[:2]} did not become healthy"
+        time.sleep(0.5)

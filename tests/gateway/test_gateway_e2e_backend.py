@@ -3,17 +3,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 
 import httpx
 import openai
 import pytest
 
-from tests.gateway.support import free_port, wait_for
+from tests.gateway.support import free_port, serve_cli, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -21,35 +17,18 @@ MODEL = "smollm2-135m-instruct"
 SYSTEM = "Answer in one short sentence."
 
 
-def _serve(args: list[str], health: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "precog.cli", *args],
-        env={**os.environ, **(env or {})},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 300
-    while True:
-        assert process.poll() is None, f"{args[:2]} exited during start-up"
-        try:
-            if httpx.get(health, timeout=1.0).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, f"{args[:2]} did not become healthy"
-        time.sleep(0.5)
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     backend_port, gateway_port = free_port(), free_port()
     store = tmp_path_factory.mktemp("e2e") / "store"
     processes = [
-        _serve(["backend", "serve", "--port", str(backend_port)], f"http://127.0.0.1:{backend_port}/healthz")
+        serve_cli(
+            ["backend", "serve", "--port", str(backend_port)], f"http://127.0.0.1:{backend_port}/healthz"
+        )
     ]
     try:
         processes.append(
-            _serve(
+            serve_cli(
                 [
                     "gateway",
                     "serve",

@@ -138,3 +138,26 @@ def test_next_turn_after_a_hit_carries_the_stored_kv_blob(
         if r["messages"][-1]["content"] == smuggled["messages"][-1]["content"]
     ]
     assert relayed and not {"kv_blob_id", "kv_blob"} & set(relayed[0])
+
+
+def test_without_upstream_kv_import_a_follow_up_never_names_a_blob(
+    start_gateway: GatewayFactory, upstream_state: UpstreamState, embedder: Embedder, tmp_path: Path
+) -> None:
+    """In front of vLLM or SGLang (deploy/profiles/external-upstream.toml) kv_blob_id means nothing."""
+    path = tmp_path / "seeded-kv-off"
+    _seed(path, embedder, with_blob=True)
+    url = start_gateway(store_path=path, upstream_kv_import=False).url
+    hit = httpx.post(f"{url}/v1/chat/completions", json=chat(QUESTION), timeout=30)
+    assert hit.headers["x-precog-cache"] == "hit"
+    follow_up = {
+        "model": "test-model",
+        "temperature": 0,
+        "messages": [
+            {"role": "user", "content": QUESTION},
+            {"role": "assistant", "content": STORED},
+            {"role": "user", "content": "And on Mount Everest?"},
+        ],
+    }
+    assert httpx.post(f"{url}/v1/chat/completions", json=follow_up, timeout=30).status_code == 200
+    relayed = [r for r in upstream_state.requests if r["messages"][-1]["content"] == "And on Mount Everest?"]
+    assert len(relayed) == 1 and "kv_blob_id" not in relayed[0]

@@ -16,6 +16,7 @@ from backend.compress import KVCompression
 from backend.engine.llm_engine import Engine
 from backend.engine.sequence import Request
 from backend.outputs import TokenEvent
+from backend.reuse import KVReuse
 from backend.sampling_params import SamplingParams
 from store import KVBlob
 
@@ -76,10 +77,12 @@ class AsyncEngine:
         kv_prefix: KVBlob | None = None,
         compression: KVCompression | None = None,
         prompt_rest: AsyncIterable[list[int]] | None = None,
+        kv_reuse: KVReuse | None = None,
     ) -> AsyncIterator[TokenEvent]:
         """Yield the request's token events until one carries a finish_reason.
 
-        `compression` evicts part of the prompt's KV after its prefill (None: the engine's default).
+        `compression` evicts part of the prompt's KV after its prefill (None: the engine's default);
+        `kv_reuse` prefills from a similar prompt's KV (backend.reuse).
         `prompt_rest` yields the parts of the prompt that are not ready yet (retrieved documents, the
         rest of an upload): `prompt_token_ids` is prefilled while they are produced, and the first
         token is sampled once the iterable ends (RServe's overlap). An error it raises fails the request.
@@ -107,6 +110,7 @@ class AsyncEngine:
                 on_error=deliver,
                 compression=compression,
                 prompt_complete=prompt_rest is None,
+                kv_reuse=kv_reuse,
             )
         )
         feeder = None

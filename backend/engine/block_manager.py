@@ -5,8 +5,9 @@ equal hashes mean equal prefixes; on a hit the stored token ids are compared too
 can never hand out wrong KV. A freed block keeps its hash and content and can be revived by a later
 request with the same prefix until the allocator reuses it (least recently freed first).
 
-Sequences that compress their KV neither read nor join the prefix cache: compaction rewrites their
-blocks in place, so the blocks must be theirs alone and must never be served for a plain prefix.
+Sequences that compress their KV, or prefill it by semantic reuse, neither read nor join the prefix
+cache: compaction rewrites their blocks in place and reused KV is approximate, so the blocks must be
+theirs alone and must never be served for a plain prefix.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class BlockManager:
 
     def cached_prefix(self, seq: Sequence) -> list[int]:
         """Blocks already holding a prefix of seq's tokens; never all of them (one token must be computed)."""
-        if not self.enable_prefix_caching or seq.compression is not None:
+        if not self.enable_prefix_caching or seq.private_kv:
             return []
         hits: list[int] = []
         previous: int | None = None
@@ -90,7 +91,7 @@ class BlockManager:
 
     def commit(self, seq: Sequence) -> None:
         """Register every newly full, computed block of seq in the prefix cache."""
-        if not self.enable_prefix_caching or seq.compression is not None:
+        if not self.enable_prefix_caching or seq.private_kv:
             return
         full = seq.num_computed_tokens // self.block_size
         for i in range(len(seq.block_hashes), full):

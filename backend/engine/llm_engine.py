@@ -37,6 +37,7 @@ from backend.model.loader import load_model
 from backend.model.prepare import prepared_model_dir
 from backend.model.spec import ModelSpec
 from backend.outputs import Completion, EngineStats, TokenEvent
+from backend.reuse import KVReuse
 from backend.sampling_params import SamplingParams
 from backend.sparse import SparseAttention, SparseSettings, WorkingSetBudget, budget_pages_for
 from store import KVBlob
@@ -149,17 +150,26 @@ class Engine:
         params: SamplingParams,
         kv_prefix: KVBlob | None = None,
         compression: KVCompression | None = None,
+        kv_reuse: KVReuse | None = None,
     ) -> None:
         """Raise ValueError with a client-facing message if this request cannot be served."""
-        self._checker.check(prompt_token_ids, params, kv_prefix)
+        self._checker.check(prompt_token_ids, params, kv_prefix, kv_reuse)
         if compression is not None:
             compression.validate()
+            if kv_reuse is not None and compression.active:
+                raise ValueError("a request that reuses a similar prompt's KV cannot also compress it")
 
     def submit(self, request: Request) -> None:
         """Queue a request (checked first; raises ValueError). Its callbacks run on the stepping thread."""
-        self.check_request(request.prompt_token_ids, request.params, request.kv_prefix, request.compression)
+        self.check_request(
+            request.prompt_token_ids, request.params, request.kv_prefix, request.compression, request.kv_reuse
+        )
         if request.on_kv is not None and request.compression is not None and request.compression.active:
             raise ValueError("a request that exports its prompt's KV cannot compress it")
+        if request.on_kv is not None and request.kv_reuse is not None:
+            raise ValueError("a request that exports its prompt's KV cannot reuse another prompt's KV")
+        if not request.prompt_complete and request.kv_reuse is not None:
+            raise ValueError("a request whose prompt arrives in parts cannot reuse another prompt's KV")
         forced = request.forced_token_ids or []
         if any(not 0 <= t < self.spec.vocab_size for t in forced):
             raise ValueError(f"forced token ids must be in [0, {self.spec.vocab_size})")
@@ -255,9 +265,10 @@ class Engine:
             self.scheduler.add(seq)
 
     def _compression_for(self, request: Request) -> KVCompression | None:
-        """The request's own choice, else the engine default (never for a KV export); None: keep all."""
+        """The request's own choice, else the engine default (never for a KV export or a KV reuse); None:
+        keep all."""
         chosen = request.compression
-        if chosen is None and request.on_kv is None:
+        if chosen is None and request.on_kv is None and request.kv_reuse is None:
             chosen = self.default_compression
         return chosen if chosen is not None and chosen.active else None
 
@@ -324,10 +335,12 @@ class Engine:
         prompts: Seq[str] | Seq[list[int]],
         params: SamplingParams | Seq[SamplingParams] | None = None,
         compression: KVCompression | None = None,
+        kv_reuse: Seq[KVReuse | None] | None = None,
     ) -> list[Completion]:
         """Complete every prompt (text or token ids), batched through the scheduler, in prompt order.
 
         `compression` applies to every prompt (None: the engine's default, `kv_compression_*` settings).
+        `kv_reuse`, one per prompt (None: none), prefills that prompt from a similar prompt's KV.
         """
         if isinstance(prompts, str):
             raise TypeError("generate takes a list of prompts")
@@ -336,13 +349,18 @@ class Engine:
         )
         if len(all_params) != len(prompts):
             raise ValueError(f"got {len(all_params)} sampling params for {len(prompts)} prompts")
+        reuses = list(kv_reuse) if kv_reuse is not None else [None] * len(prompts)
+        if len(reuses) != len(prompts):
+            raise ValueError(f"got {len(reuses)} kv_reuse options for {len(prompts)} prompts")
         token_lists = [self.tokenizer.encode(p) if isinstance(p, str) else list(p) for p in prompts]
         requests = [
-            Request(f"generate-{next(self._ids)}", ids, p, compression=compression)
-            for ids, p in zip(token_lists, all_params, strict=True)
+            Request(f"generate-{next(self._ids)}", ids, p, compression=compression, kv_reuse=reuse)
+            for ids, p, reuse in zip(token_lists, all_params, reuses, strict=True)
         ]
         for request in requests:
-            self.check_request(request.prompt_token_ids, request.params, compression=compression)
+            self.check_request(
+                request.prompt_token_ids, request.params, compression=compression, kv_reuse=request.kv_reuse
+            )
         return self._run(requests)
 
     def export_kv(self, prompt_token_ids: list[int]) -> KVBlob:

@@ -1,4 +1,5 @@
-"""Turn a scheduled batch into flat model inputs, write imported KV prefixes, and run the model.
+"""Turn a scheduled batch into flat model inputs, write imported KV (prefixes, semantic reuse), and run
+the model.
 
 A sequence whose KV was compressed keeps logical positions (RoPE of token i is at position i) while
 its cache holds num_evicted fewer tokens: new tokens go to cache index i - num_evicted.
@@ -15,6 +16,7 @@ from backend.layers.attention import AttentionBackend, AttentionMetadata
 from backend.layers.capture import HiddenCapture
 from backend.layers.paged_attention import plan_attention
 from backend.model.llama import LlamaModel
+from backend.reuse import reuse_prefill
 from backend.sparse import SparseAttention
 
 
@@ -35,11 +37,7 @@ class ModelRunner:
     def run(self, batch: ScheduledBatch) -> tuple[list[Sequence], torch.Tensor]:
         """Compute the batch; return the sequences that reached their last token, and [S, vocab] logits."""
         for seq, start, end in batch.imports:
-            blob = seq.request.kv_prefix
-            if blob is not None:
-                self.kv_cache.write(seq.block_table, start, end, blob.keys, blob.values)
-                if self.sparse is not None:
-                    self.sparse.rewritten(seq.block_table, self.kv_cache.layers)
+            self._import(seq, start, end)
         input_ids, positions, slots, logit_rows, sampled = [], [], [], [], []
         context_lens, row = [], 0
         capture = HiddenCapture()
@@ -74,3 +72,18 @@ class ModelRunner:
         )
         logits = self.model(torch.tensor(input_ids), self.kv_cache.layers, meta)
         return sampled, logits
+
+    def _import(self, seq: Sequence, start: int, end: int) -> None:
+        """Write positions [start, end) of seq's KV before the step: from its KV prefix, or computed by
+        the semantic-reuse prefill of its first `end` tokens (backend.reuse)."""
+        reuse, blob = seq.request.kv_reuse, seq.request.kv_prefix
+        if reuse is not None:
+            result = reuse_prefill(self.model, seq.token_ids[:end], reuse)
+            reuse.stats = result.stats
+            self.kv_cache.write(seq.block_table, start, end, result.keys, result.values)
+        elif blob is not None:
+            self.kv_cache.write(seq.block_table, start, end, blob.keys, blob.values)
+        else:
+            return
+        if self.sparse is not None:
+            self.sparse.rewritten(seq.block_table, self.kv_cache.layers)

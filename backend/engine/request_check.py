@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from backend.model.spec import ModelSpec
+from backend.reuse import KVReuse, check_reference
 from backend.sampling_params import SamplingParams
 from store import KVBlob
 
@@ -15,7 +16,13 @@ class RequestChecker:
     model_name: str
     max_model_len: int
 
-    def check(self, prompt_token_ids: list[int], params: SamplingParams, kv_prefix: KVBlob | None) -> None:
+    def check(
+        self,
+        prompt_token_ids: list[int],
+        params: SamplingParams,
+        kv_prefix: KVBlob | None,
+        kv_reuse: KVReuse | None = None,
+    ) -> None:
         """Raise ValueError with a message a server can return as a 400."""
         params.validate()
         n = len(prompt_token_ids)
@@ -31,6 +38,13 @@ class RequestChecker:
             )
         if kv_prefix is not None:
             self._check_blob(kv_prefix, prompt_token_ids)
+        if kv_reuse is not None:
+            if kv_prefix is not None:
+                raise ValueError("a request takes an exact KV prefix or a KV reuse reference, not both")
+            if kv_reuse.reference.model != self.model_name:
+                model = kv_reuse.reference.model
+                raise ValueError(f"the reference KV blob is for model {model!r}, not {self.model_name!r}")
+            check_reference(kv_reuse.reference, self.spec)
 
     def _check_blob(self, blob: KVBlob, prompt_token_ids: list[int]) -> None:
         if blob.model != self.model_name:

@@ -25,7 +25,8 @@ from backend.engine.sequence import Sequence, Status
 
 @dataclass(slots=True)
 class ScheduledBatch:
-    """seqs[i] computes num_new[i] tokens this step; imports: (seq, start, end) KV-prefix copies to do."""
+    """seqs[i] computes num_new[i] tokens this step; imports: (seq, start, end) KV to write first (a
+    KV-prefix copy, or a semantic-reuse prefill)."""
 
     seqs: list[Sequence] = field(default_factory=list)
     num_new: list[int] = field(default_factory=list)
@@ -126,6 +127,8 @@ class Scheduler:
         blob = seq.request.kv_prefix
         if blob is not None:
             computed = max(start, min(len(blob.token_ids), seq.num_tokens - 1))
+        if seq.request.kv_reuse is not None:
+            computed = seq.num_tokens - 1  # filled by the runner's reuse prefill; the last token runs here
         n = min(seq.num_tokens - computed, budget)
         if self.working_set is not None and self.running and not self.working_set.fits([*self.running, seq]):
             return 0
@@ -139,8 +142,8 @@ class Scheduler:
             seq.num_computed_tokens = computed
         self.prefix_cache_queries += seq.num_tokens
         self.prefix_cache_hits += start
-        if seq.cached_tokens is None:
-            seq.cached_tokens = computed
+        if seq.cached_tokens is None:  # reused KV is approximate: it never counts as cached
+            seq.cached_tokens = start if seq.request.kv_reuse is not None else computed
         seq.status = Status.RUNNING
         self.running.append(seq)
         batch.add(seq, n)

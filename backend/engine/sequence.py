@@ -11,6 +11,7 @@ import torch
 from backend.compress import KVCompression
 from backend.engine.detokenizer import IncrementalDetokenizer
 from backend.outputs import Completion, FinishReason, TokenEvent, TokenLogprob
+from backend.reuse import KVReuse
 from backend.sampling_params import SamplingParams
 from store import KVBlob
 
@@ -42,6 +43,8 @@ class Request:
     # documents, the rest of an upload). The ready prefix is prefilled meanwhile; nothing is sampled
     # until Engine.extend_prompt(..., final=True) completes the prompt.
     prompt_complete: bool = True
+    # Semantic KV reuse: prefill approximately from a similar prompt's KV (backend.reuse); None: off.
+    kv_reuse: KVReuse | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -96,6 +99,12 @@ class Sequence:
     @property
     def needs_compression(self) -> bool:
         return self.compression is not None and not self.compressed
+
+    @property
+    def private_kv(self) -> bool:
+        """Whether seq's blocks stay out of the prefix cache: compaction rewrites them in place, and a
+        reuse prefill's KV is approximate, so neither may be served for a plain prefix."""
+        return self.compression is not None or self.request.kv_reuse is not None
 
     @property
     def num_uncomputed(self) -> int:

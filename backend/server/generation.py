@@ -20,6 +20,7 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from backend import AsyncEngine, KVCompression, SamplingParams, TokenEvent
+from backend.reuse import KVReuse
 from backend.server import sse
 from backend.server.errors import APIError, server_error
 from backend.server.metrics import ServerMetrics
@@ -40,6 +41,12 @@ class Job:
     arrived: float
     index: int = 0  # the choice's index in the response (prompt i, choice j of n: i * n + j)
     compression: KVCompression | None = None  # None: the engine's default
+    kv_reuse: KVReuse | None = None  # prefill from a similar prompt's KV (semantic reuse)
+
+
+def _reused_tokens(job: Job) -> int | None:
+    stats = job.kv_reuse.stats if job.kv_reuse is not None else None
+    return stats.matched if stats is not None else None
 
 
 class TokenStreams:
@@ -57,7 +64,12 @@ class TokenStreams:
         outcome = "aborted"
         try:
             stream = self._engine.stream(
-                job.request_id, job.prompt_token_ids, job.params, job.kv_prefix, job.compression
+                job.request_id,
+                job.prompt_token_ids,
+                job.params,
+                job.kv_prefix,
+                job.compression,
+                kv_reuse=job.kv_reuse,
             )
             async for event in stream:
                 now = time.perf_counter()
@@ -86,6 +98,7 @@ class TokenStreams:
                     "completion_tokens": last.completion_tokens if last else 0,
                     "cached_tokens": last.cached_tokens if last else 0,
                     "kv_imported": job.kv_prefix is not None,
+                    "kv_reused_tokens": _reused_tokens(job),
                     "ttft_s": round(first - job.arrived, 4) if first else None,
                     "latency_s": round(time.perf_counter() - job.arrived, 4),
                 },

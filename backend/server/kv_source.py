@@ -1,4 +1,5 @@
-"""Where a request's imported KV prefix comes from: inline blob bytes, or a blob id in the store.
+"""Where a request's imported KV prefix (or semantic-reuse reference) comes from: inline blob bytes, or
+a blob id in the store.
 
 Every way a blob can be unusable (bad base64, damaged bytes, unknown id, no store configured) is the
 caller's error and answers 400; nothing is passed to the engine unverified. A blob whose tokens only
@@ -22,7 +23,8 @@ REOPEN_INTERVAL_S = 1.0  # unknown ids must not make every request reopen the st
 
 
 class KVSource:
-    """Resolves `kv_blob` / `kv_blob_id` to a verified blob; whether it fits the model is the engine's check.
+    """Resolves `kv_blob` / `kv_blob_id` (or `kv_reuse_blob` / `kv_reuse_blob_id`) to a verified blob;
+    whether it fits the model is the engine's check.
 
     The store is opened read-only, so it sees blobs as of opening; a lookup that misses reopens it (at
     most once a second), so blobs written by the precompute pipeline after the server started are found.
@@ -40,57 +42,56 @@ class KVSource:
                 self._store.close()
                 self._store = None
 
-    def resolve(self, kv_blob: str | None, kv_blob_id: str | None) -> KVBlob | None:
+    def resolve(self, kv_blob: str | None, kv_blob_id: str | None, prefix: str = "kv_blob") -> KVBlob | None:
+        """The blob given inline or by id; `prefix` names the fields in errors (kv_blob, kv_reuse_blob)."""
         if kv_blob is not None and kv_blob_id is not None:
-            raise bad_request("Give kv_blob or kv_blob_id, not both.", param="kv_blob_id")
+            raise bad_request(f"Give {prefix} or {prefix}_id, not both.", param=f"{prefix}_id")
         if kv_blob is not None:
-            return self._parse(kv_blob)
+            return self._parse(kv_blob, prefix)
         if kv_blob_id is not None:
-            return self._lookup(kv_blob_id)
+            return self._lookup(kv_blob_id, f"{prefix}_id")
         return None
 
     @staticmethod
-    def _parse(encoded: str) -> KVBlob:
+    def _parse(encoded: str, param: str) -> KVBlob:
         try:
             data = base64.b64decode(encoded, validate=True)
         except (binascii.Error, ValueError) as exc:
-            raise bad_request(
-                "kv_blob is not valid base64.", param="kv_blob", code="invalid_kv_blob"
-            ) from exc
+            raise bad_request(f"{param} is not valid base64.", param=param, code="invalid_kv_blob") from exc
         try:
             return KVBlob.from_bytes(data)
         except (CorruptBlobError, ValueError) as exc:
             raise bad_request(
-                f"The KV blob is not valid: {exc}", param="kv_blob", code="invalid_kv_blob"
+                f"The KV blob is not valid: {exc}", param=param, code="invalid_kv_blob"
             ) from exc
 
-    def _lookup(self, blob_id: str) -> KVBlob:
+    def _lookup(self, blob_id: str, param: str) -> KVBlob:
         path = self._store_path
         if path is None:
             raise bad_request(
-                "This server has no store configured (PRECOG_BACKEND_STORE_PATH); send the blob as kv_blob.",
-                param="kv_blob_id",
+                "This server has no store configured (PRECOG_BACKEND_STORE_PATH); send the blob inline.",
+                param=param,
             )
         with self._lock:
             fresh = self._store is None
-            blob = self._get(self._store or self._reopen(path), blob_id)
+            blob = self._get(self._store or self._reopen(path), blob_id, param)
             if blob is None and not fresh and time.monotonic() - self._opened_at >= REOPEN_INTERVAL_S:
-                blob = self._get(self._reopen(path), blob_id)
+                blob = self._get(self._reopen(path), blob_id, param)
         if blob is None:
             raise bad_request(
-                f"No KV blob with id `{blob_id}` in the store.", param="kv_blob_id", code="kv_blob_not_found"
+                f"No KV blob with id `{blob_id}` in the store.", param=param, code="kv_blob_not_found"
             )
         return blob
 
     @staticmethod
-    def _get(store: Store, blob_id: str) -> KVBlob | None:
+    def _get(store: Store, blob_id: str, param: str) -> KVBlob | None:
         try:
             return store.get_blob(blob_id)
         except KeyError:
             return None
         except CorruptBlobError as exc:
             raise bad_request(
-                f"KV blob {blob_id} is damaged: {exc}", param="kv_blob_id", code="invalid_kv_blob"
+                f"KV blob {blob_id} is damaged: {exc}", param=param, code="invalid_kv_blob"
             ) from exc
 
     def _reopen(self, path: Path) -> Store:

@@ -2,7 +2,8 @@
 
 Field names, defaults and ranges follow the OpenAI API reference so that the official SDK and other
 OpenAI-compatible clients work unchanged. precog's own extension fields (`top_k`, `ignore_eos`,
-`kv_blob`, `kv_blob_id`) are optional and documented where they are declared.
+`kv_blob`, `kv_blob_id`, `kv_reuse_blob`, `kv_reuse_blob_id`, `kv_compression`) are optional and
+documented where they are declared.
 """
 
 from __future__ import annotations
@@ -68,6 +69,13 @@ class _Sampling(BaseModel):
     )
     kv_blob_id: StrictStr | None = Field(
         default=None, description="Id of a KV blob in the server's configured store, used like kv_blob."
+    )
+    kv_reuse_blob: StrictStr | None = Field(
+        default=None,
+        description="Base64 of a similar prompt's KV blob to prefill from approximately (semantic KV reuse).",
+    )
+    kv_reuse_blob_id: StrictStr | None = Field(
+        default=None, description="Id of a KV blob in the server's configured store, used like kv_reuse_blob."
     )
     kv_compression: KVCompressionOption | None = Field(
         default=None,

@@ -11,6 +11,7 @@ from fastapi import Request
 from transformers import PreTrainedTokenizerBase
 
 from backend import AsyncEngine, KVCompression, SamplingParams
+from backend.reuse import KVReuse
 from backend.server.errors import bad_request, model_not_found
 from backend.server.generation import Job, TokenStreams
 from backend.server.kv_source import KVSource, matching_prefix
@@ -51,8 +52,11 @@ class ServerState:
         kv_prefix: KVBlob | None = None,
         kv_param: str = "kv_blob",
         compression: KVCompression | None = None,
+        kv_reuse: KVReuse | None = None,
+        reuse_param: str = "kv_reuse_blob",
     ) -> None:
-        """The engine's own admission checks as 400s; a blob that does not fit is blamed on `kv_param`."""
+        """The engine's own admission checks as 400s; a blob that does not fit is blamed on `kv_param`
+        (a reuse reference on `reuse_param`)."""
         engine = self.engine.engine
         try:
             engine.check_request(prompt_token_ids, params)
@@ -68,6 +72,11 @@ class ServerState:
                 engine.check_request(prompt_token_ids, params, kv_prefix)
             except ValueError as exc:
                 raise bad_request(_sentence(exc), param=kv_param, code="invalid_kv_blob") from exc
+        if kv_reuse is not None:
+            try:
+                engine.check_request(prompt_token_ids, params, kv_prefix, compression, kv_reuse)
+            except ValueError as exc:
+                raise bad_request(_sentence(exc), param=reuse_param, code="invalid_kv_blob") from exc
 
     async def admit(
         self,
@@ -84,19 +93,27 @@ class ServerState:
         """
         blob = await asyncio.to_thread(self.kv.resolve, body.kv_blob, body.kv_blob_id)
         kv_param = "kv_blob_id" if body.kv_blob_id else "kv_blob"
+        reference = await asyncio.to_thread(
+            self.kv.resolve, body.kv_reuse_blob, body.kv_reuse_blob_id, "kv_reuse_blob"
+        )
+        reuse_param = "kv_reuse_blob_id" if body.kv_reuse_blob_id else "kv_reuse_blob"
         option = body.kv_compression
         compression = None if option is None else KVCompression(option.method, option.ratio)
         jobs = []
         for i, ids in enumerate(prompts):
             params = sampling_params(body, len(ids), self.max_model_len)
             kv_prefix = matching_prefix(blob, ids) if blob is not None else None
-            self.check_request(ids, params, kv_prefix, kv_param, compression)
+            reuse = KVReuse(reference) if reference is not None else None
+            self.check_request(ids, params, kv_prefix, kv_param, compression, reuse, reuse_param)
             for j in range(body.n):
                 index = i * body.n + j
                 seed = None if params.seed is None else (params.seed + j) % 2**63
                 request_id = response_id if len(prompts) * body.n == 1 else f"{response_id}-{index}"
                 job_params = replace(params, seed=seed)
-                jobs.append(Job(request_id, ids, job_params, kv_prefix, arrived, index, compression))
+                job_reuse = KVReuse(reference) if reference is not None else None  # each its own stats
+                jobs.append(
+                    Job(request_id, ids, job_params, kv_prefix, arrived, index, compression, job_reuse)
+                )
         return jobs
 
 

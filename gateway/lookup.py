@@ -64,9 +64,13 @@ class Hit:
 
 @dataclass(slots=True)
 class LookupResult:
+    """`near_kv_blob_id`: the KV blob of the closest candidate over the reuse floor (a near miss feeds
+    the upstream's semantic KV reuse); None when reuse is off or no candidate qualifies."""
+
     hit: Hit | None = None
     reason: str = ""
     timings_ms: dict[str, float] = field(default_factory=dict)
+    near_kv_blob_id: str | None = None
 
 
 class Lookup:
@@ -79,6 +83,7 @@ class Lookup:
         metrics: GatewayMetrics,
         shared: SharedTier | None = None,
         k: int = 4,
+        reuse_floor: float | None = None,
     ) -> None:
         self._store = store
         self._batcher = batcher
@@ -87,6 +92,7 @@ class Lookup:
         self._metrics = metrics
         self._shared = shared
         self._k = k
+        self._reuse_floor = reuse_floor
 
     @contextmanager
     def _stage(self, result: LookupResult, name: str) -> Iterator[None]:
@@ -121,6 +127,7 @@ class Lookup:
             vector = await self._batcher.embed(query.question)
         with self._stage(result, "search"):
             candidates = await self._store.search(scope, vector, self._k)
+        result.near_kv_blob_id = self._near_kv(candidates)
         threshold = self._threshold_for(query.tenant)
         close = [(entry, score) for entry, score in candidates if score >= threshold and not entry.expired()]
         if not close:
@@ -140,6 +147,14 @@ class Lookup:
                 return result
         result.reason = f"guard rejected {len(close)} close candidate(s): {verdicts[0].reason}"
         return result
+
+    def _near_kv(self, candidates: list[tuple[Entry, float]]) -> str | None:
+        """The KV blob of the best-scored live candidate that has one and reaches the reuse floor."""
+        if self._reuse_floor is None:
+            return None
+        usable = [(score, e.kv_blob_id) for e, score in candidates if e.kv_blob_id and not e.expired()]
+        best = max(usable, default=None)
+        return best[1] if best is not None and best[0] >= self._reuse_floor else None
 
     def _judge(self, question: str, close: list[tuple[Entry, float]]) -> list[Verdict]:
         """Guard verdicts, best candidate first, stopping at the first accepted one."""

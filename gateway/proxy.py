@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 _PATHS = {"chat": "/v1/chat/completions", "completion": "/v1/completions"}
 # Only the gateway may point the upstream at a stored KV cache: a client naming a blob id could read
 # another tenant's conversation through it.
-_GATEWAY_ONLY = frozenset({"kv_blob_id", "kv_blob"})
+_GATEWAY_ONLY = frozenset({"kv_blob_id", "kv_blob", "kv_reuse_blob_id", "kv_reuse_blob"})
+_KV_PARAMS = frozenset({"kv_blob_id", "kv_reuse_blob_id"})
 
 
 class CompletionProxy:
@@ -92,7 +93,7 @@ class CompletionProxy:
             )
 
         early = None
-        if self._settings.parallel_path and control != "only-if-cached":
+        if self._settings.parallel_path and not self._settings.kv_reuse and control != "only-if-cached":
             early = self._start(query, body, self._settings.parallel_delay_ms / 1000.0, without_kv)
         try:
             result = await self._lookup.run(query)
@@ -115,6 +116,8 @@ class CompletionProxy:
                 code="cache_miss",
                 headers={"x-precog-cache": "miss", "x-precog-cache-reason": header_safe(result.reason)},
             )
+        if early is None and result.near_kv_blob_id and "kv_blob_id" not in body:
+            body, without_kv = {**body, "kv_reuse_blob_id": result.near_kv_blob_id}, body
         relay = early or self._start(query, body, 0.0, without_kv)
         return await self._relay(query, relay, stream, "miss", result.reason, started, result=result)
 
@@ -204,7 +207,7 @@ class CompletionProxy:
         try:
             return await relay.response()
         except GatewayError as exc:
-            if relay.without_kv is None or not (exc.param == "kv_blob_id" or exc.status == 503):
+            if relay.without_kv is None or not (exc.param in _KV_PARAMS or exc.status == 503):
                 raise
             self._metrics.upstream_errors.labels("kv_blob_refused").inc()
             log.warning("upstream refused the stored KV, relaying without it", extra={"error": exc.message})

@@ -73,7 +73,16 @@ class Gateway:
             on_batch=metrics.embed_batch_size.observe,
             cache_size=settings.embed_cache_size,
         )
-        lookup = Lookup(access, batcher, guard, settings.threshold_for, metrics, shared, settings.search_k)
+        lookup = Lookup(
+            access,
+            batcher,
+            guard,
+            settings.threshold_for,
+            metrics,
+            shared,
+            settings.search_k,
+            settings.kv_reuse_min_similarity if settings.kv_reuse else None,
+        )
         writeback = WriteBack(settings, access, batcher, metrics, shared)
         proxy = CompletionProxy(
             settings,

@@ -66,6 +66,17 @@ class GatewaySettings(ServiceSettings):
     writeback_max_temperature: float = Field(default=0.0, ge=0.0, le=2.0)
     writeback_ttl_s: float | None = Field(default=7 * 24 * 3600.0, gt=0)
 
+    kv_reuse: bool = Field(
+        default=False,
+        description="On a miss, point the upstream at the nearest stored entry's KV blob "
+        "(`kv_reuse_blob_id`: precog's backend prefills from it approximately, SemShareKV). The nearest "
+        "entry is known only once the lookup ends, so with this on a miss is relayed after the lookup "
+        "instead of on the parallel path.",
+    )
+    kv_reuse_min_similarity: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="Question cosine the nearest entry needs for KV reuse."
+    )
+
     parallel_path: bool = Field(
         default=True, description="Start the upstream request while the lookup runs (StorInfer)."
     )

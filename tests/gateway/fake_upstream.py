@@ -58,11 +58,12 @@ def create_upstream(state: UpstreamState) -> FastAPI:
     async def complete(request: Request, chat: bool) -> Response:
         body = await request.json()
         state.requests.append(body)
-        if state.reject_kv and "kv_blob_id" in body:
+        named = [param for param in ("kv_blob_id", "kv_reuse_blob_id") if param in body]
+        if state.reject_kv and named:
             error = {
                 "message": "No KV blob with that id.",
                 "type": "invalid_request_error",
-                "param": "kv_blob_id",
+                "param": named[0],
                 "code": "kv_blob_not_found",
             }
             return JSONResponse({"error": error}, status_code=400)

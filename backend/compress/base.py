@@ -25,6 +25,8 @@ class LayerInputs:
                            (positions imported from a KV blob have none)
     q_weight [H*D, hidden] and q_bias [H*D] or None: the layer's query projection
     cos, sin [P, D]        the model's RoPE table for positions 0..P-1
+    num_positions          the sequence's length in positions; more than T once tokens were evicted
+                           (0: T). hidden holds the inputs of its last n positions.
     """
 
     keys: torch.Tensor
@@ -35,10 +37,16 @@ class LayerInputs:
     cos: torch.Tensor
     sin: torch.Tensor
     num_heads: int
+    num_positions: int = 0
 
     @property
     def num_tokens(self) -> int:
         return int(self.keys.shape[1])
+
+    @property
+    def length(self) -> int:
+        """The sequence's length in positions (the next token's position)."""
+        return self.num_positions or self.num_tokens
 
     @property
     def num_kv_heads(self) -> int:
@@ -51,14 +59,14 @@ class LayerInputs:
     @property
     def first_hidden_position(self) -> int:
         """The position of hidden[0]."""
-        return self.num_tokens - int(self.hidden.shape[0])
+        return self.length - int(self.hidden.shape[0])
 
     def queries(self, last: int) -> torch.Tensor:
         """Rotated queries [H, n, D] of the last n = min(last, len(hidden)) positions."""
         rows = self.hidden[-last:]
         n = rows.shape[0]
         q = torch.nn.functional.linear(rows, self.q_weight, self.q_bias).view(n, self.num_heads, -1)
-        positions = torch.arange(self.num_tokens - n, self.num_tokens)
+        positions = torch.arange(self.length - n, self.length)
         cos_sin = (self.cos[positions].unsqueeze(1), self.sin[positions].unsqueeze(1))
         return apply_rope(q, cos_sin).transpose(0, 1)
 
@@ -88,7 +96,9 @@ class ScorerPress(ABC):
         return min(num_tokens, max(budget, num_protected, 1))
 
     def select(self, inputs: LayerInputs, protected: torch.Tensor) -> torch.Tensor:
-        """Indices [KVH, n_kept] (ascending) of the tokens to keep; protected [T] bool is always kept."""
-        n_kept = self.num_kept(inputs.num_tokens, int(protected.sum()))
-        scores = self.score(inputs).float().masked_fill(protected[None, :], float("inf"))
+        """Indices [KVH, n_kept] (ascending) of the tokens to keep; protected [T] or [KVH, T] bool (every
+        head protects as many) is always kept."""
+        protected = protected.expand(inputs.num_kv_heads, inputs.num_tokens)
+        n_kept = self.num_kept(inputs.num_tokens, int(protected.sum(dim=-1).max()))
+        scores = self.score(inputs).float().masked_fill(protected, float("inf"))
         return scores.topk(n_kept, dim=-1).indices.sort(dim=-1).values

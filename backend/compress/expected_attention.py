@@ -51,9 +51,7 @@ class ExpectedAttentionPress(ScorerPress):
             w_heads = w_q.view(heads, d, -1)  # [H, D, hidden]
             cov = w_heads @ cov_h @ w_heads.transpose(1, 2)  # [H, D, D]
         last = inputs.cos.shape[0]
-        positions = torch.arange(inputs.num_tokens, inputs.num_tokens + self.n_future_positions).clamp(
-            max=last - 1
-        )
+        positions = torch.arange(inputs.length, inputs.length + self.n_future_positions).clamp(max=last - 1)
         rotation = mean_rotation(inputs.cos[positions], inputs.sin[positions])
         mu = mu @ rotation.T
         if cov is not None:

@@ -28,11 +28,14 @@ METHODS: tuple[str, ...] = ("none", *PRESSES)
 class KVCompression:
     """`kv_compression: {method, ratio}` of a request: after the prompt's prefill, evict `ratio` of its
     cached tokens with `method` ("none" turns a server default off). `protected` holds [start, end)
-    token ranges (system prompt, marked instructions) that are always kept."""
+    token ranges (system prompt, marked instructions) that are always kept. With `decode_interval`
+    N > 0 the press runs again every N decode tokens over everything cached, so the cache keeps holding
+    about (1 - ratio) of all the sequence's tokens while it generates."""
 
     method: str
     ratio: float = 0.5
     protected: tuple[tuple[int, int], ...] = ()
+    decode_interval: int = 0
 
     def validate(self) -> None:
         """Raise ValueError naming the bad field, so a server can answer 400 with the message."""
@@ -41,6 +44,8 @@ class KVCompression:
             raise ValueError(f"kv_compression method must be one of {choices}; got {self.method!r}")
         if not 0.0 <= self.ratio < 1.0:
             raise ValueError(f"kv_compression ratio must be in [0, 1), got {self.ratio}")
+        if self.decode_interval < 0:
+            raise ValueError(f"kv_compression decode_interval must be >= 0, got {self.decode_interval}")
         for start, end in self.protected:
             if not 0 <= start < end:
                 raise ValueError(f"kv_compression protected range [{start}, {end}) is empty or negative")

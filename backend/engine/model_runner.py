@@ -47,7 +47,7 @@ class ModelRunner:
             positions.append(torch.arange(start, end))
             slots.append(self.kv_cache.slots(seq.block_table, start - seq.num_evicted, end - seq.num_evicted))
             context_lens.append(end - seq.num_evicted)
-            if seq.needs_compression:
+            if seq.captures_hidden:
                 if not seq.prompt_hidden:
                     seq.prompt_hidden = [[] for _ in self.kv_cache.layers]
                 capture.spans.append((seq.prompt_hidden, row, row + n))

@@ -61,12 +61,16 @@ class Sequence:
     logprobs: list[TokenLogprob] = field(default_factory=list)
     finish_reason: FinishReason | None = None
     # KV compression: the press to run after the prefill (None: none), whether it ran, how many tokens
-    # it evicted (positions stay logical: token i keeps RoPE position i), and the prefill's attention
-    # inputs per layer that it scores with.
+    # it evicted (positions stay logical: token i keeps RoPE position i), and the attention inputs per
+    # layer that it scores with (the prefill's; with decode-time compression, a window of the latest).
+    # After a compaction, kv_positions[layer] [KVH, n] holds the logical position of each cached token
+    # (each head keeps its own) and compressed_at the number of computed tokens at that time.
     compression: KVCompression | None = None
     compressed: bool = False
     num_evicted: int = 0
     prompt_hidden: list[list[torch.Tensor]] = field(default_factory=list)
+    kv_positions: list[torch.Tensor] | None = None
+    compressed_at: int = 0
 
     def __post_init__(self) -> None:
         self.token_ids = list(self.request.prompt_token_ids)
@@ -98,7 +102,20 @@ class Sequence:
 
     @property
     def needs_compression(self) -> bool:
-        return self.compression is not None and not self.compressed
+        """Whether the press is due: after the prefill, then every decode_interval computed tokens."""
+        compression = self.compression
+        if compression is None:
+            return False
+        if not self.compressed:
+            return True
+        interval = compression.decode_interval
+        return interval > 0 and self.num_computed_tokens - self.compressed_at >= interval
+
+    @property
+    def captures_hidden(self) -> bool:
+        """Whether the model runner must keep this sequence's attention inputs for a later compaction."""
+        compression = self.compression
+        return compression is not None and (not self.compressed or compression.decode_interval > 0)
 
     @property
     def private_kv(self) -> bool:
@@ -131,6 +148,8 @@ class Sequence:
         self.compressed = False
         self.num_evicted = 0
         self.prompt_hidden = []
+        self.kv_positions = None
+        self.compressed_at = 0
 
     def completion(self) -> Completion:
         return Completion(

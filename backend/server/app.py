@@ -25,14 +25,17 @@ log = logging.getLogger(__name__)
 State = Annotated[ServerState, Depends(server_state)]
 
 
-def create_app(engine: Engine, store_path: Path | None = None) -> FastAPI:
+def create_app(engine: Engine, store_path: Path | None = None, kv_protect: bool = True) -> FastAPI:
     """An app serving `engine`; the engine's step loop runs while the app is up (its lifespan).
 
     store_path: the store whose KV blobs `kv_blob_id` refers to (opened read-only, on first use).
+    kv_protect: whether compressed chat requests keep their system prompt and marked spans by default.
     """
     async_engine = AsyncEngine(engine)
     metrics = ServerMetrics(engine.stats, engine.spec.kv_bytes_per_token * engine.config.block_size)
-    state = ServerState(async_engine, KVSource(store_path), metrics, TokenStreams(async_engine, metrics))
+    state = ServerState(
+        async_engine, KVSource(store_path), metrics, TokenStreams(async_engine, metrics), kv_protect
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

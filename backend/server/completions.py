@@ -65,7 +65,8 @@ async def create_chat_completion(
 ) -> ChatCompletion | EngineStreamingResponse:
     arrived, created, response_id = time.perf_counter(), int(time.time()), f"chatcmpl-{uuid.uuid4().hex}"
     state.check_model(body.model)
-    jobs = await state.admit(body, [chat_prompt(state.tokenizer, body)], response_id, arrived)
+    prompt = chat_prompt(state.tokenizer, body.messages)
+    jobs = await state.admit(body, [prompt.token_ids], response_id, arrived, prompt.protected)
     if body.stream:
         chunks = _chat_chunks(state, response_id, created, jobs, body.n, _include_usage(body))
         return EngineStreamingResponse(sse_with_errors(chunks))

@@ -14,7 +14,7 @@ from fastapi.responses import Response
 
 from backend import SamplingParams
 from backend.server.errors import bad_request, context_length_exceeded
-from backend.server.prompts import render_chat, tokenize
+from backend.server.prompts import chat_prompt, tokenize
 from backend.server.protocol import KVExportRequest
 from backend.server.state import ServerState, server_state
 
@@ -32,8 +32,7 @@ def _prompt_token_ids(state: ServerState, body: KVExportRequest) -> tuple[list[i
     if body.prompt is not None:
         return tokenize(state.tokenizer, body.prompt), "prompt"
     if body.messages is not None:
-        text = render_chat(state.tokenizer, body.messages, body.add_generation_prompt)
-        return tokenize(state.tokenizer, text), "messages"
+        return chat_prompt(state.tokenizer, body.messages, body.add_generation_prompt).token_ids, "messages"
     return list(body.prompt_token_ids or []), "prompt_token_ids"
 
 

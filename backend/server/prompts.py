@@ -11,6 +11,7 @@ from transformers import PreTrainedTokenizerBase
 
 from backend import SamplingParams
 from backend.server.errors import bad_request, context_length_exceeded
+from backend.server.protection import ProtectedPrompt, locate, token_ranges, unmarked_messages
 from backend.server.protocol import MAX_CHOICES, ChatCompletionRequest, ChatMessage, CompletionRequest
 
 _PARAMS = ("temperature", "top_p", "top_k", "max_tokens", "seed", "stop", "logprobs")
@@ -58,8 +59,18 @@ def completion_prompts(tokenizer: PreTrainedTokenizerBase, body: CompletionReque
     return batch
 
 
-def chat_prompt(tokenizer: PreTrainedTokenizerBase, body: ChatCompletionRequest) -> list[int]:
-    return tokenize(tokenizer, render_chat(tokenizer, body.messages, add_generation_prompt=True))
+def chat_prompt(
+    tokenizer: PreTrainedTokenizerBase, messages: list[ChatMessage], add_generation_prompt: bool = True
+) -> ProtectedPrompt:
+    """The templated messages without their `<kv-protect>` markers, as tokens, with the token ranges
+    KV compression must keep (see backend/server/protection.py)."""
+    try:
+        plain, spans = unmarked_messages(messages)
+    except ValueError as exc:
+        raise bad_request(f"Bad protection marker in the messages: {exc}.", param="messages") from exc
+    text = render_chat(tokenizer, plain, add_generation_prompt)
+    ids, protected = token_ranges(tokenizer, text, locate(text, plain, spans))
+    return ProtectedPrompt(text, ids, protected)
 
 
 def sampling_params(

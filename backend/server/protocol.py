@@ -29,12 +29,17 @@ Stop = StrictStr | Annotated[list[StrictStr], Field(max_length=4)] | None
 
 
 class KVCompressionOption(BaseModel):
-    """precog extension `kv_compression`: evict `ratio` of the prompt's KV after prefill with `method`."""
+    """precog extension `kv_compression`: evict `ratio` of the prompt's KV after prefill with `method`.
+
+    `protect` (chat only; absent: the server's `kv_protect` setting, on by default) keeps the system
+    prompt and `<kv-protect>`-marked spans whatever the press scores them (backend/server/protection.py).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     method: StrictStr
     ratio: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.5
+    protect: StrictBool | None = None
 
 
 class StreamOptions(BaseModel):

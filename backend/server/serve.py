@@ -54,5 +54,5 @@ def serve(
         engine = Engine(engine_config)
     except (ConfigError, PrepareError) as exc:
         raise typer.BadParameter(str(exc)) from exc
-    app = create_app(engine, store_path=settings.store_path)
+    app = create_app(engine, store_path=settings.store_path, kv_protect=settings.kv_protect)
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)

@@ -27,3 +27,8 @@ class BackendSettings(ServiceSettings):
         "needed (the gateway's default store, so `precog up` resolves the ids it relays).",
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    kv_protect: bool = Field(
+        True,
+        description="When a chat request's KV is compressed, keep its system prompt and <kv-protect> spans "
+        "(requests override it with kv_compression.protect).",
+    )

@@ -17,7 +17,7 @@ from backend.server.generation import Job, TokenStreams
 from backend.server.kv_source import KVSource, matching_prefix
 from backend.server.metrics import ServerMetrics
 from backend.server.prompts import sampling_params
-from backend.server.protocol import ChatCompletionRequest, CompletionRequest
+from backend.server.protocol import ChatCompletionRequest, CompletionRequest, KVCompressionOption
 from store import KVBlob
 
 
@@ -27,6 +27,7 @@ class ServerState:
     kv: KVSource
     metrics: ServerMetrics
     streams: TokenStreams
+    kv_protect: bool = True
     started: int = field(default_factory=lambda: int(time.time()))
 
     @property
@@ -84,12 +85,14 @@ class ServerState:
         prompts: list[list[int]],
         response_id: str,
         arrived: float,
+        protected: tuple[tuple[int, int], ...] = (),
     ) -> list[Job]:
         """One job per choice (prompts x n), each checked against the context, sampling rules and engine.
 
         Nothing runs unless every job is admitted. `arrived` (perf_counter at the request's start)
         anchors the TTFT and latency metrics. With a seed, choice j samples with seed + j, so the n
-        choices differ from each other and each is reproducible.
+        choices differ from each other and each is reproducible. `protected`: token ranges of the
+        (single) prompt that KV compression keeps, unless the request or the server turns that off.
         """
         blob = await asyncio.to_thread(self.kv.resolve, body.kv_blob, body.kv_blob_id)
         kv_param = "kv_blob_id" if body.kv_blob_id else "kv_blob"
@@ -97,8 +100,7 @@ class ServerState:
             self.kv.resolve, body.kv_reuse_blob, body.kv_reuse_blob_id, "kv_reuse_blob"
         )
         reuse_param = "kv_reuse_blob_id" if body.kv_reuse_blob_id else "kv_reuse_blob"
-        option = body.kv_compression
-        compression = None if option is None else KVCompression(option.method, option.ratio)
+        compression = self.compression_for(body.kv_compression, protected)
         jobs = []
         for i, ids in enumerate(prompts):
             params = sampling_params(body, len(ids), self.max_model_len)
@@ -115,6 +117,20 @@ class ServerState:
                     Job(request_id, ids, job_params, kv_prefix, arrived, index, compression, job_reuse)
                 )
         return jobs
+
+    def compression_for(
+        self, option: KVCompressionOption | None, protected: tuple[tuple[int, int], ...]
+    ) -> KVCompression | None:
+        """The request's compression (None: the engine default, which gets the protection too), with
+        the protected ranges unless protection is off for it."""
+        if option is None:
+            chosen, protect = self.engine.engine.default_compression, self.kv_protect
+        else:
+            chosen = KVCompression(option.method, option.ratio)
+            protect = self.kv_protect if option.protect is None else option.protect
+        if chosen is None or not chosen.active or not protect or not protected:
+            return chosen
+        return replace(chosen, protected=protected)
 
 
 def _sentence(exc: ValueError) -> str:

@@ -52,14 +52,13 @@ def chat_body(engine: Engine, compression: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def compaction(caplog: pytest.LogCaptureFixture, request_id: str) -> Any:
-    """The engine's one "kv compressed" log record of a request (its extras: protected, kept, ...)."""
-    (record,) = [
+def compactions(caplog: pytest.LogCaptureFixture, request_id: str) -> list[Any]:
+    """The engine's "kv compressed" log records of a request (extras: after, protected, kept, ...)."""
+    return [
         r
         for r in caplog.records
         if r.getMessage() == "kv compressed" and r.__dict__["request_id"] == request_id
     ]
-    return record
 
 
 def test_the_server_protects_the_system_prompt_and_marked_spans_token_exactly(
@@ -76,7 +75,9 @@ def test_the_server_protects_the_system_prompt_and_marked_spans_token_exactly(
     replies = {}
     for protect in (None, False):
         option: dict[str, Any] = {"method": "knorm", "ratio": 0.75}
-        if protect is not None:
+        if protect is None:
+            option["decode_interval"] = 2  # compresses again after the 2nd generated token
+        else:
             option["protect"] = protect
         response = httpx.post(
             f"{server_url}/v1/chat/completions", json=chat_body(engine, option), timeout=120
@@ -85,11 +86,12 @@ def test_the_server_protects_the_system_prompt_and_marked_spans_token_exactly(
         replies[protect] = reply = response.json()
         assert reply["usage"]["prompt_tokens"] == len(ids)  # the markers never reach the model
         wait_for_idle(engine)
-    protected = compaction(caplog, replies[None]["id"])
+    protected, again = compactions(caplog, replies[None]["id"])
     assert [tuple(r) for r in protected.protected] == expected
-    assert protected.protected_kept
+    assert protected.after == "prefill" and protected.protected_kept
     assert protected.kept == max(int(len(ids) * 0.25), sum(b - a for a, b in expected))
-    unprotected = compaction(caplog, replies[False]["id"])
+    assert again.after == "decode" and again.protected_kept
+    (unprotected,) = compactions(caplog, replies[False]["id"])
     assert unprotected.protected == () and unprotected.kept == int(len(ids) * 0.25)
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from precompute import stages
-from precompute.answer import answer_messages, exchange_messages
+from precompute.answer import exchange_messages, grounded_answer
 from precompute.chunking import Chunk
 from precompute.dedup import Deduplicator
 from precompute.generate import ChunkProgress, Round, generate_for_chunk
@@ -112,13 +112,21 @@ class AnswerWorker(_Worker):
             blob = None
             try:
                 if result["answer"] is None:
-                    messages = answer_messages(self.settings.system_prompt, item["chunk"], item["query"])
-                    completion = self.upstream.chat(messages, 0.0, self.settings.answer_max_tokens, 0)
+                    completion, spent = grounded_answer(
+                        self.upstream.chat,
+                        self.settings.system_prompt,
+                        item["chunk"],
+                        item["query"],
+                        self.settings.answer_max_tokens,
+                    )
                     result.update(
                         answer=completion.text.strip(),
                         prompt_tokens=completion.prompt_tokens,
                         completion_tokens=completion.completion_tokens,
+                        finish_reason=completion.finish_reason,
+                        spent=spent,
                     )
+                    item["kv"] = item["kv"] and not completion.truncated
                 if result["answer"] and item["kv"]:
                     exchange = exchange_messages(self.settings.system_prompt, item["query"], result["answer"])
                     blob = self.upstream.export_kv(exchange)
@@ -189,7 +197,9 @@ def _answer_stage(job: Job, settings: dict[str, Any]) -> None:
             "query": query["query"],
             "chunk": job.chunks[query["chunk"]].text,
             "answer": answer,
-            "kv": job.settings.capture_kv and qid not in job.replay.kv,
+            "kv": job.settings.capture_kv
+            and qid not in job.replay.kv
+            and not job.replay.answers.get(qid, {}).get("truncated"),
         }
         rows.append({"id": qid, "payload": json.dumps(payload)})
     dataset = ray.data.from_items(rows).map_batches(
@@ -205,9 +215,11 @@ def _answer_stage(job: Job, settings: dict[str, Any]) -> None:
             break
         tokens = 0
         if result["answer"] and qid not in job.replay.answers:
-            completion = Completion(result["answer"], result["prompt_tokens"], result["completion_tokens"])
-            stages.record_answer(job, qid, result["answer"], completion)
-            tokens = completion.tokens
+            completion = Completion(
+                result["answer"], result["prompt_tokens"], result["completion_tokens"], result["finish_reason"]
+            )
+            tokens = result["spent"]
+            stages.record_answer(job, qid, result["answer"], completion, tokens)
         exhausted = job.charge_remote(tokens)
         if result["garbage"] or not result["answer"]:
             job.note_garbage(UpstreamGarbage(result["garbage"] or "empty answer"))

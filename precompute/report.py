@@ -22,7 +22,7 @@ def build_report(job: Job, engine: str) -> dict[str, Any]:
     replay = job.replay
     wall = time.monotonic() - job.started
     generated = replay.parsed
-    written = len(replay.written)
+    written = len(replay.written - replay.dropped)
     kv_bytes = sum(int(r["bytes"]) for r in replay.kv.values())
     store_bytes = folder_bytes(job.store_path)
     return {
@@ -39,6 +39,7 @@ def build_report(job: Job, engine: str) -> dict[str, Any]:
         "duplicate_rate": round(replay.duplicates / generated, 4) if generated else 0.0,
         "queries_accepted": len(replay.queries),
         "answers": len(replay.answers),
+        "answers_truncated_dropped": len(replay.dropped),
         "kv_blobs": len(replay.kv),
         "kv_bytes": kv_bytes,
         "entries_written": written,

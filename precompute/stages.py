@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from precompute.answer import answer_messages, exchange_messages
+from precompute.answer import exchange_messages, grounded_answer
 from precompute.generate import Round
 from precompute.job import Job, query_id
 from precompute.upstream import Completion, UpstreamGarbage
@@ -132,16 +132,20 @@ def answer(job: Job, qid: str) -> None:
     if qid in job.replay.answers:
         return
     query = job.replay.queries[qid]
-    messages = answer_messages(job.settings.system_prompt, job.chunks[query["chunk"]].text, query["query"])
-    completion = job.chat(messages, 0.0, job.settings.answer_max_tokens, 0)
+    chunk = job.chunks[query["chunk"]].text
+    completion, spent = grounded_answer(
+        job.chat, job.settings.system_prompt, chunk, query["query"], job.settings.answer_max_tokens
+    )
     answer = completion.text.strip()
     if not answer:
         job.note_garbage(UpstreamGarbage(f"empty answer to {query['query']!r}"))
         return
-    record_answer(job, qid, answer, completion)
+    record_answer(job, qid, answer, completion, spent)
 
 
-def record_answer(job: Job, qid: str, answer: str, completion: Completion) -> None:
+def record_answer(job: Job, qid: str, answer: str, completion: Completion, spent: int) -> None:
+    """A truncated answer is recorded (its tokens were spent, and a rerun must not ask again) but never
+    gets a KV capture or an entry."""
     job.record(
         {
             "t": "answer",
@@ -149,7 +153,8 @@ def record_answer(job: Job, qid: str, answer: str, completion: Completion) -> No
             "answer": answer,
             "prompt_tokens": completion.prompt_tokens,
             "completion_tokens": completion.completion_tokens,
-            "tokens": completion.tokens,
+            "truncated": completion.truncated,
+            "tokens": spent,
         }
     )
 
@@ -162,6 +167,7 @@ def wants_kv(job: Job, qid: str) -> bool:
         job.settings.capture_kv
         and job.kv_supported
         and qid in job.replay.answers
+        and not job.replay.answers[qid].get("truncated")
         and qid not in job.replay.kv
     )
 
@@ -202,6 +208,9 @@ def record_kv(job: Job, qid: str, blob: bytes | None) -> None:
 def write_entry(job: Job, qid: str) -> None:
     """Put the entry (with its KV blob, atomically) unless a killed run already did, then record it."""
     if qid in job.replay.written or qid not in job.replay.answers or wants_kv(job, qid):
+        return
+    if job.replay.answers[qid].get("truncated"):
+        job.record({"t": "written", "id": qid, "dropped": "truncated"})
         return
     query = job.replay.queries[qid]
     blob_path = job.worklog.kv_path(qid)

@@ -24,6 +24,12 @@ class Completion:
     text: str
     prompt_tokens: int
     completion_tokens: int
+    finish_reason: str = "stop"
+
+    @property
+    def truncated(self) -> bool:
+        """Cut off by max_tokens: a partial answer, which must not be served as if it were whole."""
+        return self.finish_reason == "length"
 
     @property
     def tokens(self) -> int:
@@ -93,12 +99,16 @@ class Upstream:
             )
         try:
             payload = response.json()
-            text = payload["choices"][0]["message"]["content"]
+            choice = payload["choices"][0]
+            text = choice["message"]["content"]
             usage = payload.get("usage") or {}
             if not isinstance(text, str):
                 raise TypeError("content is not a string")
             return Completion(
-                text, int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
+                text,
+                int(usage.get("prompt_tokens", 0)),
+                int(usage.get("completion_tokens", 0)),
+                str(choice.get("finish_reason") or "stop"),
             )
         except (ValueError, KeyError, IndexError, TypeError) as exc:
             raise UpstreamGarbage(f"chat completion is not OpenAI-shaped: {response.text[:200]!r}") from exc

@@ -26,7 +26,8 @@ class Replay:
     queries: dict[str, dict[str, Any]] = field(default_factory=dict)
     answers: dict[str, dict[str, Any]] = field(default_factory=dict)
     kv: dict[str, dict[str, Any]] = field(default_factory=dict)
-    written: set[str] = field(default_factory=set)
+    written: set[str] = field(default_factory=set)  # done with: stored, or dropped
+    dropped: set[str] = field(default_factory=set)  # answered but not stored (answer cut off)
     query_log_done: bool = False
     parsed: int = 0
     duplicates: int = 0
@@ -57,6 +58,8 @@ class Replay:
             self.kv[record["id"]] = record
         elif kind == "written":
             self.written.add(record["id"])
+            if record.get("dropped"):
+                self.dropped.add(record["id"])
         else:
             raise ValueError(f"unknown work log record type {kind!r}")
 

@@ -31,11 +31,12 @@ class Behaviour:
     mode: str = "ok"  # ok | garbage | down | empty
     kv: bool = True
     delay: float = 0.0
+    answer_words: int = 0  # > 0: answers run this many words, cut at max_tokens words like a real server
     requests: list[dict[str, Any]] = field(default_factory=list)
     kv_exports: int = 0
 
     def reset(self) -> None:
-        self.mode, self.kv, self.delay, self.kv_exports = "ok", True, 0.0, 0
+        self.mode, self.kv, self.delay, self.kv_exports, self.answer_words = "ok", True, 0.0, 0, 0
         self.requests.clear()
 
 
@@ -96,6 +97,12 @@ def make_app(behaviour: Behaviour) -> FastAPI:
         else:
             document = messages[0]["content"].split("Document:\n", 1)[1]
             text = f"According to the document, {_sentences(document)[0]}"
+        finish_reason = "stop"
+        if behaviour.answer_words and "Document:\n" not in user:
+            words = (text.split() * behaviour.answer_words)[: behaviour.answer_words]
+            if len(words) > body["max_tokens"]:
+                words, finish_reason = words[: body["max_tokens"]], "length"
+            text = " ".join(words)
         if behaviour.mode == "empty":
             text = ""
         prompt_tokens = sum(len(m["content"].split()) for m in messages)
@@ -105,7 +112,11 @@ def make_app(behaviour: Behaviour) -> FastAPI:
                 "object": "chat.completion",
                 "model": body["model"],
                 "choices": [
-                    {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text},
+                        "finish_reason": finish_reason,
+                    }
                 ],
                 "usage": {
                     "prompt_tokens": prompt_tokens,

@@ -145,6 +145,39 @@ def test_garbage_answers_stop_the_job_and_leave_only_whole_entries(
     assert healed["complete"] and healed["entries_written"] == len(_entries(store_path)) > 0
 
 
+def _answer_requests(fake: FakeUpstream) -> list[dict]:
+    return [r for r in fake.behaviour.requests if "Document:\n" not in r["messages"][-1]["content"]]
+
+
+def test_an_answer_cut_off_is_retried_with_twice_the_budget(
+    fake: FakeUpstream, corpus: Path, tmp_path: Path
+) -> None:
+    fake.behaviour.answer_words = 24  # over answer_max_tokens (16), within twice that
+    report, _ = run_precompute(
+        make_settings(fake.url, answer_max_tokens=16), corpus, tmp_path / "store", progress=False
+    )
+    assert report["complete"] and report["answers_truncated_dropped"] == 0
+    assert [r["max_tokens"] for r in _answer_requests(fake)] == [16, 32] * report["answers"]
+    entries = _entries(tmp_path / "store")
+    assert len(entries) == report["entries_written"] == report["answers"] > 0
+    assert all(len(e.answer.split()) == 24 and e.meta["completion_tokens"] == "24" for e in entries)
+
+
+def test_answers_still_cut_off_are_dropped_never_stored_and_not_asked_again(
+    fake: FakeUpstream, corpus: Path, tmp_path: Path
+) -> None:
+    fake.behaviour.answer_words = 100
+    store_path = tmp_path / "store"
+    settings = make_settings(fake.url, answer_max_tokens=16)
+    report, _ = run_precompute(settings, corpus, store_path, progress=False)
+    assert report["complete"] and report["answers"] == report["answers_truncated_dropped"] > 0
+    assert report["entries_written"] == 0 and _entries(store_path) == []
+    assert fake.behaviour.kv_exports == 0
+    fake.behaviour.requests.clear()
+    again, _ = run_precompute(settings, corpus, store_path, progress=False)
+    assert fake.behaviour.requests == [] and again["answers_truncated_dropped"] == report["answers"]
+
+
 def test_token_budget_is_never_exceeded_and_a_rerun_continues(
     fake: FakeUpstream, corpus: Path, tmp_path: Path
 ) -> None:

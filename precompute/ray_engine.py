@@ -216,7 +216,10 @@ def _answer_stage(job: Job, settings: dict[str, Any]) -> None:
         tokens = 0
         if result["answer"] and qid not in job.replay.answers:
             completion = Completion(
-                result["answer"], result["prompt_tokens"], result["completion_tokens"], result["finish_reason"]
+                result["answer"],
+                result["prompt_tokens"],
+                result["completion_tokens"],
+                result["finish_reason"],
             )
             tokens = result["spent"]
             stages.record_answer(job, qid, result["answer"], completion, tokens)

@@ -7,21 +7,28 @@ the prompt's prefill and compacts the kept tokens into fewer blocks (see backend
 from backend.compress.base import LayerInputs, ScorerPress
 from backend.compress.expected_attention import ExpectedAttentionPress
 from backend.compress.knorm import KnormPress
+from backend.compress.oja import OjaKVSettings, oja_update, rank_for_ratio
+from backend.compress.oja_calibration import PCABases
 from backend.compress.random_press import RandomPress
-from backend.compress.request import METHODS, PRESSES, CompressionMethod, KVCompression
+from backend.compress.request import METHODS, OJAKV, PRESSES, CompressionMethod, KVCompression
 from backend.compress.snapkv import SnapKVPress
 from backend.compress.streaming_llm import StreamingLLMPress
 
 __all__ = [
     "METHODS",
+    "OJAKV",
     "PRESSES",
     "CompressionMethod",
     "ExpectedAttentionPress",
     "KVCompression",
     "KnormPress",
     "LayerInputs",
+    "OjaKVSettings",
+    "PCABases",
     "RandomPress",
     "ScorerPress",
     "SnapKVPress",
     "StreamingLLMPress",
+    "oja_update",
+    "rank_for_ratio",
 ]

@@ -12,7 +12,9 @@ from backend.compress.random_press import RandomPress
 from backend.compress.snapkv import SnapKVPress
 from backend.compress.streaming_llm import StreamingLLMPress
 
-CompressionMethod = Literal["none", "streaming_llm", "knorm", "snapkv", "random", "expected_attention"]
+CompressionMethod = Literal[
+    "none", "streaming_llm", "knorm", "snapkv", "random", "expected_attention", "ojakv"
+]
 
 PRESSES: dict[str, type[ScorerPress]] = {
     "streaming_llm": StreamingLLMPress,
@@ -21,7 +23,9 @@ PRESSES: dict[str, type[ScorerPress]] = {
     "random": RandomPress,
     "expected_attention": ExpectedAttentionPress,
 }
-METHODS: tuple[str, ...] = ("none", *PRESSES)
+# Methods the engine runs itself rather than as a token-scoring press.
+OJAKV = "ojakv"  # middle tokens to low-rank coefficients; ratio: the share of their KV bytes removed
+METHODS: tuple[str, ...] = ("none", *PRESSES, OJAKV)
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +34,9 @@ class KVCompression:
     cached tokens with `method` ("none" turns a server default off). `protected` holds [start, end)
     token ranges (system prompt, marked instructions) that are always kept. With `decode_interval`
     N > 0 the press runs again every N decode tokens over everything cached, so the cache keeps holding
-    about (1 - ratio) of all the sequence's tokens while it generates."""
+    about (1 - ratio) of all the sequence's tokens while it generates. For "ojakv", `ratio` is the
+    share of the middle tokens' KV bytes removed by storing them at rank round(head_dim * (1 - ratio)),
+    and its decode schedule is its own (decode_interval must be 0)."""
 
     method: str
     ratio: float = 0.5
@@ -46,6 +52,8 @@ class KVCompression:
             raise ValueError(f"kv_compression ratio must be in [0, 1), got {self.ratio}")
         if self.decode_interval < 0:
             raise ValueError(f"kv_compression decode_interval must be >= 0, got {self.decode_interval}")
+        if self.method == OJAKV and self.decode_interval:
+            raise ValueError("kv_compression decode_interval must be 0 for ojakv (its window slides itself)")
         for start, end in self.protected:
             if not 0 <= start < end:
                 raise ValueError(f"kv_compression protected range [{start}, {end}) is empty or negative")
@@ -55,6 +63,6 @@ class KVCompression:
         return self.method != "none"
 
     def press(self) -> ScorerPress:
-        if not self.active:
-            raise ValueError("kv_compression method 'none' has no press")
+        if self.method not in PRESSES:
+            raise ValueError(f"kv_compression method {self.method!r} has no press")
         return PRESSES[self.method](compression_ratio=self.ratio)

@@ -106,20 +106,29 @@ class BlockManager:
     def truncate(self, seq: Sequence, num_tokens: int) -> None:
         """Free seq's blocks beyond those that hold its first num_tokens cached tokens."""
         keep = self.blocks_for(num_tokens)
-        for block_id in reversed(seq.block_table[keep:]):
-            block = self.blocks[block_id]
-            block.ref_count -= 1
-            if block.ref_count == 0:
-                self._free[block_id] = None
+        self.release(seq.block_table[keep:])
         del seq.block_table[keep:]
 
-    def free(self, seq: Sequence) -> None:
-        """Drop seq's references; blocks nobody uses go to the free list, tail blocks first to be reused."""
-        for block_id in reversed(seq.block_table):
+    def take(self, count: int) -> list[int] | None:
+        """count fresh blocks for a side store (OjaKV coefficient pages), or None if too few are free."""
+        if count > self.num_free:
+            return None
+        return [self._take_free() for _ in range(count)]
+
+    def release(self, block_ids: list[int]) -> None:
+        """Drop one reference to each block; blocks nobody uses go to the free list, last ones first."""
+        for block_id in reversed(block_ids):
             block = self.blocks[block_id]
             block.ref_count -= 1
             if block.ref_count == 0:
                 self._free[block_id] = None
+
+    def free(self, seq: Sequence) -> None:
+        """Drop seq's references (its low-rank pages too); blocks nobody uses go to the free list."""
+        self.release(seq.block_table)
+        if seq.lowrank is not None:
+            self.release(seq.lowrank.block_table)
+            seq.lowrank.block_table = []
         seq.block_table = []
         seq.block_hashes = []
 

@@ -18,9 +18,10 @@ from typing import cast
 
 import torch
 
-from backend.compress import KVCompression, LayerInputs
+from backend.compress import OJAKV, KVCompression, LayerInputs
 from backend.engine.block_manager import BlockManager
 from backend.engine.kv_cache import KVCache
+from backend.engine.ojakv import OjaKV
 from backend.engine.sequence import Sequence
 from backend.model.llama import LlamaModel, SelfAttention
 
@@ -39,10 +40,13 @@ HIDDEN_WINDOW = 256  # decode-time compactions score with the attention inputs o
 
 
 class KVCompactor:
-    def __init__(self, model: LlamaModel, kv_cache: KVCache, block_manager: BlockManager) -> None:
+    def __init__(
+        self, model: LlamaModel, kv_cache: KVCache, block_manager: BlockManager, ojakv: OjaKV
+    ) -> None:
         self.model = model
         self.kv_cache = kv_cache
         self.block_manager = block_manager
+        self.ojakv = ojakv
         self.compressed_requests = 0
         self.tokens_evicted = 0
 
@@ -55,6 +59,11 @@ class KVCompactor:
         to (1 - ratio) of every token computed so far (never fewer than the protected ones)."""
         compression = seq.compression
         if compression is None or not seq.needs_compression:
+            return
+        if compression.method == OJAKV:
+            seq.compressed, seq.prompt_hidden = True, []
+            self.ojakv.compress(seq, compression)
+            self.compressed_requests += 1
             return
         first = not seq.compressed
         press = compression.press()

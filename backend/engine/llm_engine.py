@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from backend.compress import KVCompression
+from backend.compress import OJAKV, KVCompression
 from backend.config import EngineConfig
 from backend.engine.block_manager import BlockManager
 from backend.engine.compaction import KVCompactor
@@ -27,6 +27,7 @@ from backend.engine.detokenizer import IncrementalDetokenizer
 from backend.engine.kv_cache import KVCache
 from backend.engine.limits import resolve_limits
 from backend.engine.model_runner import ModelRunner
+from backend.engine.ojakv import OjaKV
 from backend.engine.output_processor import OutputProcessor
 from backend.engine.request_check import RequestChecker
 from backend.engine.sampler import sample
@@ -85,7 +86,8 @@ class Engine:
         self.sparse: SparseAttention | None = None
         if self.config.attention == "sparse":
             self.set_attention(self._sparse_settings())
-        self._compactor = KVCompactor(self.model, self.kv_cache, self.block_manager)
+        ojakv = OjaKV(self.model, self.kv_cache, self.block_manager, self.tokenizer, model_dir)
+        self._compactor = KVCompactor(self.model, self.kv_cache, self.block_manager, ojakv)
         self.default_compression = self.config.kv_compression()
         self._checker = RequestChecker(spec, self.model_name, self.max_model_len)
         self._outputs = OutputProcessor(
@@ -158,6 +160,8 @@ class Engine:
             compression.validate()
             if kv_reuse is not None and compression.active:
                 raise ValueError("a request that reuses a similar prompt's KV cannot also compress it")
+            if compression.method == OJAKV and self.sparse is not None:
+                raise ValueError("kv_compression method 'ojakv' needs dense attention (this engine: sparse)")
 
     def submit(self, request: Request) -> None:
         """Queue a request (checked first; raises ValueError). Its callbacks run on the stepping thread."""
@@ -225,6 +229,8 @@ class Engine:
                 self._compactor.compress(seq)
                 if self.sparse is not None:
                     self.sparse.rewritten(seq.block_table, self.kv_cache.layers)
+            elif seq.lowrank is not None:
+                self._compactor.ojakv.migrate(seq)
         events = [
             self._append(seq, token, logits[i])
             for i, (seq, token) in enumerate(zip(sampled, sample(logits, sampled), strict=True))

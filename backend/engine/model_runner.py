@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from backend.engine.kv_cache import KVCache
+from backend.engine.lowrank_cache import LowRankState, plan_lowrank
 from backend.engine.scheduler import ScheduledBatch
 from backend.engine.sequence import Sequence
 from backend.layers.attention import AttentionBackend, AttentionMetadata
@@ -40,6 +41,7 @@ class ModelRunner:
             self._import(seq, start, end)
         input_ids, positions, slots, logit_rows, sampled = [], [], [], [], []
         context_lens, row = [], 0
+        lowrank_rows: list[tuple[int, list[int], int, LowRankState]] = []
         capture = HiddenCapture()
         for seq, n in zip(batch.seqs, batch.num_new, strict=True):
             start, end = seq.num_computed_tokens, seq.num_computed_tokens + n
@@ -51,6 +53,10 @@ class ModelRunner:
                 if not seq.prompt_hidden:
                     seq.prompt_hidden = [[] for _ in self.kv_cache.layers]
                 capture.spans.append((seq.prompt_hidden, row, row + n))
+            if seq.lowrank is not None:
+                if n != 1:
+                    raise RuntimeError(f"{seq.request_id}: low-rank KV is only read by single-token decodes")
+                lowrank_rows.append((row, seq.block_table, end - seq.num_evicted, seq.lowrank))
             row += n
             if end == seq.num_tokens and seq.prompt_complete:
                 logit_rows.append(row - 1)
@@ -69,6 +75,7 @@ class ModelRunner:
             backend=self.attention_backend,
             capture=capture if capture.spans else None,
             layer_attention=self.sparse,
+            lowrank=plan_lowrank(lowrank_rows),
         )
         logits = self.model(torch.tensor(input_ids), self.kv_cache.layers, meta)
         return sampled, logits

@@ -8,8 +8,9 @@ from enum import Enum, auto
 
 import torch
 
-from backend.compress import KVCompression
+from backend.compress import OJAKV, KVCompression
 from backend.engine.detokenizer import IncrementalDetokenizer
+from backend.engine.lowrank_cache import LowRankState
 from backend.outputs import Completion, FinishReason, TokenEvent, TokenLogprob
 from backend.reuse import KVReuse
 from backend.sampling_params import SamplingParams
@@ -65,12 +66,14 @@ class Sequence:
     # layer that it scores with (the prefill's; with decode-time compression, a window of the latest).
     # After a compaction, kv_positions[layer] [KVH, n] holds the logical position of each cached token
     # (each head keeps its own) and compressed_at the number of computed tokens at that time.
+    # OjaKV's low-rank store holds tokens that left the full-rank blocks too (num_evicted counts them).
     compression: KVCompression | None = None
     compressed: bool = False
     num_evicted: int = 0
     prompt_hidden: list[list[torch.Tensor]] = field(default_factory=list)
     kv_positions: list[torch.Tensor] | None = None
     compressed_at: int = 0
+    lowrank: LowRankState | None = None
 
     def __post_init__(self) -> None:
         self.token_ids = list(self.request.prompt_token_ids)
@@ -115,7 +118,9 @@ class Sequence:
     def captures_hidden(self) -> bool:
         """Whether the model runner must keep this sequence's attention inputs for a later compaction."""
         compression = self.compression
-        return compression is not None and (not self.compressed or compression.decode_interval > 0)
+        if compression is None or compression.method == OJAKV:  # OjaKV reads only the cached K/V
+            return False
+        return not self.compressed or compression.decode_interval > 0
 
     @property
     def private_kv(self) -> bool:
@@ -150,6 +155,7 @@ class Sequence:
         self.prompt_hidden = []
         self.kv_positions = None
         self.compressed_at = 0
+        self.lowrank = None
 
     def completion(self) -> Completion:
         return Completion(

@@ -14,6 +14,7 @@ from typing import Literal, Protocol
 import torch
 
 from backend.layers.capture import HiddenCapture
+from backend.layers.lowrank_attention import LowRankPlan, attend_lowrank
 from backend.layers.paged_attention import (
     AttentionPlan,
     paged_attention_reference,
@@ -51,6 +52,7 @@ class AttentionMetadata:
     backend      which kernel attends (see the module docstring)
     capture      rows whose attention inputs a KV-compression press will need, or None
     layer_attention  replaces paged_attention in every layer (sparse attention), or None
+    lowrank      decode rows of sequences with low-rank (OjaKV) coefficient pages, or None
     """
 
     positions: torch.Tensor
@@ -60,6 +62,7 @@ class AttentionMetadata:
     backend: AttentionBackend = "torch"
     capture: HiddenCapture | None = None
     layer_attention: LayerAttention | None = None
+    lowrank: LowRankPlan | None = None
 
 
 def write_kv(
@@ -78,18 +81,22 @@ def paged_attention(
     kv_cache: tuple[torch.Tensor, torch.Tensor],
     meta: AttentionMetadata,
     scale: float,
+    layer: int = 0,
 ) -> torch.Tensor:
     """q [N, H, D], new k/v [N, KVH, D] -> [N, H, D]: each token attends to its sequence up to itself."""
     write_kv(kv_cache, meta.slot_mapping, k, v)
     k_cache, v_cache = kv_cache
     if meta.backend == "torch":
-        return paged_attention_reference(q, k_cache, v_cache, meta.plan, scale)
-    out = torch.empty_like(q)
-    plan = meta.plan
-    if len(plan.decode_rows):
-        decoded = kernel_decode_attention(
-            q[plan.decode_rows], k_cache, v_cache, plan.decode_tables, plan.decode_lens, scale
-        )
-        out[plan.decode_rows] = decoded.out
-    prefill_attention_reference(q, k_cache, v_cache, plan, scale, out)
+        out = paged_attention_reference(q, k_cache, v_cache, meta.plan, scale)
+    else:
+        out = torch.empty_like(q)
+        plan = meta.plan
+        if len(plan.decode_rows):
+            decoded = kernel_decode_attention(
+                q[plan.decode_rows], k_cache, v_cache, plan.decode_tables, plan.decode_lens, scale
+            )
+            out[plan.decode_rows] = decoded.out
+        prefill_attention_reference(q, k_cache, v_cache, plan, scale, out)
+    if meta.lowrank is not None:
+        attend_lowrank(q, out, kv_cache, meta.lowrank, layer, scale)
     return out

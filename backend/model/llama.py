@@ -54,7 +54,7 @@ class SelfAttention(nn.Module):
         if meta.layer_attention is not None:
             out = meta.layer_attention.attend(self.layer, q, k, v, kv_cache, meta, self.scale)
         else:
-            out = paged_attention(q, k, v, kv_cache, meta, self.scale)
+            out = paged_attention(q, k, v, kv_cache, meta, self.scale, self.layer)
         return self.o_proj(out.view(n, -1))
 
 

@@ -33,11 +33,13 @@ class Behaviour:
     delay: float = 0.0
     answer_words: int = 0  # > 0: answers run this many words, cut at max_tokens words like a real server
     requests: list[dict[str, Any]] = field(default_factory=list)
+    authorizations: list[str | None] = field(default_factory=list)  # per chat request
     kv_exports: int = 0
 
     def reset(self) -> None:
         self.mode, self.kv, self.delay, self.kv_exports, self.answer_words = "ok", True, 0.0, 0, 0
         self.requests.clear()
+        self.authorizations.clear()
 
 
 def _sentences(text: str) -> list[str]:
@@ -83,6 +85,7 @@ def make_app(behaviour: Behaviour) -> FastAPI:
     async def chat(request: Request) -> Response:
         body = await request.json()
         behaviour.requests.append(body)
+        behaviour.authorizations.append(request.headers.get("authorization"))
         if behaviour.delay:
             await asyncio.sleep(behaviour.delay)
         if behaviour.mode == "down":

@@ -7,7 +7,7 @@
 #   bash bench/gpu_check.sh [OUT_DIR]      # default: bench/results/gpu-check-<UTC time>
 #   PYTHON=/path/to/python bash bench/gpu_check.sh
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 
 PY="${PYTHON:-.venv/bin/python}"
 [ -x "$PY" ] || PY="$(command -v python3)"

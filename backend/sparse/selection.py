@@ -22,10 +22,11 @@ class PageSelection(NamedTuple):
 
 
 def page_upper_bounds(q: torch.Tensor, kmin: torch.Tensor, kmax: torch.Tensor) -> torch.Tensor:
-    """q [b, KVH, G, D], kmin/kmax [b, M, KVH, D] -> [b, KVH, G, M]: the bound of q·k over each page."""
-    lo = kmin.permute(0, 2, 3, 1)  # [b, KVH, D, M]
-    hi = kmax.permute(0, 2, 3, 1)
-    return torch.matmul(q.clamp(min=0), hi) - torch.matmul((-q).clamp(min=0), lo)
+    """q [b, KVH, G, D], kmin/kmax [KVH, b, M, D] -> [b, KVH, G, M]: the bound of q·k over each page."""
+    heads_first = q.transpose(0, 1)  # [KVH, b, G, D]
+    high = torch.matmul(heads_first.clamp(min=0), kmax.transpose(-1, -2))
+    low = torch.matmul((-heads_first).clamp(min=0), kmin.transpose(-1, -2))
+    return (high - low).transpose(0, 1)
 
 
 def select_pages(

@@ -13,7 +13,8 @@ def test_page_upper_bound_is_at_least_every_score_in_the_page() -> None:
         b, kvh, g, d, m, bs = 2, 3, 3, 16, 5, 1 + trial % 8
         q = torch.randn(b, kvh, g, d, generator=gen) * (1 + trial)
         keys = torch.randn(b, m, bs, kvh, d, generator=gen) * (1 + trial % 3)
-        bounds = page_upper_bounds(q, keys.amin(dim=2), keys.amax(dim=2))  # [b, KVH, G, M]
+        heads_first = (keys.amin(dim=2).permute(2, 0, 1, 3), keys.amax(dim=2).permute(2, 0, 1, 3))
+        bounds = page_upper_bounds(q, *heads_first)  # [b, KVH, G, M]
         scores = torch.einsum("bhgd,bmthd->bhgmt", q, keys).amax(dim=-1)  # true max per page
         assert bool((bounds >= scores - 1e-4).all())
         if bs == 1:  # a one-key page: the bound is that key's score

@@ -10,11 +10,19 @@ from backend.compress.knorm import KnormPress
 from backend.compress.oja import OjaKVSettings, oja_update, rank_for_ratio
 from backend.compress.oja_calibration import PCABases
 from backend.compress.random_press import RandomPress
-from backend.compress.request import METHODS, OJAKV, PRESSES, CompressionMethod, KVCompression
+from backend.compress.request import (
+    DECODE_METHODS,
+    METHODS,
+    OJAKV,
+    PRESSES,
+    CompressionMethod,
+    KVCompression,
+)
 from backend.compress.snapkv import SnapKVPress
 from backend.compress.streaming_llm import StreamingLLMPress
 
 __all__ = [
+    "DECODE_METHODS",
     "METHODS",
     "OJAKV",
     "PRESSES",

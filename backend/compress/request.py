@@ -13,7 +13,7 @@ from backend.compress.snapkv import SnapKVPress
 from backend.compress.streaming_llm import StreamingLLMPress
 
 CompressionMethod = Literal[
-    "none", "streaming_llm", "knorm", "snapkv", "random", "expected_attention", "ojakv"
+    "none", "streaming_llm", "knorm", "snapkv", "random", "expected_attention", "ojakv", "thinkv"
 ]
 
 PRESSES: dict[str, type[ScorerPress]] = {
@@ -25,7 +25,9 @@ PRESSES: dict[str, type[ScorerPress]] = {
 }
 # Methods the engine runs itself rather than as a token-scoring press.
 OJAKV = "ojakv"  # middle tokens to low-rank coefficients; ratio: the share of their KV bytes removed
-METHODS: tuple[str, ...] = ("none", *PRESSES, OJAKV)
+# Decode-time methods that work on the generated tokens as they come rather than on the prompt.
+DECODE_METHODS: tuple[str, ...] = ("thinkv",)
+METHODS: tuple[str, ...] = ("none", *PRESSES, OJAKV, *DECODE_METHODS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +38,11 @@ class KVCompression:
     N > 0 the press runs again every N decode tokens over everything cached, so the cache keeps holding
     about (1 - ratio) of all the sequence's tokens while it generates. For "ojakv", `ratio` is the
     share of the middle tokens' KV bytes removed by storing them at rank round(head_dim * (1 - ratio)),
-    and its decode schedule is its own (decode_interval must be 0)."""
+    and its decode schedule is its own (decode_interval must be 0).
+
+    "thinkv" works on the generated reasoning instead (backend/compress/thinkv): the prompt is kept,
+    and `ratio` is the share of the generated tokens' KV it evicts; the tokens it keeps are quantised
+    by thought type (ratio 0: segmented and typed, KV untouched)."""
 
     method: str
     ratio: float = 0.5
@@ -61,6 +67,11 @@ class KVCompression:
     @property
     def active(self) -> bool:
         return self.method != "none"
+
+    @property
+    def after_prefill(self) -> bool:
+        """Whether the compactor runs this method after the prefill (all but "none" and decode-time ones)."""
+        return self.active and self.method not in DECODE_METHODS
 
     def press(self) -> ScorerPress:
         if self.method not in PRESSES:

@@ -33,6 +33,7 @@ from backend.engine.request_check import RequestChecker
 from backend.engine.sampler import sample
 from backend.engine.scheduler import Scheduler
 from backend.engine.sequence import Request, Sequence, Status
+from backend.engine.thinking import ThinKVRunner
 from backend.engine.throughput import ThroughputLog
 from backend.model.loader import load_model
 from backend.model.prepare import prepared_model_dir
@@ -58,9 +59,9 @@ class PromptPart:
 class Engine:
     """Our model, its paged KV cache, and the scheduler that batches every request through them.
 
-    Public: tokenizer, model_name, max_model_len, eos_token_ids; generate, export_kv, stats; and, for
-    drivers such as AsyncEngine, check_request, submit, extend_prompt, abort, step, has_work,
-    wait_for_work.
+    Public: tokenizer, model_name, max_model_len, eos_token_ids, thinkv (ThinKV's policy and
+    per-request reports); generate, export_kv, stats; and, for drivers such as AsyncEngine,
+    check_request, submit, extend_prompt, abort, step, has_work, wait_for_work.
     """
 
     def __init__(self, config: EngineConfig | None = None) -> None:
@@ -88,6 +89,7 @@ class Engine:
             self.set_attention(self._sparse_settings())
         ojakv = OjaKV(self.model, self.kv_cache, self.block_manager, self.tokenizer, model_dir)
         self._compactor = KVCompactor(self.model, self.kv_cache, self.block_manager, ojakv)
+        self.thinkv = ThinKVRunner(self.model, self.kv_cache, self.block_manager, self.tokenizer)
         self.default_compression = self.config.kv_compression()
         self._checker = RequestChecker(spec, self.model_name, self.max_model_len)
         self._outputs = OutputProcessor(
@@ -231,6 +233,8 @@ class Engine:
                     self.sparse.rewritten(seq.block_table, self.kv_cache.layers)
             elif seq.lowrank is not None:
                 self._compactor.ojakv.migrate(seq)
+            if seq.thinkv is not None and self.thinkv.after_step(seq) and self.sparse is not None:
+                self.sparse.rewritten(seq.block_table, self.kv_cache.layers)
         events = [
             self._append(seq, token, logits[i])
             for i, (seq, token) in enumerate(zip(sampled, sample(logits, sampled), strict=True))
@@ -267,6 +271,8 @@ class Engine:
                 generator = torch.Generator().manual_seed(seed)
             seq = Sequence(item, IncrementalDetokenizer(self.tokenizer, params.stop), generator)
             seq.compression = self._compression_for(item)
+            if seq.compression is not None and seq.compression.method == "thinkv":
+                seq.thinkv = self.thinkv.start(seq, seq.compression.ratio)
             self._seqs[item.request_id] = seq
             self.scheduler.add(seq)
 
@@ -428,5 +434,5 @@ class Engine:
             generation_tokens=self.generation_tokens,
             preemptions=self.scheduler.preemptions,
             kv_compressed_requests=self._compactor.compressed_requests,
-            kv_tokens_evicted=self._compactor.tokens_evicted,
+            kv_tokens_evicted=self._compactor.tokens_evicted + self.thinkv.tokens_evicted,
         )

@@ -57,6 +57,10 @@ class ModelRunner:
                 if n != 1:
                     raise RuntimeError(f"{seq.request_id}: low-rank KV is only read by single-token decodes")
                 lowrank_rows.append((row, seq.block_table, end - seq.num_evicted, seq.lowrank))
+            if seq.thinkv is not None and end > seq.num_prompt_tokens:  # ThinKV types generated thoughts
+                first = max(start, seq.num_prompt_tokens)
+                hidden = seq.thinkv.capture(first, len(self.kv_cache.layers))
+                capture.spans.append((hidden, row + first - start, row + n))
             row += n
             if end == seq.num_tokens and seq.prompt_complete:
                 logit_rows.append(row - 1)

@@ -9,6 +9,7 @@ from enum import Enum, auto
 import torch
 
 from backend.compress import OJAKV, KVCompression
+from backend.compress.thinkv import ThinKVState
 from backend.engine.detokenizer import IncrementalDetokenizer
 from backend.engine.lowrank_cache import LowRankState
 from backend.outputs import Completion, FinishReason, TokenEvent, TokenLogprob
@@ -74,6 +75,7 @@ class Sequence:
     kv_positions: list[torch.Tensor] | None = None
     compressed_at: int = 0
     lowrank: LowRankState | None = None
+    thinkv: ThinKVState | None = None  # decode-time ThinKV compression (backend/engine/thinking.py)
 
     def __post_init__(self) -> None:
         self.token_ids = list(self.request.prompt_token_ids)
@@ -107,7 +109,7 @@ class Sequence:
     def needs_compression(self) -> bool:
         """Whether the press is due: after the prefill, then every decode_interval computed tokens."""
         compression = self.compression
-        if compression is None:
+        if compression is None or not compression.after_prefill:
             return False
         if not self.compressed:
             return True
@@ -118,8 +120,8 @@ class Sequence:
     def captures_hidden(self) -> bool:
         """Whether the model runner must keep this sequence's attention inputs for a later compaction."""
         compression = self.compression
-        if compression is None or compression.method == OJAKV:  # OjaKV reads only the cached K/V
-            return False
+        if compression is None or not compression.after_prefill or compression.method == OJAKV:
+            return False  # OjaKV reads only the cached K/V; decode-time methods capture their own
         return not self.compressed or compression.decode_interval > 0
 
     @property
@@ -156,6 +158,8 @@ class Sequence:
         self.kv_positions = None
         self.compressed_at = 0
         self.lowrank = None
+        if self.thinkv is not None:
+            self.thinkv.reset()
 
     def completion(self) -> Completion:
         return Completion(

@@ -1,0 +1,43 @@
+"""ThinKV (Ramachandran et al., arXiv 2510.01290): thought-adaptive KV compression of a reasoning trace.
+
+Decode-time: generated tokens are cut into thoughts (segment), each thought is typed reasoning /
+execution / transition from the sparsity of its attention (classify), quantised at its type's width
+and, when the sequence is over its token budget, evicted from progressively, least important thoughts
+first (policy). backend/engine/thinking.py runs it inside the engine and frees the blocks.
+"""
+
+from backend.compress.thinkv.classify import (
+    IMPORTANCE,
+    ThoughtKind,
+    attention_sparsity,
+    attention_weights,
+    classify,
+)
+from backend.compress.thinkv.policy import (
+    FULL_BITS,
+    ThinKVPolicy,
+    Thought,
+    generated_budget,
+    plan_eviction,
+    token_bytes,
+)
+from backend.compress.thinkv.segment import delimiter_ids, split_thoughts
+from backend.compress.thinkv.state import ThinKVReport, ThinKVState
+
+__all__ = [
+    "FULL_BITS",
+    "IMPORTANCE",
+    "ThinKVPolicy",
+    "ThinKVReport",
+    "ThinKVState",
+    "Thought",
+    "ThoughtKind",
+    "attention_sparsity",
+    "attention_weights",
+    "classify",
+    "delimiter_ids",
+    "generated_budget",
+    "plan_eviction",
+    "split_thoughts",
+    "token_bytes",
+]

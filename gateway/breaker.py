@@ -48,6 +48,11 @@ class CircuitBreaker:
         self._opened_at = None
         self._trial_running = False
 
+    def abandon(self) -> None:
+        """A request let through gave up before the upstream answered (a hit cancelled the parallel
+        request): it proved nothing, so a half-open breaker lets the next request be the trial."""
+        self._trial_running = False
+
     def record_failure(self) -> None:
         self._trial_running = False
         self._failures += 1

@@ -72,6 +72,13 @@ class Upstream:
                 headers={"retry-after": str(retry)},
             )
         request = self._client.build_request("POST", path, json=body)
+        try:
+            return await self._send(request)
+        except asyncio.CancelledError:
+            self.breaker.abandon()
+            raise
+
+    async def _send(self, request: httpx.Request) -> httpx.Response:
         for attempt in range(self._settings.upstream_retries + 1):
             try:
                 response = await self._client.send(request, stream=True)

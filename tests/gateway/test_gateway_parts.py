@@ -104,6 +104,17 @@ def test_breaker_opens_after_failures_and_lets_one_trial_through() -> None:
     assert breaker.state is BreakerState.CLOSED and breaker.allow() and breaker.allow()
 
 
+def test_an_abandoned_trial_frees_the_half_open_breaker() -> None:
+    """A hit cancels the parallel upstream request; if that was the half-open trial, the breaker must
+    not wait for its outcome for ever (it stayed open for good before)."""
+    breaker = CircuitBreaker(failure_threshold=1, reset_s=0.05)
+    breaker.record_failure()
+    time.sleep(0.06)
+    assert breaker.allow() and not breaker.allow()
+    breaker.abandon()
+    assert breaker.allow()
+
+
 def test_rate_limiter_allows_a_burst_then_refills() -> None:
     limiter = RateLimiter(per_minute=600, burst=2)
     assert limiter.acquire("k") is None and limiter.acquire("k") is None

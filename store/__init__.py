@@ -10,7 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from store.embedding import Embedder
+    from store.embedding import MODEL_DIM, MODEL_NAME, Embedder
     from store.entry import Entry, Source
     from store.errors import (
         EmbeddingMismatchError,
@@ -24,11 +24,14 @@ if TYPE_CHECKING:
     from store.records import CorruptRecordError
     from store.scope import Turn, normalise_text, scope_key
     from store.scope_index import IndexParams
+    from store.snapshots import SnapshotInfo, current_snapshot, publish_snapshot, read_snapshot
     from store.store import Store
     from store.verify import Problem, VerifyReport
 
 _EXPORTS = {
     "Embedder": "store.embedding",
+    "MODEL_DIM": "store.embedding",
+    "MODEL_NAME": "store.embedding",
     "Entry": "store.entry",
     "Source": "store.entry",
     "EmbeddingMismatchError": "store.errors",
@@ -44,12 +47,18 @@ _EXPORTS = {
     "normalise_text": "store.scope",
     "scope_key": "store.scope",
     "IndexParams": "store.scope_index",
+    "SnapshotInfo": "store.snapshots",
+    "current_snapshot": "store.snapshots",
+    "publish_snapshot": "store.snapshots",
+    "read_snapshot": "store.snapshots",
     "Store": "store.store",
     "Problem": "store.verify",
     "VerifyReport": "store.verify",
 }
 
 __all__ = [
+    "MODEL_DIM",
+    "MODEL_NAME",
     "CorruptBlobError",
     "CorruptRecordError",
     "Embedder",
@@ -60,6 +69,7 @@ __all__ = [
     "NotAStoreError",
     "Problem",
     "ReadOnlyStoreError",
+    "SnapshotInfo",
     "Source",
     "Store",
     "StoreError",
@@ -67,7 +77,10 @@ __all__ = [
     "StoreWriteError",
     "Turn",
     "VerifyReport",
+    "current_snapshot",
     "normalise_text",
+    "publish_snapshot",
+    "read_snapshot",
     "scope_key",
 ]
 

@@ -260,3 +260,17 @@ def invalidate(
     with _opened(store, write=True) as opened, _clear_errors():
         removed = opened.invalidate(ids=entry_id or None, scope=scope, substring=substring, older_than=age)
     console.print(f"invalidated {removed:,} entries")
+
+
+@app.command()
+def publish(
+    root: Annotated[Path, typer.Argument(help="Snapshot root that replicas follow (its `current` link).")],
+    store: StorePath = _DEFAULT_STORE,
+    keep: Annotated[int, typer.Option(min=1, help="Snapshots kept under the root.")] = 3,
+) -> None:
+    """Publish a snapshot of the store for read-only replicas: export, then swap `current` atomically."""
+    from store.snapshots import publish_snapshot
+
+    with _opened(store) as opened, _clear_errors():
+        info = publish_snapshot(opened, root, keep=keep)
+    console.print(f"published {info.path} (now {root / 'current'})")

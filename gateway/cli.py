@@ -41,3 +41,54 @@ def serve(
         access_log=False,
         timeout_graceful_shutdown=10,
     )
+
+
+@app.command()
+def writer(
+    store_path: Annotated[Path | None, typer.Option(help="Store directory (created if missing).")] = None,
+    redis_url: Annotated[str | None, typer.Option(help="Redis holding the replicas' streams.")] = None,
+    snapshot_root: Annotated[Path | None, typer.Option(help="Where to publish snapshots.")] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML config file ([gateway] table).")] = None,
+) -> None:
+    """Run the one store writer behind `store_role = "replica"` gateways: persist their write-backs and
+    invalidations from Redis, and publish the snapshots they serve."""
+    import signal
+    import threading
+
+    import redis
+
+    from gateway.settings import GatewaySettings
+    from gateway.store_writer import StoreWriter
+    from precog import ConfigError, configure_logging, load_settings
+    from store import MODEL_DIM, MODEL_NAME, NotAStoreError, Store
+
+    try:
+        settings = load_settings(
+            GatewaySettings, config, store_path=store_path, redis_url=redis_url, snapshot_root=snapshot_root
+        )
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    if settings.redis_url is None:
+        raise typer.BadParameter("the writer needs redis_url (--redis-url or PRECOG_GATEWAY_REDIS_URL)")
+    configure_logging(settings.log_level)
+    try:
+        model, dim = Store.identity(settings.store_path)
+    except NotAStoreError:
+        model, dim = MODEL_NAME, MODEL_DIM
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5.0, socket_connect_timeout=2.0)
+    with Store.open(settings.store_path, embedding_model=model, dim=dim, sync=True, progress=False) as store:
+        StoreWriter(
+            store,
+            client,
+            snapshot_root=settings.snapshot_root,
+            snapshot_every_s=settings.snapshot_every_s,
+            snapshot_keep=settings.snapshot_keep,
+            batch=settings.writer_batch,
+        ).run(stop)
+
+
+if __name__ == "__main__":
+    app()

@@ -168,7 +168,7 @@ class Lookup:
     async def _exact(self, scope: str, question: str) -> Hit | None:
         if self._shared is not None:
             hot = await self._shared.get_exact(scope, question)
-            if hot is not None:
+            if hot is not None and not self._store.masked(hot):
                 return Hit.of(hot, 1.0, "shared")
         entry = await self._store.find_exact(scope, question)
         if entry is None or entry.expired():

@@ -181,7 +181,8 @@ class CompletionProxy:
             ),
             completion_tokens=hit.completion_tokens or estimate_tokens(hit.answer),
         )
-        self._spawn(self._record_hit(hit))
+        if self._settings.store_role == "local":  # a replica's snapshot is read-only
+            self._spawn(self._record_hit(hit))
         if hit.kv_blob_id and query.kind == "chat":
             self._spawn(self._next_turns.remember(query.next_turn_scope(hit.answer), hit.kv_blob_id))
         tokens_saved = answer.prompt_tokens + answer.completion_tokens

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any, cast
@@ -10,12 +11,14 @@ import torch
 
 from gateway.batcher import EmbeddingBatcher
 from gateway.conversation import NextTurnIndex
+from gateway.errors import GatewayError
 from gateway.lookup import CandidateGuard, Lookup
 from gateway.metrics import GatewayMetrics
 from gateway.models import ModelCatalog
 from gateway.proxy import CompletionProxy
 from gateway.settings import GatewaySettings
 from gateway.shared_tier import Invalidation, SharedTier
+from gateway.snapshot_follower import SnapshotFollower, open_snapshot, wait_for_snapshot
 from gateway.stats import Stats
 from gateway.store_access import StoreAccess
 from gateway.upstream import Upstream
@@ -39,6 +42,7 @@ class Gateway:
     metrics: GatewayMetrics
     proxy: CompletionProxy
     owns_store: bool
+    follower: SnapshotFollower | None = None
 
     @classmethod
     async def start(
@@ -54,14 +58,28 @@ class Gateway:
         torch.set_num_threads(settings.embed_threads)
         if embedder is None:
             embedder = Embedder()
+        if store is not None and settings.store_role == "replica":
+            raise ValueError("a replica opens the published snapshot itself; pass no store")
         owns_store = store is None
-        if store is None:
+        snapshot = None
+        if store is None and settings.store_role == "replica":
+            assert settings.snapshot_root is not None  # checked by the settings
+            snapshot = await wait_for_snapshot(
+                settings.snapshot_root, settings.snapshot_wait_s, settings.snapshot_poll_s
+            )
+            store = await asyncio.to_thread(open_snapshot, snapshot)
+        elif store is None:
             store = Store.open(settings.store_path, embedding_model=embedder.name, dim=embedder.dim)
         if guard is None:
             from gateway.guard import Guard
 
             guard = cast(CandidateGuard, Guard())
-        access = StoreAccess(store)
+        access = StoreAccess(store, snapshot=snapshot)
+        follower = (
+            None
+            if snapshot is None
+            else SnapshotFollower(access, snapshot.path.parent, settings.snapshot_poll_s)
+        )
         metrics = GatewayMetrics()
         stats = Stats(settings.cost_per_1k_tokens)
         upstream = Upstream(settings, metrics)
@@ -83,7 +101,7 @@ class Gateway:
             settings.search_k,
             settings.kv_reuse_min_similarity if settings.kv_reuse else None,
         )
-        writeback = WriteBack(settings, access, batcher, metrics, shared)
+        writeback = WriteBack(settings, access, batcher, metrics, shared, replica=snapshot is not None)
         proxy = CompletionProxy(
             settings,
             access,
@@ -108,6 +126,7 @@ class Gateway:
             metrics,
             proxy,
             owns_store,
+            follower,
         )
         metrics.watch(
             breaker_state=lambda: float(upstream.breaker.state),
@@ -119,18 +138,23 @@ class Gateway:
         writeback.start()
         if shared is not None:
             await shared.start(gateway.apply_invalidation)
+        if gateway.follower is not None:
+            gateway.follower.start()
         log.info(
             "gateway started",
             extra={
                 "upstream": settings.upstream_url,
                 "store": str(settings.store_path),
                 "shared_tier": bool(shared),
+                "store_role": settings.store_role,
                 "open_tenancy": settings.open_tenancy,
             },
         )
         return gateway
 
     async def stop(self) -> None:
+        if self.follower is not None:
+            await self.follower.stop()
         await self.writeback.stop()
         await self.batcher.stop()
         if self.shared is not None:
@@ -139,8 +163,19 @@ class Gateway:
         if self.owns_store:
             self.store.close()
 
-    async def apply_invalidation(self, invalidation: Invalidation) -> int:
-        """Drop matching entries from this replica's store (a broadcast from another replica, or our own)."""
+    @property
+    def replica(self) -> bool:
+        """Serving a read-only snapshot; the store writer persists write-backs and invalidations."""
+        return self.follower is not None
+
+    async def apply_invalidation(self, invalidation: Invalidation, stream_id: str | None = None) -> int:
+        """Drop matching entries from this replica's store (a broadcast from another replica, or our own);
+        a replica of a read-only snapshot masks them until a snapshot without them arrives."""
+        if self.replica:
+            if stream_id is None:
+                raise ValueError("a replica needs the invalidation's stream id to know when to unmask it")
+            self.store.mask(invalidation, stream_id)
+            return await self.store.count_matching(invalidation)
         return await self.store.invalidate(
             ids=list(invalidation.ids) or None,
             scope=invalidation.scope,
@@ -149,7 +184,19 @@ class Gateway:
         )
 
     async def invalidate(self, invalidation: Invalidation) -> int:
-        """Apply here, then broadcast to the other replicas through the shared tier."""
+        """Apply here, then broadcast to the other replicas through the shared tier.
+
+        A replica cannot apply anything for good without the store writer, so without Redis it refuses."""
+        if self.replica:
+            assert self.shared is not None  # replicas always have the shared tier (settings check)
+            stream_id = await self.shared.publish_invalidation(invalidation)
+            if stream_id is None:
+                raise GatewayError(
+                    503,
+                    "the shared tier is down, so the store writer cannot be told; try again",
+                    code="shared_tier_down",
+                )
+            return await self.apply_invalidation(invalidation, stream_id)
         removed = await self.apply_invalidation(invalidation)
         if self.shared is not None:
             await self.shared.publish_invalidation(invalidation)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from precog import ServiceSettings
@@ -36,6 +36,26 @@ class GatewaySettings(ServiceSettings):
     )
 
     store_path: Path = Path("var/store")
+    store_role: Literal["local", "replica"] = Field(
+        default="local",
+        description="local: this gateway opens store_path for writing (one gateway per store). replica: it "
+        "serves the snapshot published under snapshot_root read-only and hands write-backs to the one "
+        "store writer (`precog gateway writer`) through Redis, so any number of replicas can run.",
+    )
+    snapshot_root: Path | None = Field(
+        default=None, description="Where the writer publishes snapshots and replicas follow `current`."
+    )
+    snapshot_poll_s: float = Field(default=0.5, gt=0, description="How often a replica looks for a new one.")
+    snapshot_wait_s: float = Field(
+        default=60.0, ge=0, description="How long a replica waits at start for the first snapshot."
+    )
+    snapshot_every_s: float = Field(
+        default=30.0, gt=0, description="Writer: publish a snapshot this often when anything changed."
+    )
+    snapshot_keep: int = Field(default=3, ge=1, description="Writer: snapshots kept under snapshot_root.")
+    writer_batch: int = Field(
+        default=256, ge=1, le=10_000, description="Writer: write-backs committed per RocksDB WriteBatch."
+    )
     similarity_threshold: float = Field(
         default=0.85,
         ge=0.0,
@@ -127,6 +147,12 @@ class GatewaySettings(ServiceSettings):
         if bad:
             raise ValueError(f"thresholds must lie in [0, 1]: {bad}")
         return value
+
+    @model_validator(mode="after")
+    def _replica_needs_its_parts(self) -> GatewaySettings:
+        if self.store_role == "replica" and (self.redis_url is None or self.snapshot_root is None):
+            raise ValueError("store_role 'replica' needs redis_url and snapshot_root")
+        return self
 
     def threshold_for(self, tenant: str) -> float:
         return self.tenant_thresholds.get(tenant, self.similarity_threshold)

@@ -24,13 +24,17 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from store import normalise_text
+from gateway.write_queue import WRITEBACKS, encode_entry
+from store import Entry, normalise_text
 
 log = logging.getLogger(__name__)
 
 _PREFIX = "precog:"
-_STREAM = _PREFIX + "invalidations"
+INVALIDATIONS = _PREFIX + "invalidations"
 _COUNTERS = _PREFIX + "counters"
+_REPLICAS = _PREFIX + "replicas"
+_REPLICA_ALIVE_S = 5.0
+_REPLICA_FORGET_S = 24 * 3600.0
 _HOT_TTL_S = 3600
 _PROBE_S = 0.5
 
@@ -58,7 +62,7 @@ class Invalidation:
     older_than_s: float | None = None
     at: float = 0.0
 
-    def matches(self, entry: HotEntry) -> bool:
+    def matches(self, entry: HotEntry | Entry) -> bool:
         if self.ids and entry.id not in self.ids:
             return False
         if self.scope is not None and entry.scope != self.scope:
@@ -66,6 +70,10 @@ class Invalidation:
         if self.substring is not None and normalise_text(self.substring) not in normalise_text(entry.query):
             return False
         return self.older_than_s is None or entry.created < self.at - self.older_than_s
+
+    def removes(self, entry: HotEntry | Entry) -> bool:
+        """Matches, and existed when the invalidation was made (a later answer to the question stays)."""
+        return entry.created <= self.at and self.matches(entry)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -90,14 +98,16 @@ class SharedTier:
         self._counts: Counter[str] = Counter()
         self._tasks: list[asyncio.Task[None]] = []
         self._last_stream_id = "0-0"
-        self._on_invalidation: Callable[[Invalidation], Awaitable[Any]] | None = None
+        self._on_invalidation: Callable[[Invalidation, str], Awaitable[Any]] | None = None
 
-    async def start(self, on_invalidation: Callable[[Invalidation], Awaitable[Any]]) -> None:
+    async def start(self, on_invalidation: Callable[[Invalidation, str], Awaitable[Any]]) -> None:
+        """Connect, and apply every invalidation another replica broadcasts from now on
+        (`on_invalidation` gets it with its stream id)."""
         self._on_invalidation = on_invalidation
         await self._probe()
         if self.up:
             with contextlib.suppress(RedisError, OSError):
-                latest: Any = await self._redis.xrevrange(_STREAM, count=1)
+                latest: Any = await self._redis.xrevrange(INVALIDATIONS, count=1)
                 self._last_stream_id = latest[0][0].decode() if latest else "0-0"
         self._tasks = [
             asyncio.create_task(self._follow_invalidations(), name="redis-invalidations"),
@@ -120,6 +130,10 @@ class SharedTier:
         self.up = False
 
     async def _probe(self) -> None:
+        if not self.up:  # pooled connections from before Redis went away are dead: start afresh
+            for client in (self._redis, self._reader):
+                with contextlib.suppress(RedisError, OSError):
+                    await client.connection_pool.disconnect()
         try:
             await self._redis.ping()
         except (RedisError, OSError) as exc:
@@ -190,11 +204,48 @@ class SharedTier:
         if await self._call(flush) is None:
             self._counts.update(pending)
 
-    async def publish_invalidation(self, invalidation: Invalidation) -> None:
-        """Drop matching Redis entries and tell every replica (this one has applied it already)."""
+    async def publish_invalidation(self, invalidation: Invalidation) -> str | None:
+        """Drop matching Redis entries and tell every replica (this one has applied it already) and the
+        store writer; returns the stream id, or None when Redis is down and nobody was told."""
         await self._call(lambda: self._drop_matching(invalidation))
         fields: dict[Any, Any] = {"origin": self.replica, "body": invalidation.to_json()}
-        await self._call(lambda: self._redis.xadd(_STREAM, fields, maxlen=10_000, approximate=True))
+        added = await self._call(
+            lambda: self._reader.xadd(INVALIDATIONS, fields, maxlen=10_000, approximate=True)
+        )
+        return None if added is None else added.decode()
+
+    async def enqueue_write(self, entry: Entry) -> str | None:
+        """Hand a write-back to the store writer; its stream id once Redis holds it (acknowledged), else None.
+
+        Sent on the connection with the longer timeout: with appendfsync the reply waits for the disk."""
+        fields: dict[Any, Any] = encode_entry(entry)
+        added = await self._call(lambda: self._reader.xadd(WRITEBACKS, fields))
+        return None if added is None else added.decode()
+
+    async def cluster(self) -> dict[str, Any] | None:
+        """Totals over every replica: live replicas, requests by outcome and tenant, hit rate."""
+        counters = await self.counters()
+        seen = await self._call(lambda: self._redis.hgetall(_REPLICAS))
+        if counters is None or seen is None:
+            return None
+        now = time.time()
+        outcomes: Counter[str] = Counter()
+        tenants: dict[str, Counter[str]] = {}
+        for key, n in counters.items():
+            tenant, outcome = key.split("|", 1)[0], key.rsplit("|", 1)[-1]
+            outcomes[outcome] += n
+            tenants.setdefault(tenant, Counter())[outcome] += n
+        gone = [replica for replica, at in seen.items() if now - float(at) > _REPLICA_FORGET_S]
+        if gone:
+            await self._call(lambda: self._redis.hdel(_REPLICAS, *gone))
+        cacheable = outcomes["hit"] + outcomes["miss"]
+        return {
+            "replicas": sum(1 for at in seen.values() if now - float(at) < _REPLICA_ALIVE_S),
+            "requests": sum(outcomes.values()),
+            **outcomes,
+            "hit_rate": round(outcomes["hit"] / cacheable, 4) if cacheable else None,
+            "by_tenant": {tenant: dict(c) for tenant, c in sorted(tenants.items())},
+        }
 
     async def _drop_matching(self, invalidation: Invalidation) -> None:
         pattern = f"{_PREFIX}exact:{invalidation.scope or '*'}:*"
@@ -211,7 +262,7 @@ class SharedTier:
                 continue
             try:
                 batches: Any = await self._reader.xread(
-                    {_STREAM: self._last_stream_id}, block=1000, count=100
+                    {INVALIDATIONS: self._last_stream_id}, block=1000, count=100
                 )
             except (RedisError, OSError) as exc:
                 self._down(exc)
@@ -222,7 +273,9 @@ class SharedTier:
                     if fields.get(b"origin", b"").decode() == self.replica or self._on_invalidation is None:
                         continue
                     try:
-                        await self._on_invalidation(Invalidation.from_json(fields[b"body"]))
+                        await self._on_invalidation(
+                            Invalidation.from_json(fields[b"body"]), self._last_stream_id
+                        )
                     except Exception:  # one bad message must not stop the follower
                         log.exception("could not apply a broadcast invalidation")
 
@@ -232,3 +285,4 @@ class SharedTier:
             if not self.up:
                 await self._probe()
             await self._flush_counts()
+            await self._call(lambda: self._redis.hset(_REPLICAS, self.replica, str(time.time())))

@@ -3,6 +3,11 @@
 RocksDB allows one writer per database and FAISS inserts must not interleave, so all mutations
 (write-back, hit counts, deletes, invalidations, snapshots) are serialised on a single thread, while
 lookups run concurrently off the event loop.
+
+A replica serves a read-only snapshot instead, and `swap` replaces it with a newer one between requests:
+each read holds the snapshot it started on, and an old snapshot is closed only once its last read is
+done, so no request ever sees a closed store. Invalidations a replica hears of before a snapshot that
+includes them are kept as masks over the snapshot's entries.
 """
 
 from __future__ import annotations
@@ -15,19 +20,62 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from store import Entry, Store
+from gateway.shared_tier import HotEntry, Invalidation
+from store import Entry, SnapshotInfo, Store
 
 T = TypeVar("T")
 
 
-class StoreAccess:
-    def __init__(self, store: Store, readers: int = 4) -> None:
+def stream_position(stream_id: str) -> tuple[int, int]:
+    """A Redis stream id ("1700000000000-3") as a comparable pair."""
+    millis, _, seq = stream_id.partition("-")
+    return int(millis), int(seq or 0)
+
+
+class _Generation:
+    """One opened store and the reads running on it."""
+
+    def __init__(self, store: Store, snapshot: SnapshotInfo | None) -> None:
         self.store = store
+        self.snapshot = snapshot
+        self.readers = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    def enter(self) -> Store:
+        self.readers += 1
+        self.idle.clear()
+        return self.store
+
+    def leave(self) -> None:
+        self.readers -= 1
+        if self.readers == 0:
+            self.idle.set()
+
+
+class StoreAccess:
+    def __init__(self, store: Store, readers: int = 4, snapshot: SnapshotInfo | None = None) -> None:
+        self._current = _Generation(store, snapshot)
+        self._masks: list[tuple[tuple[int, int], Invalidation]] = []
         self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="precog-store-read")
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="precog-store-write")
 
-    async def _read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._readers, lambda: fn(*args, **kwargs))
+    @property
+    def store(self) -> Store:
+        return self._current.store
+
+    @property
+    def snapshot(self) -> SnapshotInfo | None:
+        """The published snapshot being served (replicas), None for a store opened for writing."""
+        return self._current.snapshot
+
+    async def _read(self, fn: Callable[[Store], T]) -> T:
+        generation = self._current
+        store = generation.enter()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._readers, fn, store)
+        finally:
+            generation.leave()
 
     async def _write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._writer, lambda: fn(*args, **kwargs))
@@ -38,21 +86,58 @@ class StoreAccess:
         self._writer.shutdown(wait=True)
         self.store.close()
 
+    async def swap(self, store: Store, snapshot: SnapshotInfo) -> None:
+        """Serve `store` from now on; close the old one once its running reads are done. Masks that the
+        new snapshot already includes (its writer applied them: `invalidations_applied`) are dropped."""
+        old, self._current = self._current, _Generation(store, snapshot)
+        applied = snapshot.meta.get("invalidations_applied")
+        if applied:
+            upto = stream_position(applied)
+            self._masks = [(at, inv) for at, inv in self._masks if at > upto]
+        await old.idle.wait()
+        await self._write(old.store.close)
+
+    def mask(self, invalidation: Invalidation, stream_id: str) -> None:
+        """Hide the entries `invalidation` removes until a snapshot that includes it is swapped in."""
+        self._masks.append((stream_position(stream_id), invalidation))
+
+    def masked(self, entry: Entry | HotEntry) -> bool:
+        return any(inv.removes(entry) for _, inv in self._masks)
+
+    def _visible(self, entry: Entry | None) -> Entry | None:
+        return None if entry is None or self.masked(entry) else entry
+
     async def find_exact(self, scope: str, query: str) -> Entry | None:
-        return await self._read(self.store.find_exact, scope, query)
+        return self._visible(await self._read(lambda s: s.find_exact(scope, query)))
 
     async def search(self, scope: str, vector: np.ndarray, k: int) -> list[tuple[Entry, float]]:
-        return await self._read(self.store.search, scope, vector, k)
+        found = await self._read(lambda s: s.search(scope, vector, k))
+        return [(entry, score) for entry, score in found if not self.masked(entry)]
 
     async def get(self, entry_id: str) -> Entry | None:
-        return await self._read(self.store.get, entry_id)
+        return self._visible(await self._read(lambda s: s.get(entry_id)))
 
     async def entries(self, scope: str | None, limit: int, offset: int, text: str | None) -> list[Entry]:
-        return await self._read(self.store.entries, scope=scope, limit=limit, offset=offset, text=text)
+        if not self._masks:
+            return await self._read(lambda s: s.entries(scope=scope, limit=limit, offset=offset, text=text))
+        found = await self._read(lambda s: s.entries(scope=scope, limit=limit + offset + 1000, text=text))
+        return [entry for entry in found if not self.masked(entry)][offset : offset + limit]
+
+    async def count_matching(self, invalidation: Invalidation) -> int:
+        """Entries of the served snapshot that `invalidation` removes (what a replica reports)."""
+
+        def count(store: Store) -> int:
+            if invalidation.ids:
+                found = [store.get(entry_id) for entry_id in invalidation.ids]
+                return sum(1 for e in found if e is not None and invalidation.removes(e))
+            matching = store.entries(scope=invalidation.scope, limit=1 << 30, text=invalidation.substring)
+            return sum(1 for e in matching if invalidation.removes(e))
+
+        return await self._read(count)
 
     async def ping(self) -> None:
         """Raises when the store is closed or unreadable (a cheap point read)."""
-        await self._read(self.store.get, "readiness-probe")
+        await self._read(lambda s: s.get("readiness-probe"))
 
     async def put(self, entry: Entry) -> None:
         await self._write(self.store.put, entry)

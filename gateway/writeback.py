@@ -3,7 +3,9 @@
 Never stored: errors, truncated answers (`finish_reason: length`), answers of requests with stop strings
 (they may have been cut), answers cut off by a cancelled or failed stream, and answers sampled above the
 configured temperature (default 0: greedy only).
-A bounded queue decouples requests from the store; one worker embeds and writes, in order.
+A bounded queue decouples requests from the store; one worker embeds and writes, in order. A replica of a
+read-only snapshot hands the entry to the store writer through a Redis stream instead (gateway.write_queue)
+and shares it at once through the exact tier, so every replica serves it before the next snapshot.
 """
 
 from __future__ import annotations
@@ -59,8 +61,10 @@ class WriteBack:
         batcher: EmbeddingBatcher,
         metrics: GatewayMetrics,
         shared: SharedTier | None = None,
+        replica: bool = False,
     ) -> None:
         self._settings = settings
+        self._replica = replica
         self._store = store
         self._batcher = batcher
         self._metrics = metrics
@@ -142,7 +146,15 @@ class WriteBack:
             expires=time.time() + ttl if ttl else None,
             meta=meta,
         )
-        await self._store.put(entry)
+        if self._replica and self._shared is not None:
+            if await self._shared.enqueue_write(entry) is None:
+                self._metrics.writebacks.labels("unacknowledged").inc()
+                log.warning(
+                    "write-back not handed to the store writer: shared tier down", extra={"scope": scope}
+                )
+                return
+        else:
+            await self._store.put(entry)
         if self._shared is not None:
             await self._shared.put_exact(hot_entry(entry))
         self._metrics.writebacks.labels("stored").inc()

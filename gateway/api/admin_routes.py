@@ -123,15 +123,22 @@ class Snapshot(BaseModel):
 
 @router.get("/stats")
 async def stats(request: Request) -> dict[str, Any]:
-    """Hit rate over windows, per tenant and model, latency histograms, tokens and cost saved."""
+    """Hit rate over windows, per tenant and model, latency histograms, tokens and cost saved; with the
+    shared tier, `shared_tier.cluster` sums every replica's requests."""
     gateway = gateway_of(request)
     snapshot = gateway.stats.snapshot()
-    snapshot["store"] = {"entries": len(gateway.store.store)}
+    served = gateway.store.snapshot
+    snapshot["store"] = {
+        "entries": len(gateway.store.store),
+        "role": gateway.settings.store_role,
+        "snapshot": None if served is None else served.name,
+    }
     snapshot["upstream"] = {"breaker": gateway.upstream.breaker.state.name.lower()}
     if gateway.shared is not None:
         snapshot["shared_tier"] = {
             "up": gateway.shared.up,
             "cluster_counters": await gateway.shared.counters(),
+            "cluster": await gateway.shared.cluster(),
         }
     return snapshot
 
@@ -212,6 +219,12 @@ async def snapshot(request: Request, body: SnapshotRequest | None = None) -> Sna
     """A consistent copy of the store beside it, under `<store>.snapshots/`, with every answer already
     offered for write-back in it."""
     gateway = gateway_of(request)
+    if gateway.replica:
+        raise GatewayError(
+            409,
+            "this replica serves a published snapshot; the store writer publishes them",
+            code="replica_read_only",
+        )
     body = body or SnapshotRequest(name=None)
     name = body.name or time.strftime("%Y%m%d-%H%M%S")
     folder = Path(f"{gateway.settings.store_path}.snapshots")

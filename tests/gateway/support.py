@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -81,3 +82,38 @@ def serve_cli(args: list[str], health: str, env: dict[str, str] | None = None) -
             pass
         assert time.monotonic() < deadline, f"{args[:2]} did not become healthy"
         time.sleep(0.5)
+
+
+class RedisProcess:
+    """A redis-server of our own on `port`; with `data_dir`, append-only (a restart keeps its data)."""
+
+    def __init__(self, port: int, data_dir: Path | None = None) -> None:
+        self.port = port
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self.data_dir = data_dir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        durable = ["--appendonly", "no"]
+        if self.data_dir is not None:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            durable = ["--appendonly", "yes", "--appendfsync", "everysec", "--dir", str(self.data_dir)]
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--save", "", *durable],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for(
+            lambda: (
+                subprocess.run(
+                    ["redis-cli", "-p", str(self.port), "ping"], capture_output=True
+                ).stdout.strip()
+                == b"PONG"
+            )
+        )
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown save, no goodbye to clients."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)

@@ -4,42 +4,15 @@ replicas; when Redis dies the replicas keep serving from their own stores, and r
 from __future__ import annotations
 
 import shutil
-import subprocess
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from tests.gateway.conftest import GatewayFactory
-from tests.gateway.support import chat, entries, free_port, wait_for
+from tests.gateway.support import RedisProcess, chat, entries, free_port, wait_for
 
 pytestmark = [pytest.mark.redis, pytest.mark.skipif(shutil.which("redis-server") is None, reason="no redis")]
-
-
-class RedisProcess:
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_for(
-            lambda: (
-                subprocess.run(
-                    ["redis-cli", "-p", str(self.port), "ping"], capture_output=True
-                ).stdout.strip()
-                == b"PONG"
-            )
-        )
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
 
 
 @pytest.fixture

@@ -92,8 +92,10 @@ def _exact_key(scope: str, question: str) -> str:
 class SharedTier:
     def __init__(self, url: str, timeout_s: float) -> None:
         self.replica = uuid.uuid4().hex[:12]
+        # Lookups use the short timeout (a slow Redis must not slow requests down); everything off the
+        # request path (stream reads, the write-back hand-off, counters, stats) may wait longer.
         self._redis = aioredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
-        self._reader = aioredis.Redis.from_url(url, socket_timeout=3.0, socket_connect_timeout=timeout_s)
+        self._patient = aioredis.Redis.from_url(url, socket_timeout=3.0, socket_connect_timeout=timeout_s)
         self.up = False
         self._counts: Counter[str] = Counter()
         self._tasks: list[asyncio.Task[None]] = []
@@ -122,7 +124,7 @@ class SharedTier:
                 await task
         await self._flush_counts()
         await self._redis.aclose()
-        await self._reader.aclose()
+        await self._patient.aclose()
 
     def _down(self, exc: BaseException) -> None:
         if self.up:
@@ -131,7 +133,7 @@ class SharedTier:
 
     async def _probe(self) -> None:
         if not self.up:  # pooled connections from before Redis went away are dead: start afresh
-            for client in (self._redis, self._reader):
+            for client in (self._redis, self._patient):
                 with contextlib.suppress(RedisError, OSError):
                     await client.connection_pool.disconnect()
         try:
@@ -167,7 +169,7 @@ class SharedTier:
         key = _exact_key(entry.scope, entry.query)
 
         async def write() -> None:
-            async with self._redis.pipeline(transaction=False) as pipe:
+            async with self._patient.pipeline(transaction=False) as pipe:
                 pipe.set(key, json.dumps(asdict(entry)), ex=ttl)
                 pipe.set(f"{_PREFIX}entry:{entry.id}", key, ex=ttl)
                 await pipe.execute()
@@ -186,7 +188,7 @@ class SharedTier:
         self._counts[f"{tenant}|{model}|{outcome}"] += 1
 
     async def counters(self) -> dict[str, int] | None:
-        raw = await self._call(lambda: self._redis.hgetall(_COUNTERS))
+        raw = await self._call(lambda: self._patient.hgetall(_COUNTERS))
         return None if raw is None else {k.decode(): int(v) for k, v in raw.items()}
 
     async def _flush_counts(self) -> None:
@@ -195,7 +197,7 @@ class SharedTier:
         pending, self._counts = self._counts, Counter()
 
         async def flush() -> bool:
-            async with self._redis.pipeline(transaction=False) as pipe:
+            async with self._patient.pipeline(transaction=False) as pipe:
                 for field_name, n in pending.items():
                     pipe.hincrby(_COUNTERS, field_name, n)
                 await pipe.execute()
@@ -210,7 +212,7 @@ class SharedTier:
         await self._call(lambda: self._drop_matching(invalidation))
         fields: dict[Any, Any] = {"origin": self.replica, "body": invalidation.to_json()}
         added = await self._call(
-            lambda: self._reader.xadd(INVALIDATIONS, fields, maxlen=10_000, approximate=True)
+            lambda: self._patient.xadd(INVALIDATIONS, fields, maxlen=10_000, approximate=True)
         )
         return None if added is None else added.decode()
 
@@ -219,13 +221,13 @@ class SharedTier:
 
         Sent on the connection with the longer timeout: with appendfsync the reply waits for the disk."""
         fields: dict[Any, Any] = encode_entry(entry)
-        added = await self._call(lambda: self._reader.xadd(WRITEBACKS, fields))
+        added = await self._call(lambda: self._patient.xadd(WRITEBACKS, fields))
         return None if added is None else added.decode()
 
     async def cluster(self) -> dict[str, Any] | None:
         """Totals over every replica: live replicas, requests by outcome and tenant, hit rate."""
         counters = await self.counters()
-        seen = await self._call(lambda: self._redis.hgetall(_REPLICAS))
+        seen = await self._call(lambda: self._patient.hgetall(_REPLICAS))
         if counters is None or seen is None:
             return None
         now = time.time()
@@ -237,7 +239,7 @@ class SharedTier:
             tenants.setdefault(tenant, Counter())[outcome] += n
         gone = [replica for replica, at in seen.items() if now - float(at) > _REPLICA_FORGET_S]
         if gone:
-            await self._call(lambda: self._redis.hdel(_REPLICAS, *gone))
+            await self._call(lambda: self._patient.hdel(_REPLICAS, *gone))
         cacheable = outcomes["hit"] + outcomes["miss"]
         return {
             "replicas": sum(1 for at in seen.values() if now - float(at) < _REPLICA_ALIVE_S),
@@ -249,11 +251,11 @@ class SharedTier:
 
     async def _drop_matching(self, invalidation: Invalidation) -> None:
         pattern = f"{_PREFIX}exact:{invalidation.scope or '*'}:*"
-        async for key in self._redis.scan_iter(match=pattern, count=500):
-            raw = await self._redis.get(key)
+        async for key in self._patient.scan_iter(match=pattern, count=500):
+            raw = await self._patient.get(key)
             if raw is not None and invalidation.matches(HotEntry(**json.loads(raw))):
                 entry_id = json.loads(raw)["id"]
-                await self._redis.delete(key, f"{_PREFIX}entry:{entry_id}")
+                await self._patient.delete(key, f"{_PREFIX}entry:{entry_id}")
 
     async def _follow_invalidations(self) -> None:
         while True:
@@ -261,7 +263,7 @@ class SharedTier:
                 await asyncio.sleep(_PROBE_S)
                 continue
             try:
-                batches: Any = await self._reader.xread(
+                batches: Any = await self._patient.xread(
                     {INVALIDATIONS: self._last_stream_id}, block=1000, count=100
                 )
             except (RedisError, OSError) as exc:
@@ -285,4 +287,4 @@ class SharedTier:
             if not self.up:
                 await self._probe()
             await self._flush_counts()
-            await self._call(lambda: self._redis.hset(_REPLICAS, self.replica, str(time.time())))
+            await self._call(lambda: self._patient.hset(_REPLICAS, self.replica, str(time.time())))

@@ -122,6 +122,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         store_role="replica",
         upstream_url=upstream.url,
         snapshot_poll_s=0.1,
+        snapshot_wait_s=300,
         rate_limit_per_minute=0,
         redis_timeout_s=0.5,
         upstream_retry_backoff_s=0.01,

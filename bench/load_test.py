@@ -206,6 +206,7 @@ def deployment(work: Path) -> Iterator[Deployment]:
             PRECOG_GATEWAY_UPSTREAM_READ_TIMEOUT_S=60,
             PRECOG_GATEWAY_LOG_LEVEL="warning",
             PRECOG_GATEWAY_SNAPSHOT_POLL_S=0.5,
+            PRECOG_GATEWAY_SNAPSHOT_WAIT_S=600,
             **common,
         )
         argv = [sys.executable, "-m", "precog.cli", "gateway", "serve", "--port", str(port)]
@@ -292,7 +293,10 @@ class Load:
         sample.ms = (time.perf_counter() - start) * 1000
         self.samples.append(sample)
 
-    async def run(self, clients: int, seconds: float, seed: int) -> list[Sample]:
+    async def run(
+        self, clients: int, seconds: float, seed: int, stop: asyncio.Event | None = None
+    ) -> list[Sample]:
+        """`clients` closed-loop clients for `seconds`, or until `stop` is set when one is given."""
         first = len(self.samples)
         deadline = time.monotonic() + seconds
         limits = httpx.Limits(max_connections=clients * 2, max_keepalive_connections=clients * 2)
@@ -300,7 +304,7 @@ class Load:
 
             async def worker(n: int) -> None:
                 rng = random.Random(seed * 1000 + n)
-                while time.monotonic() < deadline:
+                while not stop.is_set() if stop is not None else time.monotonic() < deadline:
                     await self.one(client, rng)
 
             await asyncio.gather(*(worker(n) for n in range(clients)))
@@ -384,14 +388,18 @@ def _breaker(url: str) -> float:
     return -1.0
 
 
-async def _during(
-    load: Load, clients: int, seconds: float, seed_: int, action: Any
-) -> tuple[list[Sample], Any]:
-    """Run the load for `seconds` while `action` (a blocking function) runs in a thread."""
-    runner = asyncio.create_task(load.run(clients, seconds, seed_))
-    await asyncio.sleep(min(2.0, seconds / 4))
+async def _during(load: Load, clients: int, seed_: int, action: Any) -> tuple[list[Sample], float, Any]:
+    """Keep the load on from a little before `action` (blocking, run in a thread) until a little after
+    it returns: the fault, its effects and the recovery all happen under load."""
+    stop = asyncio.Event()
+    began = time.monotonic()
+    runner = asyncio.create_task(load.run(clients, 0.0, seed_, stop))
+    await asyncio.sleep(2.0)
     result = await asyncio.to_thread(action)
-    return await runner, result
+    await asyncio.sleep(2.0)
+    stop.set()
+    samples = await runner
+    return samples, time.monotonic() - began, result
 
 
 def _wait(predicate: Any, timeout: float, step: float = 0.3) -> float | None:
@@ -418,11 +426,12 @@ def _miss_ok(url: str) -> bool:
     return response.status_code == 200
 
 
-def fault_backend(d: Deployment) -> dict[str, Any]:
+def fault_backend(d: Deployment, hold_s: float) -> dict[str, Any]:
     assert d.upstream is not None
     backend = d.upstream
     backend.kill(signal.SIGKILL)
     opened = _wait(lambda: _breaker(d.urls()[0]) == 2.0 or _breaker(d.urls()[1]) == 2.0, 60)
+    time.sleep(hold_s)  # misses fail fast while the breaker is open
     restart = time.monotonic()
     d.upstream = backend.start()
     backend.wait_ready()
@@ -437,19 +446,19 @@ def fault_backend(d: Deployment) -> dict[str, Any]:
     }
 
 
-def fault_redis(d: Deployment) -> dict[str, Any]:
+def fault_redis(d: Deployment, hold_s: float) -> dict[str, Any]:
     d.redis.kill()
     down = _wait(lambda: not _admin(d.urls()[0], "/admin/stats")["shared_tier"]["up"], 30)
-    time.sleep(3)  # serve a while without Redis
+    time.sleep(hold_s)  # serve a while without Redis
     d.redis.start()
     up = _wait(lambda: all(_admin(u, "/admin/stats")["shared_tier"]["up"] for u in d.urls()), 60)
     return {"tier_marked_down_after_s": down, "tier_up_after_restart_s": up}
 
 
-def fault_replica(d: Deployment) -> dict[str, Any]:
+def fault_replica(d: Deployment, hold_s: float) -> dict[str, Any]:
     victim = d.replicas[0]
     victim.kill(signal.SIGKILL)
-    time.sleep(3)  # the other replica alone
+    time.sleep(hold_s)  # the other replica alone
     victim.start()
     restart = victim.wait_ready()
     return {"replica_restart_s": round(restart, 1)}
@@ -536,11 +545,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
         faults = {}
         for name, action in (("backend", fault_backend), ("redis", fault_redis), ("replica", fault_replica)):
-            began = time.monotonic()
-            samples, info = await _during(
-                real, args.real_clients, args.fault_seconds, 7, functools.partial(action, d)
+            samples, seconds, info = await _during(
+                real, args.real_clients, 7, functools.partial(action, d, args.fault_hold_s)
             )
-            faults[name] = {**info, "load": summarise(samples, time.monotonic() - began)}
+            faults[name] = {**info, "seconds": round(seconds, 1), "load": summarise(samples, seconds)}
             print(f"fault {name}: {info}", flush=True)
         faults["replica"]["failovers"] = real.failovers
         report["faults"] = faults
@@ -598,12 +606,14 @@ def main() -> None:
     parser.add_argument("--hot", type=int, default=8, help="stored questions per tenant")
     parser.add_argument("--real-clients", type=int, default=4)
     parser.add_argument("--real-seconds", type=float, default=30.0)
-    parser.add_argument("--fault-seconds", type=float, default=20.0)
+    parser.add_argument(
+        "--fault-hold-s", type=float, default=5.0, help="how long a fault lasts (Redis, replica)"
+    )
     parser.add_argument("--max-tokens", type=int, default=24, help="of misses on the real backend")
     args = parser.parse_args()
     if args.quick:
         args.levels, args.seconds, args.hot = [2, 8, 32], 6.0, 6
-        args.real_seconds, args.fault_seconds = 12.0, 10.0
+        args.real_seconds, args.fault_hold_s = 12.0, 3.0
     report = asyncio.run(main_async(args))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2))

@@ -84,6 +84,8 @@ class EngineConfig(ServiceSettings):
                 f"sparse_budget_tokens ({self.sparse_budget_tokens}) must cover the {self.sparse_sink_pages} "
                 f"sink pages and the most recent page of {self.block_size} tokens"
             )
+        if self.attention == "sparse" and self.kv_compression_method == "ojakv":
+            raise ValueError("kv_compression_method 'ojakv' needs attention 'dense' (its low-rank pages)")
         if self.model_dir is not None and not self.model_dir.is_dir():
             raise ValueError(f"model_dir {self.model_dir} is not a directory")
         return self

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from backend import Engine, Request, SamplingParams
+from backend import Engine, EngineConfig, Request, SamplingParams
 from backend.compress import KVCompression, OjaKVSettings, oja_update, rank_for_ratio
 from backend.compress.oja import orthonormalise, principal_bases, reconstruction_error
 from backend.compress.oja_calibration import load_or_calibrate
@@ -64,6 +64,11 @@ def test_a_ratio_outside_zero_to_one_is_refused(ratio: float) -> None:
 def test_ojakv_keeps_its_own_decode_schedule() -> None:
     with pytest.raises(ValueError, match="decode_interval must be 0 for ojakv"):
         KVCompression("ojakv", 0.5, decode_interval=8).validate()
+
+
+def test_an_ojakv_default_needs_dense_attention() -> None:
+    with pytest.raises(ValueError, match="'ojakv' needs attention 'dense'"):
+        EngineConfig(attention="sparse", kv_compression_method="ojakv")
 
 
 def test_coefficient_pages_are_a_view_of_the_full_rank_blocks() -> None:
@@ -151,8 +156,8 @@ def test_ojakv_frees_full_rank_blocks_and_slides_its_window(engine: Engine) -> N
     assert held[0] < -(-len(ids) // block_size)  # 5 blocks instead of 9
 
 
-def post(url: str, body: Any) -> httpx.Response:
-    return httpx.post(f"{url}/v1/completions", json=body, timeout=120)
+def post(url: str, body: Any, path: str = "/v1/completions") -> httpx.Response:
+    return httpx.post(f"{url}{path}", json=body, timeout=120)
 
 
 def test_http_requests_choose_ojakv_and_a_bad_ratio_is_a_400(server_url: str, engine: Engine) -> None:
@@ -161,7 +166,16 @@ def test_http_requests_choose_ojakv_and_a_bad_ratio_is_a_400(server_url: str, en
     ok = post(server_url, {**body, "kv_compression": {"method": "ojakv", "ratio": 0.5}})
     assert ok.status_code == 200, ok.text
     assert ok.json()["choices"][0]["text"]
-    assert engine.stats().kv_compressed_requests == before.kv_compressed_requests + 1
+    # A chat prompt shorter than sinks + window (nothing goes low rank; its system prompt is protected).
+    chat = {"model": engine.model_name, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
+    short = post(
+        server_url, {**chat, "kv_compression": {"method": "ojakv", "ratio": 0.9}}, "/v1/chat/completions"
+    )
+    assert short.status_code == 200, short.text
+    assert engine.stats().kv_compressed_requests == before.kv_compressed_requests + 2
     bad = post(server_url, {**body, "kv_compression": {"method": "ojakv", "ratio": 1.0}})
     assert bad.status_code == 400
     assert bad.json()["error"]["param"] == "kv_compression.ratio"
+    interval = post(server_url, {**body, "kv_compression": {"method": "ojakv", "decode_interval": 8}})
+    assert interval.status_code == 400 and "decode_interval" in interval.json()["error"]["message"]
+    wait_for_idle(engine)

@@ -26,10 +26,8 @@ SETTINGS: dict[str, type[ServiceSettings]] = {
 NOT_SETTINGS = {
     "PRECOG_CONFIG",
     "PRECOG_HOME",
-    "PRECOG_SNAPSHOT",
     "PRECOG_CORPUS",
-    "PRECOG_WORK_STORE",
-    "PRECOG_SNAPSHOT_DIR",
+    "PRECOG_STORE_WAIT_S",
     "PRECOG_PRECOMPUTE_ENGINE",
 }
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway import GatewaySettings
 from tests.deploy.manifests import DEPLOY, gateway_paths, unknown_setting_variables, yaml_documents
 
 COMPOSE_FILES = [DEPLOY / "compose.yaml", DEPLOY / "compose.gpu.yaml", DEPLOY / "compose.external.yaml"]
@@ -65,18 +66,34 @@ def test_every_precog_variable_in_compose_is_a_real_setting() -> None:
     assert names and unknown_setting_variables(names) == []
 
 
-def test_two_gateway_replicas_each_with_their_own_store_behind_nginx() -> None:
+def test_two_gateway_replicas_behind_nginx_and_one_writer_of_the_store() -> None:
     services = _compose()["services"]
     gateways = sorted(name for name in services if name.startswith("gateway-"))
     assert len(gateways) >= 2
-    store = ":/var/lib/precog/store"
-    stores = {next(v for v in services[g]["volumes"] if v.endswith(store)) for g in gateways}
-    assert len(stores) == len(gateways), "RocksDB allows one writer per store: one volume per replica"
+    assert all(services[g]["environment"]["PRECOG_GATEWAY_STORE_ROLE"] == "replica" for g in gateways)
+    writers = [name for name, s in services.items() if s.get("command") == ["gateway", "writer"]]
+    mounting_the_store = [
+        name for name, s in services.items() if any(str(v).startswith("store:") for v in s.get("volumes", []))
+    ]
+    # RocksDB allows one writer: the writer, and precompute (a job run while the writer is stopped).
+    assert writers == ["writer"] and sorted(mounting_the_store) == ["precompute", "writer"]
     nginx = (DEPLOY / "nginx.conf").read_text()
     upstream = re.search(r"upstream gateways \{(.*?)\}", nginx, re.S)
     assert upstream is not None
     assert sorted(re.findall(r"server (\S+):8000", upstream.group(1))) == gateways
     assert services["lb"]["depends_on"].keys() == set(gateways)
+
+
+def test_gateway_settings_of_compose_load_as_replicas(monkeypatch: pytest.MonkeyPatch) -> None:
+    """production.toml plus the variables compose sets (defaults interpolated) make valid replica settings."""
+    for name in [n for n in os.environ if n.startswith("PRECOG_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("PRECOG_CONFIG", str(DEPLOY / "profiles" / "production.toml"))
+    for name, value in _compose()["x-gateway"]["environment"].items():
+        if name != "PRECOG_CONFIG":
+            monkeypatch.setenv(name, re.sub(r"\$\{[^:}]+:[-?]([^}]*)\}", r"\1", str(value)))
+    settings = GatewaySettings()
+    assert settings.store_role == "replica" and settings.snapshot_root is not None
 
 
 def test_health_checks_ask_routes_the_gateway_serves() -> None:

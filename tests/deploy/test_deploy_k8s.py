@@ -21,6 +21,7 @@ from tests.deploy.manifests import yaml_documents as documents_of
 K8S = DEPLOY / "k8s"
 KUBERNETES_VERSION = "1.33"
 CUSTOM_KINDS = {"RayCluster", "Kustomization"}
+EXTERNAL_IMAGES = {"redis", "registry.k8s.io/kubectl"}
 MANIFESTS = sorted(p for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml")
 DOCUMENTS = [(path.name, doc) for path in MANIFESTS for doc in documents_of(path)]
 
@@ -133,7 +134,7 @@ def test_volumes_claims_configmaps_and_images_resolve() -> None:
         for container in _containers(template):
             assert {m["name"] for m in container.get("volumeMounts", [])} <= volumes.keys(), owner
             image = container["image"].split(":")[0]
-            assert image == "redis" or image.removeprefix("precog-") in dockerfiles, image
+            assert image in EXTERNAL_IMAGES or image.removeprefix("precog-") in dockerfiles, image
         for volume in volumes.values():
             if "persistentVolumeClaim" in volume:
                 assert volume["persistentVolumeClaim"]["claimName"] in claims, owner
@@ -154,6 +155,27 @@ def test_hpa_scales_the_gateway_on_a_rate_the_gateway_exports() -> None:
     assert {f"# TYPE {series} counter", f"# TYPE {series.removesuffix('_total')} counter"} & set(
         exposition.splitlines()
     )
+
+
+def test_one_writer_and_precompute_stops_and_restarts_it() -> None:
+    writer = _named("Deployment", "precog-writer")["spec"]
+    assert writer["replicas"] == 1 and writer["strategy"]["type"] == "Recreate"
+    assert writer["template"]["spec"]["containers"][0]["args"] == ["gateway", "writer"]
+    store_claims = {
+        owner
+        for owner, template in _pod_specs()
+        for volume in template["spec"].get("volumes", [])
+        if volume.get("persistentVolumeClaim", {}).get("claimName") == "precog-store"
+    }
+    precompute_pods = {o for o in store_claims if not o.startswith(("Deployment/", "RayCluster/"))}
+    assert store_claims - precompute_pods == {"Deployment/precog-writer", "RayCluster/precog-precompute/head"}
+    rules = _named("Role", "precog-precompute")["rules"]
+    assert any("deployments/scale" in r["resources"] and "patch" in r["verbs"] for r in rules)
+    for owner in precompute_pods:
+        [template] = [t for o, t in _pod_specs() if o == owner]
+        steps = [c["command"][-1] if "command" in c else "precompute" for c in _containers(template)]
+        assert steps == ["--replicas=0", "precompute", "--replicas=1"], owner
+        assert template["spec"]["serviceAccountName"] == "precog-precompute"
 
 
 def test_pdb_keeps_a_gateway_up_and_precompute_never_overlaps() -> None:

@@ -1,6 +1,6 @@
-"""deploy/docker/precompute-job.sh and seed-store.sh, the scripts the containers run, for real: a
-precompute run against the fake upstream (with an API key) publishes a snapshot, and a replica's store
-seeded from it holds the same entries; a seeded store is kept on restart, and no snapshot means empty."""
+"""deploy/docker/precompute-job.sh, the precompute container's entry point, for real: it refuses to start
+while the store's writer holds it, and otherwise extends the store from the corpus (through the fake
+upstream, with the configured API key) and publishes a snapshot that opens with the same entries."""
 
 from __future__ import annotations
 
@@ -11,36 +11,27 @@ from pathlib import Path
 
 import pytest
 
-from store import Store
+from store import Store, current_snapshot
 from tests.precompute.fake_upstream import MODEL, FakeUpstream
 
 pytestmark = pytest.mark.slow
 
-SCRIPTS = Path(__file__).resolve().parents[2] / "deploy" / "docker"
+SCRIPT = Path(__file__).resolve().parents[2] / "deploy" / "docker" / "precompute-job.sh"
 
 
-def _run(script: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["sh", str(SCRIPTS / script), *args], env=env, capture_output=True, text=True, timeout=300
-    )
-
-
-def test_job_publishes_a_snapshot_that_seeds_a_replica(
-    fake: FakeUpstream, corpus: Path, tmp_path: Path
-) -> None:
+def _job_env(tmp_path: Path, fake: FakeUpstream, corpus: Path) -> dict[str, str]:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    shim = bin_dir / "precog"  # the image's `precog` entry point, here this interpreter's
-    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m precog.cli "$@"\n')
-    shim.chmod(0o755)
-    snapshots = tmp_path / "snapshots"
-    env = {
+    for name, command in (("precog", f'"{sys.executable}" -m precog.cli'), ("python", f'"{sys.executable}"')):
+        shim = bin_dir / name  # the image's entry points, here this interpreter's
+        shim.write_text(f'#!/bin/sh\nexec {command} "$@"\n')
+        shim.chmod(0o755)
+    return {
         **os.environ,
         "PATH": f"{bin_dir}:{os.environ['PATH']}",
         "PRECOG_CORPUS": str(corpus),
-        "PRECOG_WORK_STORE": str(tmp_path / "work" / "store"),
-        "PRECOG_SNAPSHOT_DIR": str(snapshots),
-        "PRECOG_SNAPSHOT": str(snapshots / "latest.tar.gz"),
+        "PRECOG_GATEWAY_STORE_PATH": str(tmp_path / "store"),
+        "PRECOG_GATEWAY_SNAPSHOT_ROOT": str(tmp_path / "snapshots"),
         "PRECOG_PRECOMPUTE_UPSTREAM_URL": fake.url,
         "PRECOG_PRECOMPUTE_UPSTREAM_API_KEY": "job-key",
         "PRECOG_PRECOMPUTE_MODEL": MODEL,
@@ -51,24 +42,27 @@ def test_job_publishes_a_snapshot_that_seeds_a_replica(
         "PRECOG_PRECOMPUTE_MAX_ROUNDS_PER_CHUNK": "1",
         "PRECOG_PRECOMPUTE_REQUEST_TIMEOUT": "10",
     }
-    job = _run("precompute-job.sh", env)
+
+
+def _run(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["sh", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_job_waits_for_the_writer_then_publishes_a_snapshot(
+    fake: FakeUpstream, corpus: Path, tmp_path: Path
+) -> None:
+    env = _job_env(tmp_path, fake, corpus)
+    with Store.open(tmp_path / "store", progress=False):  # the writer, still running
+        refused = _run({**env, "PRECOG_STORE_WAIT_S": "0"})
+    assert refused.returncode == 3 and "stop the writer first" in refused.stderr
+    assert not fake.behaviour.requests, "nothing was asked while the store was held"
+
+    job = _run(env)
     assert job.returncode == 0, job.stdout + job.stderr
-    latest = snapshots / "latest.tar.gz"
-    assert latest.is_symlink() and latest.resolve().parent == snapshots
     assert fake.behaviour.authorizations and set(fake.behaviour.authorizations) == {"Bearer job-key"}
-
-    replica = tmp_path / "replica" / "store"
-    seeded = _run("seed-store.sh", env, str(replica))
-    assert seeded.returncode == 0, seeded.stdout + seeded.stderr
-    with Store.open(tmp_path / "work" / "store", read_only=True, progress=False) as work:
-        expected = sorted(entry.id for entry in work.entries())
-    with Store.open(replica, read_only=True, progress=False) as copy:
-        assert sorted(entry.id for entry in copy.entries()) == expected and expected
-
-    again = _run("seed-store.sh", env, str(replica))
-    assert again.returncode == 0 and "keeping it" in again.stdout
-
-    empty = _run(
-        "seed-store.sh", {**env, "PRECOG_SNAPSHOT": str(tmp_path / "none.tar.gz")}, str(tmp_path / "e")
-    )
-    assert empty.returncode == 0 and "empty store" in empty.stdout
+    snapshot = current_snapshot(tmp_path / "snapshots")
+    assert snapshot is not None
+    with Store.open(tmp_path / "store", read_only=True, progress=False) as store:
+        expected = sorted(entry.id for entry in store.entries())
+    with Store.open(snapshot.path, read_only=True, create=False, progress=False) as published:
+        assert expected and sorted(entry.id for entry in published.entries()) == expected

@@ -4,6 +4,7 @@ at once with a clear message."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -40,3 +41,18 @@ def test_gpu_check_without_a_gpu_exits_non_zero_and_says_why(tmp_path: Path) -> 
     assert result.returncode == 2
     assert "gpu_check: no" in result.stderr and "GPU" in result.stderr
     assert not out.exists(), "nothing is written when there is nothing to check"
+
+
+def test_gpu_check_passes_only_flags_its_benchmarks_accept() -> None:
+    """The check's quick modes are flags of the benchmarks: catch one renamed under it."""
+    text = SCRIPT.read_text().replace("\\\n", " ")
+    calls = re.findall(r"(bench/\w+_bench\.py)((?:\s+--[\w-]+(?:\s+[^\s-][^\s]*)?)*)", text)
+    assert {path for path, _ in calls} == {
+        "bench/kernels_bench.py",
+        "bench/backend_bench.py",
+        "bench/kv_compression_bench.py",
+    }
+    for path, args in calls:
+        source = (ROOT / path).read_text()
+        for flag in re.findall(r"--[\w-]+", args):
+            assert f'"{flag}"' in source, f"{path} has no {flag}"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from backend.sparse import FastTier, page_upper_bounds, select_pages
+from backend import EngineConfig
+from backend.sparse import FastTier, SparseSettings, page_upper_bounds, select_pages
 
 
 def test_page_upper_bound_is_at_least_every_score_in_the_page() -> None:
@@ -80,3 +82,12 @@ def test_fast_tier_write_through_invalidate_and_overflow() -> None:
     assert tier.stats.overflows == 1 and tier.stats.pages_loaded == 4 and tier.stats.gathers == 2
     for i, block in enumerate([1, 2, 3]):
         assert torch.equal(k3[where[i]], _page(large[0], block))
+
+
+def test_settings_reject_a_budget_without_room_for_sink_and_recent_pages() -> None:
+    with pytest.raises(ValueError, match="sparse_budget_tokens"):
+        EngineConfig(attention="sparse", sparse_budget_tokens=16, block_size=16)
+    with pytest.raises(ValueError, match="budget_pages"):
+        SparseSettings(budget_pages=2, sink_pages=2)
+    assert EngineConfig(attention="sparse", sparse_budget_tokens=17, block_size=16).attention == "sparse"
+    assert EngineConfig().attention == "dense"

@@ -79,7 +79,8 @@ class FastTier:
             self.stats.overflows += 1
             self.stats.pages_loaded += n
             self.stats.gathers += 1
-            return _gather(large[0], blocks), _gather(large[1], blocks), torch.arange(n)
+            k, v = _gather(large[0], blocks).contiguous(), _gather(large[1], blocks).contiguous()
+            return k, v, torch.arange(n)
         self.stats.hits += int(hit.sum())
         miss = ~hit
         if bool(miss.any()):

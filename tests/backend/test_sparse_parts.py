@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from backend import EngineConfig
-from backend.sparse import FastTier, SparseSettings, page_upper_bounds, select_pages
+from backend.sparse import FastTier, SparseAttention, SparseSettings, page_upper_bounds, select_pages
+from kernels import paged_attention_ref
 
 
 def test_page_upper_bound_is_at_least_every_score_in_the_page() -> None:
@@ -91,3 +92,39 @@ def test_settings_reject_a_budget_without_room_for_sink_and_recent_pages() -> No
         SparseSettings(budget_pages=2, sink_pages=2)
     assert EngineConfig(attention="sparse", sparse_budget_tokens=17, block_size=16).attention == "sparse"
     assert EngineConfig().attention == "dense"
+
+
+def test_sparse_decode_is_the_same_from_any_fast_tier_and_dense_at_full_budget() -> None:
+    """Synthetic caches: the selected pages' attention does not depend on where they were served from
+    (a roomy tier, a tier that must evict, a tier too small for one step), and a budget that covers
+    every page is dense attention."""
+    gen = torch.Generator().manual_seed(2)
+    blocks, bs, kvh, d = 40, 4, 2, 8
+    k_cache, v_cache = (
+        torch.randn(blocks, bs, kvh, d, generator=gen),
+        torch.randn(blocks, bs, kvh, d, generator=gen),
+    )
+    tables = torch.randperm(blocks, generator=gen)[:30].view(3, 10)
+    lens = torch.tensor([37, 9, 22])
+    q, other = torch.randn(3, kvh * 3, d, generator=gen), torch.randn(3, kvh * 3, d, generator=gen) * 3
+
+    def decode(budget: int, capacity: int) -> tuple[torch.Tensor, SparseAttention]:
+        """q, another query (other pages), q again: the last answer, which must equal the first."""
+        sparse = SparseAttention(SparseSettings(budget, 1, capacity), 1, blocks, kvh, bs, d)
+        sparse.rewritten(list(range(blocks)), [(k_cache, v_cache)])
+        outs = [sparse.decode(0, query, (k_cache, v_cache), tables, lens, 0.3) for query in (q, other, q)]
+        torch.testing.assert_close(outs[0], outs[-1])
+        return outs[-1], sparse
+
+    roomy, sparse = decode(3, 64)
+    assert sparse.tier_stats.hits > 0 and sparse.tier_stats.overflows == 0
+    evicting, sparse = decode(3, 11)
+    assert sparse.tier_stats.overflows == 0 and sparse.tier_stats.pages_loaded > 11
+    overflowing, sparse = decode(3, 4)
+    assert sparse.tier_stats.overflows == 3
+    torch.testing.assert_close(evicting, roomy)
+    torch.testing.assert_close(overflowing, roomy)
+    full, _ = decode(10, 64)
+    dense = paged_attention_ref(q, k_cache, v_cache, tables, lens, 0.3).out
+    torch.testing.assert_close(full, dense)
+    assert (roomy - dense).abs().max() > 1e-3

@@ -16,6 +16,7 @@ in one run on one engine (prefix cache off, one-shot prefill for both paths):
 Writes bench/results/semshare.json and prints markdown tables.
 
     python bench/semshare_bench.py [--quick] [--lengths 256,512,1024,2048] [--docs 2] [--max-tokens 48]
+        [--output bench/results/semshare.json]
 """
 
 from __future__ import annotations
@@ -277,6 +278,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=48, help="greedy tokens compared by ROUGE-L")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
     lengths = [256, 512, 1024] if args.quick else [int(x) for x in args.lengths.split(",")]
     docs, max_tokens = (1, 24) if args.quick else (args.docs, args.max_tokens)
@@ -301,9 +303,10 @@ def main() -> None:
             print(f"{length}: {json.dumps(row)}", flush=True)
             rows.append(row)
     table = summarise(rows, lengths)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
     env = {"python": platform.python_version(), "torch": torch.__version__, "threads": args.threads}
-    RESULTS.write_text(json.dumps({"env": env, "args": vars(args), "rows": rows, "table": table}, indent=2))
+    report = {"env": env, "args": {**vars(args), "output": str(args.output)}, "rows": rows, "table": table}
+    args.output.write_text(json.dumps(report, indent=2))
     print(markdown(table))
 
 

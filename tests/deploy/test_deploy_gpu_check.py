@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from backend.compress import METHODS
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "bench" / "gpu_check.sh"
 SHELL_SCRIPTS = [SCRIPT, *sorted((ROOT / "deploy" / "docker").glob("*.sh"))]
@@ -56,3 +58,8 @@ def test_gpu_check_passes_only_flags_its_benchmarks_accept() -> None:
         source = (ROOT / path).read_text()
         for flag in re.findall(r"--[\w-]+", args):
             assert f'"{flag}"' in source, f"{path} has no {flag}"
+
+
+def test_gpu_check_compression_methods_are_real() -> None:
+    [listed] = re.findall(r"--methods ([\w,]+)", SCRIPT.read_text())
+    assert set(listed.split(",")) <= set(METHODS)

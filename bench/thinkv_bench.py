@@ -8,17 +8,20 @@ once; no eviction). The small model's own accuracy is low, so fidelity to the un
 measure: agreement of the final answer, and of the trace (common-prefix share and token ROUGE-L F1).
 KV is reported as effective bytes (float32 for full-precision tokens, packed codes + float16 group
 scales for quantised ones) over the full cache's bytes at the end of each trace, and as blocks held.
-The ratio-0 ThinKV run also prints the thought sparsities its thresholds are calibrated from.
+The ratio-0 ThinKV run calibrates the typing: the length trend of thought sparsity is fitted and the
+thresholds put at the corrected sparsity's tertiles (in-sample: the same problems are then compressed
+with that calibrated policy; copy the printed values into ThinKVPolicy's defaults).
 
 Writes bench/results/thinkv.json and prints a table.
 
-    python bench/thinkv_bench.py [--quick] [--max-tokens 160] [--threads 1]
+    python bench/thinkv_bench.py [--quick] [--max-tokens 96] [--ratios 0.5 0.75 0.9] [--threads 1]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import re
 import time
@@ -32,12 +35,11 @@ from rich.table import Table
 
 from backend import Engine, EngineConfig, SamplingParams
 from backend.compress import KVCompression
-from backend.compress.thinkv import ThinKVPolicy
 from backend.outputs import Completion
 
 RESULTS = Path(__file__).parent / "results" / "thinkv.json"
 SYSTEM = "Solve the problem step by step, one short sentence per step. End with 'Answer: <number>'."
-RATIOS = (0.25, 0.5, 0.75, 0.9)
+RATIOS = (0.5, 0.75, 0.9)
 PROBLEMS: list[tuple[str, int]] = [
     ("A baker makes 24 muffins and sells 9. Then she bakes 15 more. How many muffins does she have?", 30),
     ("Tom has 7 boxes with 6 pencils in each box. He gives away 10 pencils. How many are left?", 32),
@@ -151,32 +153,41 @@ def measure(
     }
 
 
-def sparsity_quantiles(engine: Engine, completions: list[Completion]) -> dict[str, float]:
-    values = torch.tensor(
-        [s for c in completions if (r := engine.thinkv.report(c.request_id)) for *_, s in r.thoughts]
-    )
-    if not len(values):
-        return {}
-    return {f"q{int(q * 100)}": float(values.quantile(q)) for q in (0.1, 0.25, 0.33, 0.5, 0.67, 0.75, 0.9)}
+def calibrate(engine: Engine, completions: list[Completion]) -> tuple[float, tuple[float, float]]:
+    """Least-squares slope of thought sparsity on ln(keys visible), and the tertiles of the sparsity
+    with that trend removed: ThinKVPolicy's length_slope and thresholds."""
+    rows = [
+        (math.log(max(visible, 1.0)), sparsity)
+        for c in completions
+        if (report := engine.thinkv.report(c.request_id))
+        for *_, sparsity, visible in report.thoughts
+    ]
+    if len(rows) < 3:
+        raise RuntimeError("too few thoughts to calibrate ThinKV's thresholds")
+    x, y = torch.tensor(rows, dtype=torch.float64).T
+    slope = float(((x - x.mean()) * (y - y.mean())).sum() / ((x - x.mean()) ** 2).sum())
+    corrected = y - slope * x
+    return slope, (float(corrected.quantile(1 / 3)), float(corrected.quantile(2 / 3)))
 
 
 def kind_counts(engine: Engine, completions: list[Completion]) -> dict[str, int]:
     counts: dict[str, int] = {"R": 0, "E": 0, "T": 0}
     for c in completions:
         report = engine.thinkv.report(c.request_id)
-        for _, _, kind, _ in report.thoughts if report else []:
+        for _, _, kind, *_ in report.thoughts if report else []:
             counts[kind] += 1
     return counts
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="8 problems, 96 tokens each")
-    parser.add_argument("--max-tokens", type=int, default=160)
+    parser.add_argument("--quick", action="store_true", help="8 problems, 64 tokens each")
+    parser.add_argument("--max-tokens", type=int, default=96)
+    parser.add_argument("--ratios", type=float, nargs="+", default=list(RATIOS))
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     problems = PROBLEMS[:8] if args.quick else PROBLEMS
-    max_tokens = 96 if args.quick else args.max_tokens
+    max_tokens = 64 if args.quick else args.max_tokens
     engine = Engine(
         EngineConfig(num_threads=args.threads, max_model_len=1024, num_kv_blocks=1024, max_num_seqs=32)
     )
@@ -187,26 +198,29 @@ def main() -> None:
     reference, seconds = run(engine, prompts, params, None)
     rows = [measure(engine, "full cache (fp32)", reference, seconds, reference, truths)]
     default = engine.thinkv.policy
-    configs: list[tuple[str, ThinKVPolicy, float]] = [("thinkv r=0 (typing only)", default, 0.0)]
-    configs += [(f"thinkv r={r}", default, r) for r in RATIOS]
-    configs += [(f"uniform {b}-bit", replace(default, uniform_bits=b), 0.5) for b in (4, 2)]
-    calibration: dict[str, float] = {}
     kinds: dict[str, dict[str, int]] = {}
+    completions, seconds = run(engine, prompts, params, KVCompression("thinkv", 0.0))
+    rows.append(measure(engine, "thinkv r=0 (typing only)", completions, seconds, reference, truths))
+    slope, thresholds = calibrate(engine, completions)
+    calibrated = replace(default, length_slope=slope, thresholds=thresholds)
+    console.print(
+        f"calibrated: length_slope={slope:.4f} thresholds=({thresholds[0]:.4f}, {thresholds[1]:.4f})"
+    )
+    configs = [(f"thinkv r={r}", calibrated, r) for r in args.ratios]
+    configs += [(f"uniform {b}-bit", replace(default, uniform_bits=b), 0.5) for b in (4, 2)]
     for name, policy, ratio in configs:
         engine.thinkv.policy = policy
         completions, seconds = run(engine, prompts, params, KVCompression("thinkv", ratio))
         rows.append(measure(engine, name, completions, seconds, reference, truths))
         kinds[name] = kind_counts(engine, completions)
-        if ratio == 0.0:
-            calibration = sparsity_quantiles(engine, completions)
         console.print(f"{name}: {rows[-1]}")
     engine.thinkv.policy = default
     results = {
         "machine": platform.platform(),
         "problems": len(problems),
         "max_tokens": max_tokens,
-        "policy": {k: getattr(default, k) for k in default.__dataclass_fields__},
-        "thought_sparsity_quantiles": calibration,
+        "policy": {k: getattr(calibrated, k) for k in calibrated.__dataclass_fields__},
+        "calibrated": {"length_slope": slope, "thresholds": thresholds},
         "thought_kinds": kinds,
         "rows": rows,
     }
@@ -243,7 +257,7 @@ def _print(console: Console, results: dict[str, Any]) -> None:
             f"{row['decode_tokens_per_s']:.1f}",
         )
     console.print(table)
-    console.print(f"thought sparsity quantiles (ratio 0): {results['thought_sparsity_quantiles']}")
+    console.print(f"calibrated typing (ratio-0 run): {results['calibrated']}")
     console.print(f"thought kinds: {results['thought_kinds']}")
 
 

@@ -30,7 +30,10 @@ from backend.compress.thinkv import (
     classify,
     delimiter_ids,
     generated_budget,
+    length_corrected,
     plan_eviction,
+    quantise_channels,
+    quantise_tokens,
     split_thoughts,
     token_bytes,
 )
@@ -39,7 +42,6 @@ from backend.engine.kv_cache import KVCache
 from backend.engine.sequence import Sequence
 from backend.model.llama import LlamaModel, SelfAttention
 from backend.model.rope import apply_rope
-from kernels import dequantize, quantize
 
 log = logging.getLogger(__name__)
 REPORTS_KEPT = 256
@@ -68,6 +70,7 @@ class ThinKVRunner:
         k_cache = kv_cache.layers[0][0]
         self._num_layers = len(kv_cache.layers)
         self._kv_heads, self._head_dim = int(k_cache.shape[2]), int(k_cache.shape[3])
+        self._full_token_bytes = token_bytes(FULL_BITS, self._num_layers, self._kv_heads, self._head_dim, 1)
 
     @property
     def delimiters(self) -> frozenset[int]:
@@ -102,7 +105,7 @@ class ThinKVRunner:
         policy = state.policy
         if not state.started:  # the prompt is complete now (it may have arrived in parts)
             state.num_prompt_tokens = state.open_start = seq.num_prompt_tokens
-        state.track(seq.num_cached_tokens, seq.num_evicted)
+        state.track(seq.num_cached_tokens, seq.num_evicted, self._full_token_bytes)
         rewrote = False
         if not state.started:
             state.started = rewrote = True
@@ -130,7 +133,7 @@ class ThinKVRunner:
                 rewrote = True
         state.drop_hidden(layers, state.open_start)
         if state.compresses and policy.uniform_bits is None and closed:
-            self._evict(seq, transition)
+            self.evict(seq, transition)
         self._update_report(seq, state)
         return rewrote and state.compresses
 
@@ -164,8 +167,9 @@ class ThinKVRunner:
             score = float(attended[index])
             if score > state.scores.get(position, 0.0):
                 state.scores[position] = score
-        sparsity = float(torch.stack(sparsities).mean())
-        return Thought(start, end, classify(sparsity, state.policy.thresholds), sparsity, kept)
+        sparsity, seen = float(torch.stack(sparsities).mean()), float(visible.float().mean())
+        corrected = length_corrected(sparsity, seen, state.policy.length_slope)
+        return Thought(start, end, classify(corrected, state.policy.thresholds), sparsity, kept, seen)
 
     def _quantise(self, seq: Sequence, indices: list[int], bits: int) -> None:
         """Round the K/V at these cache indices to `bits` (group scales) and write them back."""
@@ -174,14 +178,18 @@ class ThinKVRunner:
             return
         slots = self._slots(seq, indices)
         group = state.policy.group_size
+        quantise_keys = quantise_channels if state.policy.keys_per_channel else quantise_tokens
+        nbytes = 0
         for k_cache, v_cache in self.kv_cache.layers:
-            for cache in (k_cache, v_cache):
+            for cache, quantise in ((k_cache, quantise_keys), (v_cache, quantise_tokens)):
                 flat = cache.view(-1, *cache.shape[2:])
-                flat[slots] = dequantize(quantize(flat[slots], bits, group), flat.dtype)
+                flat[slots], size = quantise(flat[slots], bits, group)
+                nbytes += size
         for i in indices:
             state.bits[i] = bits
+            state.nbytes[i] = nbytes / len(indices)
 
-    def _evict(self, seq: Sequence, transition: bool) -> None:
+    def evict(self, seq: Sequence, transition: bool) -> None:
         """At a transition (or far over budget) evict down to the budget and free emptied blocks."""
         state = cast(ThinKVState, seq.thinkv)
         prompt = state.num_prompt_tokens
@@ -207,7 +215,8 @@ class ThinKVRunner:
                     flat[to] = flat[source]
             for hole, mover in zip(holes, movers, strict=True):
                 state.positions[hole], state.bits[hole] = state.positions[mover], state.bits[mover]
-        del state.positions[n_kept:], state.bits[n_kept:]
+                state.nbytes[hole] = state.nbytes[mover]
+        del state.positions[n_kept:], state.bits[n_kept:], state.nbytes[n_kept:]
         for position in gone:
             state.scores.pop(position, None)
         before = len(seq.block_table)
@@ -231,14 +240,8 @@ class ThinKVRunner:
 
     def _update_report(self, seq: Sequence, state: ThinKVState) -> None:
         report = state.report
-        per_bits = {
-            bits: token_bytes(bits, self._num_layers, self._kv_heads, self._head_dim, state.policy.group_size)
-            for bits in set(state.bits)
-        }
-        report.thoughts = [(t.start, t.end, t.kind.value, t.sparsity) for t in state.thoughts]
-        report.effective_bytes = sum(per_bits[b] for b in state.bits)
+        report.thoughts = [(t.start, t.end, t.kind.value, t.sparsity, t.visible) for t in state.thoughts]
+        report.effective_bytes = round(sum(state.nbytes))
         report.peak_effective_bytes = max(report.peak_effective_bytes, report.effective_bytes)
-        report.full_bytes = seq.num_computed_tokens * token_bytes(
-            FULL_BITS, self._num_layers, self._kv_heads, self._head_dim, state.policy.group_size
-        )
+        report.full_bytes = seq.num_computed_tokens * self._full_token_bytes
         report.blocks_held = len(seq.block_table)

@@ -3,6 +3,8 @@ inputs, then inside the real engine: ratio 0 leaves greedy output unchanged, evi
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -11,6 +13,7 @@ from backend.compress import KVCompression
 from backend.compress.thinkv import (
     FULL_BITS,
     ThinKVPolicy,
+    ThinKVState,
     Thought,
     ThoughtKind,
     attention_sparsity,
@@ -19,9 +22,13 @@ from backend.compress.thinkv import (
     delimiter_ids,
     generated_budget,
     plan_eviction,
+    quantise_channels,
+    quantise_tokens,
     split_thoughts,
     token_bytes,
 )
+from backend.engine.detokenizer import IncrementalDetokenizer
+from backend.engine.sequence import Sequence
 from kernels import quantize
 from tests.backend.conftest import wait_for_idle
 
@@ -96,6 +103,21 @@ def test_effective_bytes_are_the_packed_codes_and_scales(bits: int) -> None:
     assert token_bytes(FULL_BITS, layers, heads, dim, group) == 2 * layers * heads * dim * 4
 
 
+def test_keys_quantised_per_channel_keep_an_outlier_channel_from_swamping_the_rest() -> None:
+    generator = torch.Generator().manual_seed(0)
+    keys = torch.randn(20, 3, 64, generator=generator)
+    keys[..., 5] += 40.0  # one outlier channel, as real keys have
+    by_token, token_bytes_ = quantise_tokens(keys, 4, 32)
+    by_channel, channel_bytes = quantise_channels(keys, 4, 32)
+    assert by_channel.shape == keys.shape
+    error_token = (by_token - keys).abs().mean()
+    error_channel = (by_channel - keys).abs().mean()
+    assert error_channel < error_token / 4
+    # 20 tokens pad to 32 per channel group: 3 heads x 64 channels x (32 codes at 4 bits + scale, zero)
+    assert channel_bytes == 3 * 64 * (32 // 2 + 2 + 2)
+    assert token_bytes_ == 20 * 3 * (64 // 2 + 2 * (2 + 2))
+
+
 def test_bad_settings_raise_value_errors() -> None:
     with pytest.raises(ValueError, match="ratio"):
         KVCompression("thinkv", 1.5).validate()
@@ -123,20 +145,27 @@ def test_in_the_engine_ratio_zero_is_exact_and_eviction_frees_blocks(engine: Eng
     ids = engine.tokenizer.encode(PROMPT)
     params = SamplingParams(temperature=0.0, max_tokens=48, ignore_eos=True)
     done: dict[str, list[int]] = {}
-    for request_id, compression in (
-        ("plain", None),
-        ("thinkv-0", KVCompression("thinkv", 0.0)),
-        ("thinkv-75", KVCompression("thinkv", 0.75)),
-    ):
-        engine.submit(
-            Request(
-                request_id,
-                ids,
-                params,
-                compression=compression,
-                on_finish=lambda c: done.update({c.request_id: c.token_ids}),
+    default = engine.thinkv.policy
+    # Thresholds at 0 type every thought a transition, so the 0.75 request evicts at each thought's end.
+    engine.thinkv.policy = replace(default, thresholds=(0.0, 0.0))
+    try:
+        for request_id, compression in (
+            ("plain", None),
+            ("thinkv-0", KVCompression("thinkv", 0.0)),
+            ("thinkv-75", KVCompression("thinkv", 0.75)),
+        ):
+            engine.submit(
+                Request(
+                    request_id,
+                    ids,
+                    params,
+                    compression=compression,
+                    on_finish=lambda c: done.update({c.request_id: c.token_ids}),
+                )
             )
-        )
+        engine.step()  # admits them: each ThinKV sequence takes the policy in force now
+    finally:
+        engine.thinkv.policy = default
     block_size = engine.block_manager.block_size
     blocks_saved = 0
     while engine.has_work():
@@ -157,3 +186,46 @@ def test_in_the_engine_ratio_zero_is_exact_and_eviction_frees_blocks(engine: Eng
     assert squeezed.tokens_evicted > 0
     assert squeezed.effective_bytes < 0.5 * squeezed.full_bytes
     assert engine.stats().kv_blocks_used == 0
+
+
+def test_eviction_moves_tail_tokens_into_the_freed_slots_and_returns_blocks(engine: Engine) -> None:
+    """No model step: a sequence of 4 prompt + 60 generated tokens whose cached keys hold their
+    position, six typed thoughts; evicting to a quarter must leave every kept key in place under its
+    position and give the emptied blocks back."""
+    wait_for_idle(engine)
+    bm, cache, runner = engine.block_manager, engine.kv_cache, engine.thinkv
+    seq = Sequence(
+        Request("evict-slots", [1, 2, 3, 4], SamplingParams(temperature=0.0)),
+        IncrementalDetokenizer(engine.tokenizer, []),
+        None,
+    )
+    seq.token_ids += [5] * 60
+    seq.num_computed_tokens = 64
+    assert bm.grow(seq, 64)
+    kvh, dim = cache.layers[0][0].shape[2:]
+    marked = [torch.arange(64.0)[None, :, None].expand(kvh, 64, dim)] * len(cache.layers)
+    cache.write(seq.block_table, 0, 64, marked, marked)
+    state = ThinKVState(ThinKVPolicy(), 0.75, 4, started=True)
+    state.track(64, 0, 1)
+    kinds = [T, E, R, T, E, R]
+    state.thoughts = [
+        Thought(s, s + 10, k, 0.0, list(range(s, s + 10)))
+        for s, k in zip(range(4, 64, 10), kinds, strict=True)
+    ]
+    seq.thinkv = state
+    free_before = bm.num_free
+    try:
+        runner.evict(seq, transition=True)
+        kept = 64 - 45  # budget: ceil(60 * 0.25) = 15 generated tokens, plus the prompt
+        assert seq.num_evicted == 45 and seq.num_cached_tokens == len(state.positions) == kept
+        assert len(seq.block_table) == 2 and bm.num_free == free_before + 2
+        keys, values = cache.read(seq.block_table, kept)
+        expected = torch.tensor(state.positions, dtype=torch.float)
+        for k, v in zip(keys, values, strict=True):
+            assert torch.equal(k[:, :, 0], expected.expand(kvh, kept))
+            assert torch.equal(v[:, :, 0], expected.expand(kvh, kept))
+        assert state.positions[:4] == [0, 1, 2, 3]
+        by_thought = [len(t.kept) for t in state.thoughts]
+        assert by_thought == [0, 2, 5, 0, 2, 6]  # transitions gone, execution at min_keep, reasoning cut
+    finally:
+        bm.free(seq)

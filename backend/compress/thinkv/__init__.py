@@ -12,6 +12,7 @@ from backend.compress.thinkv.classify import (
     attention_sparsity,
     attention_weights,
     classify,
+    length_corrected,
 )
 from backend.compress.thinkv.policy import (
     FULL_BITS,
@@ -21,6 +22,7 @@ from backend.compress.thinkv.policy import (
     plan_eviction,
     token_bytes,
 )
+from backend.compress.thinkv.quantise import quantise_channels, quantise_tokens
 from backend.compress.thinkv.segment import delimiter_ids, split_thoughts
 from backend.compress.thinkv.state import ThinKVReport, ThinKVState
 
@@ -37,7 +39,10 @@ __all__ = [
     "classify",
     "delimiter_ids",
     "generated_budget",
+    "length_corrected",
     "plan_eviction",
+    "quantise_channels",
+    "quantise_tokens",
     "split_thoughts",
     "token_bytes",
 ]

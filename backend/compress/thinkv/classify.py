@@ -4,10 +4,12 @@ ThinKV observes that the attention a thought's tokens pay to the context is spar
 depends on the thought's role: reasoning (R) spreads attention widely over the context, execution (E,
 carrying out a calculation) attends to a few operands, transition (T, "wait", "so", "next") is the
 sparsest. Sparsity here is scale-free: 1 - (keys needed to cover `mass` of a query's attention) /
-(keys it can see), averaged over query heads, the thought's queries and the sampled layers. The two
-thresholds split it into R < t_re <= E < t_et <= T; the paper calibrates them per model (KDE of the
-sparsity distribution), we take them from the sparsity quantiles of a calibration run
-(bench/thinkv_bench.py prints them).
+(keys it can see), averaged over query heads, the thought's queries and the sampled layers. Attention
+that stays on a fixed few keys looks sparser the longer the context, so before typing we subtract the
+trend `slope * ln(keys visible)` (our addition: the paper's traces are long enough not to need it, a
+100-token trace is not). The two thresholds split the corrected value into R < t_re <= E < t_et <= T;
+the paper calibrates them per model (KDE of the sparsity distribution), we fit the slope and take the
+thresholds at the residual tertiles of a calibration run (bench/thinkv_bench.py does and prints it).
 """
 
 from __future__ import annotations
@@ -48,6 +50,11 @@ def attention_sparsity(weights: torch.Tensor, visible: torch.Tensor, mass: float
     ordered = weights.sort(dim=-1, descending=True).values.cumsum(dim=-1)
     needed = (ordered < mass).sum(dim=-1) + 1  # [H, n]
     return (1.0 - needed.float() / visible.float().clamp(min=1)[None, :]).mean(dim=0)
+
+
+def length_corrected(sparsity: float, visible: float, slope: float) -> float:
+    """Sparsity with the context-length trend removed: sparsity - slope * ln(visible)."""
+    return sparsity - slope * math.log(max(visible, 1.0))
 
 
 def classify(sparsity: float, thresholds: tuple[float, float]) -> ThoughtKind:

@@ -1,12 +1,14 @@
 """What ThinKV keeps and at which precision: bit widths per thought type, and progressive eviction.
 
 Think-before-you-quantise (TBQ): a thought's KV is quantised once the thought closes, at a width set
-by its type; the prompt gets `prompt_bits`. Think-before-you-evict (TBE): when the generated tokens
-still cached exceed the budget, tokens go from the least important thoughts first (T, then E, then
-R; oldest first within a type), progressively: each thought of a type is halved, then quartered, then
-cut to `min_keep` (transitions to nothing) before the next type is touched; inside a thought the
-tokens the recent queries attended least go first. The paper's exact widths and schedule are not
-public; these defaults follow its description (more bits for reasoning, 2 bits for the rest).
+by its type (keys per channel, values per token: quantise.py); the prompt gets `prompt_bits`.
+Think-before-you-evict (TBE): when the generated tokens still cached exceed the budget, tokens go
+from the least important thoughts first (T, then E, then R; oldest first within a type),
+progressively: each thought of a type is halved, then quartered, then cut to `min_keep`
+(transitions to nothing) before the next type is touched; inside a thought the tokens the recent
+queries attended least go first. Eviction runs when a transition closes, or whenever the excess
+exceeds max_len tokens. The paper's exact widths and schedule are not public; these defaults follow
+its description (more bits for reasoning, 2 bits for the rest).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class Thought:
     kind: ThoughtKind
     sparsity: float
     kept: list[int] = field(default_factory=list)
+    visible: float = 0.0  # keys its queries could see, on average
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,9 +47,11 @@ class ThinKVPolicy:
     prompt_bits: int = 8
     uniform_bits: int | None = None
     group_size: int = 32
+    keys_per_channel: bool = True
     min_len: int = 6
     max_len: int = 32
-    thresholds: tuple[float, float] = (0.80, 0.88)
+    thresholds: tuple[float, float] = (0.80, 0.88)  # on length-corrected sparsity (classify.py)
+    length_slope: float = 0.0
     attention_mass: float = 0.9
     num_layers_sampled: int = 3
     min_keep: int = 2

@@ -19,7 +19,7 @@ from backend.compress.thinkv.policy import FULL_BITS, ThinKVPolicy, Thought
 class ThinKVReport:
     """What ThinKV did to one request (kept after it finishes, for evaluation)."""
 
-    thoughts: list[tuple[int, int, str, float]] = field(default_factory=list)
+    thoughts: list[tuple[int, int, str, float, float]] = field(default_factory=list)  # + sparsity, visible
     tokens_evicted: int = 0
     effective_bytes: int = 0
     peak_effective_bytes: int = 0
@@ -37,6 +37,7 @@ class ThinKVState:
     thoughts: list[Thought] = field(default_factory=list)
     positions: list[int] = field(default_factory=list)
     bits: list[int] = field(default_factory=list)
+    nbytes: list[float] = field(default_factory=list)  # effective bytes of each cached token
     scores: dict[int, float] = field(default_factory=dict)
     hidden: list[list[torch.Tensor]] = field(default_factory=list)
     hidden_start: int = 0
@@ -49,7 +50,7 @@ class ThinKVState:
         """After preemption every token is recomputed: start over (the report's counters stay)."""
         self.started = False
         self.open_start = self.num_prompt_tokens
-        self.thoughts, self.positions, self.bits, self.scores = [], [], [], {}
+        self.thoughts, self.positions, self.bits, self.nbytes, self.scores = [], [], [], [], {}
         self.hidden, self.hidden_start = [], 0
 
     @property
@@ -79,8 +80,9 @@ class ThinKVState:
             chunks[:] = [rows] if len(rows) else []
         self.hidden_start = max(self.hidden_start, before)
 
-    def track(self, num_cached: int, num_evicted: int) -> None:
+    def track(self, num_cached: int, num_evicted: int, full_bytes: int) -> None:
         """Extend the index map to the tokens the cache holds now (new ones at full precision)."""
         for index in range(len(self.positions), num_cached):
             self.positions.append(index + num_evicted)
             self.bits.append(FULL_BITS)
+            self.nbytes.append(float(full_bytes))

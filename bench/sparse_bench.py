@@ -484,6 +484,7 @@ def print_tables(results: dict[str, Any]) -> None:
             "pages moved/step",
             "pages moved/token",
             "overflows",
+            "ws pages/seq",
             "tok/s (all steps)",
         ],
         [

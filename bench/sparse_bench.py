@@ -415,7 +415,7 @@ def main() -> None:
         engine, [ids for ids, _ in needles], [128 // bs, 256 // bs], tokens=8 if quick else 16
     )
     latency_rows = attention_latency(
-        [2048, 8192, 32768] if quick else [2048, 8192, 32768, 131072],
+        [2048, 8192, 32768] if quick else [2048, 8192, 32768, 65536],
         batch=4,
         budget_pages=256 // bs,
         repeats=5 if quick else 20,

@@ -7,6 +7,7 @@ kept positions into fewer blocks and frees the rest, so the memory is really ret
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
@@ -102,3 +103,31 @@ class ScorerPress(ABC):
         n_kept = self.num_kept(inputs.num_tokens, int(protected.sum(dim=-1).max()))
         scores = self.score(inputs).float().masked_fill(protected, float("inf"))
         return scores.topk(n_kept, dim=-1).indices.sort(dim=-1).values
+
+    def select_head_adaptive(
+        self, inputs: LayerInputs, protected: torch.Tensor, floor_share: float = 0.2
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Head-adaptive budgets (AdaKV, arXiv 2407.11550; kvpress's AdaKVPress): the layer keeps
+        KVH * n_kept tokens in all, as `select` does, but a head gets as many as its scores win against
+        every head's: each head keeps at least ceil(floor_share * n_kept) (and its protected tokens),
+        the rest of the layer's budget goes to the best remaining scores of any head.
+
+        Returns indices [KVH, max count], ascending within each head's count, then padding (index 0),
+        and counts [KVH] that sum to KVH * n_kept."""
+        kvh, n = inputs.num_kv_heads, inputs.num_tokens
+        protected = protected.expand(kvh, n)
+        num_protected = int(protected.sum(dim=-1).max())
+        n_kept = self.num_kept(n, num_protected)
+        floor = min(n_kept, max(num_protected, math.ceil(floor_share * n_kept)))
+        scores = self.score(inputs).float().masked_fill(protected, float("inf"))
+        order = scores.argsort(dim=-1, descending=True, stable=True)
+        rest = scores.gather(-1, order)[:, floor:]
+        counts = torch.full((kvh,), floor, dtype=torch.long)
+        extra = kvh * (n_kept - floor)
+        if extra:
+            winners = rest.flatten().topk(extra).indices // rest.shape[1]
+            counts += torch.bincount(winners, minlength=kvh)
+        width = int(counts.max())
+        padding = torch.arange(width)[None, :] >= counts[:, None]
+        kept = order[:, :width].masked_fill(padding, n).sort(dim=-1).values.masked_fill(padding, 0)
+        return kept, counts

@@ -42,12 +42,16 @@ class KVCompression:
 
     "thinkv" works on the generated reasoning instead (backend/compress/thinkv): the prompt is kept,
     and `ratio` is the share of the generated tokens' KV it evicts; the tokens it keeps are quantised
-    by thought type (ratio 0: segmented and typed, KV untouched)."""
+    by thought type (ratio 0: segmented and typed, KV untouched).
+
+    `head_adaptive` (token-scoring presses, after the prefill only) lets the KV heads of a layer share
+    its budget unevenly (see ScorerPress.select_head_adaptive); a head's unused slots are masked."""
 
     method: str
     ratio: float = 0.5
     protected: tuple[tuple[int, int], ...] = ()
     decode_interval: int = 0
+    head_adaptive: bool = False
 
     def validate(self) -> None:
         """Raise ValueError naming the bad field, so a server can answer 400 with the message."""
@@ -60,6 +64,8 @@ class KVCompression:
             raise ValueError(f"kv_compression decode_interval must be >= 0, got {self.decode_interval}")
         if self.method == OJAKV and self.decode_interval:
             raise ValueError("kv_compression decode_interval must be 0 for ojakv (its window slides itself)")
+        if self.head_adaptive and (self.method not in PRESSES or self.decode_interval):
+            raise ValueError("kv_compression head_adaptive needs a token-scoring press and decode_interval 0")
         for start, end in self.protected:
             if not 0 <= start < end:
                 raise ValueError(f"kv_compression protected range [{start}, {end}) is empty or negative")

@@ -17,6 +17,7 @@ from dataclasses import replace
 from typing import cast
 
 import torch
+import torch.nn.functional as F
 
 from backend.compress import OJAKV, KVCompression, LayerInputs
 from backend.engine.block_manager import BlockManager
@@ -76,7 +77,7 @@ class KVCompactor:
         seq.prompt_hidden = []
         keys, values = self.kv_cache.read(seq.block_table, num_tokens)
         protected = protected_mask(length, compression)
-        kept_keys, kept_values, kept_positions = [], [], []
+        kept_index, kept_valid, layer_positions = [], [], []
         for i, (layer, k, v) in enumerate(zip(self.model.layers, keys, values, strict=True)):
             attention = cast(SelfAttention, layer.self_attn)
             q_size = attention.num_heads * attention.head_dim
@@ -96,15 +97,31 @@ class KVCompactor:
                 num_heads=attention.num_heads,
                 num_positions=length,
             )
-            kept = press.select(inputs, protected[positions])
+            if compression.head_adaptive:
+                kept, counts = press.select_head_adaptive(inputs, protected[positions])
+                kept_valid.append(torch.arange(kept.shape[1])[None, :] < counts[:, None])
+            else:
+                kept = press.select(inputs, protected[positions])
+            kept_index.append(kept)
+            layer_positions.append(positions)
+        num_kept = max(index.shape[1] for index in kept_index)
+        kept_keys, kept_values, kept_positions = [], [], []
+        for i, (k, v, positions) in enumerate(zip(keys, values, layer_positions, strict=True)):
+            kept = F.pad(kept_index[i], (0, num_kept - kept_index[i].shape[1]))  # head-adaptive: masked
             index = kept[..., None].expand(-1, -1, k.shape[-1])
             kept_keys.append(k.gather(1, index))
             kept_values.append(v.gather(1, index))
             kept_positions.append(positions.gather(1, kept))
         seq.kv_positions = kept_positions
+        if kept_valid:
+            seq.kv_head_valid = [F.pad(valid, (0, num_kept - valid.shape[1])) for valid in kept_valid]
         num_protected = int(protected.sum())
-        protected_kept = all(bool((protected[p].sum(-1) == num_protected).all()) for p in kept_positions)
-        num_kept = kept_keys[0].shape[1]
+        protected_kept = all(
+            bool(((protected[p] & valid).sum(-1) == num_protected).all())
+            for p, valid in zip(
+                kept_positions, seq.kv_head_valid or [torch.tensor(True)] * len(keys), strict=True
+            )
+        )
         self.kv_cache.write(seq.block_table, 0, num_kept, kept_keys, kept_values)
         before = len(seq.block_table)
         self.block_manager.truncate(seq, num_kept)

@@ -42,6 +42,7 @@ class ModelRunner:
         input_ids, positions, slots, logit_rows, sampled = [], [], [], [], []
         context_lens, row = [], 0
         lowrank_rows: list[tuple[int, list[int], int, LowRankState]] = []
+        head_masks: list[tuple[int, list[torch.Tensor]]] = []  # (decode row, per-layer [KVH, n] valid)
         capture = HiddenCapture()
         for seq, n in zip(batch.seqs, batch.num_new, strict=True):
             start, end = seq.num_computed_tokens, seq.num_computed_tokens + n
@@ -53,6 +54,10 @@ class ModelRunner:
                 if not seq.prompt_hidden:
                     seq.prompt_hidden = [[] for _ in self.kv_cache.layers]
                 capture.spans.append((seq.prompt_hidden, row, row + n))
+            if n == 1 and seq.kv_head_valid is not None:  # its row among the step's decode rows
+                head_masks.append(
+                    (sum(m == 1 for m in batch.num_new[: len(context_lens) - 1]), seq.kv_head_valid)
+                )
             if seq.lowrank is not None:
                 if n != 1:
                     raise RuntimeError(f"{seq.request_id}: low-rank KV is only read by single-token decodes")
@@ -80,6 +85,7 @@ class ModelRunner:
             capture=capture if capture.spans else None,
             layer_attention=self.sparse,
             lowrank=plan_lowrank(lowrank_rows),
+            head_bias=head_bias(head_masks, plan.decode_slots.shape, len(self.kv_cache.layers)),
         )
         logits = self.model(torch.tensor(input_ids), self.kv_cache.layers, meta)
         return sampled, logits
@@ -98,3 +104,19 @@ class ModelRunner:
             return
         if self.sparse is not None:
             self.sparse.rewritten(seq.block_table, self.kv_cache.layers)
+
+
+def head_bias(
+    masks: list[tuple[int, list[torch.Tensor]]], decode_shape: torch.Size, num_layers: int
+) -> list[torch.Tensor] | None:
+    """Per layer [b, KVH, 1, T] decode bias: -inf where a head-adaptive sequence's head holds no token."""
+    if not masks:
+        return None
+    b, width = decode_shape
+    kvh = masks[0][1][0].shape[0]
+    biases = [torch.zeros(b, kvh, 1, width) for _ in range(num_layers)]
+    for row, valid in masks:
+        for bias, layer_valid in zip(biases, valid, strict=True):
+            n = layer_valid.shape[1]
+            bias[row, :, 0, :n].masked_fill_(~layer_valid, float("-inf"))
+    return biases

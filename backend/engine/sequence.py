@@ -73,6 +73,9 @@ class Sequence:
     num_evicted: int = 0
     prompt_hidden: list[list[torch.Tensor]] = field(default_factory=list)
     kv_positions: list[torch.Tensor] | None = None
+    # Head-adaptive compression: per layer, [KVH, n] whether cache index i holds a token for that head
+    # (the later tokens hold one for every head); None: every slot does.
+    kv_head_valid: list[torch.Tensor] | None = None
     compressed_at: int = 0
     lowrank: LowRankState | None = None
     thinkv: ThinKVState | None = None  # decode-time ThinKV compression (backend/engine/thinking.py)
@@ -156,6 +159,7 @@ class Sequence:
         self.num_evicted = 0
         self.prompt_hidden = []
         self.kv_positions = None
+        self.kv_head_valid = None
         self.compressed_at = 0
         self.lowrank = None
         if self.thinkv is not None:

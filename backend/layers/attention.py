@@ -53,6 +53,8 @@ class AttentionMetadata:
     capture      rows whose attention inputs a KV-compression press will need, or None
     layer_attention  replaces paged_attention in every layer (sparse attention), or None
     lowrank      decode rows of sequences with low-rank (OjaKV) coefficient pages, or None
+    head_bias    per layer [b, KVH, 1, T]: -inf on decode slots a head does not hold (head-adaptive
+                 compression), or None; decode rows then run on the torch reference
     """
 
     positions: torch.Tensor
@@ -63,6 +65,7 @@ class AttentionMetadata:
     capture: HiddenCapture | None = None
     layer_attention: LayerAttention | None = None
     lowrank: LowRankPlan | None = None
+    head_bias: list[torch.Tensor] | None = None
 
 
 def write_kv(
@@ -86,8 +89,9 @@ def paged_attention(
     """q [N, H, D], new k/v [N, KVH, D] -> [N, H, D]: each token attends to its sequence up to itself."""
     write_kv(kv_cache, meta.slot_mapping, k, v)
     k_cache, v_cache = kv_cache
-    if meta.backend == "torch":
-        out = paged_attention_reference(q, k_cache, v_cache, meta.plan, scale)
+    head_bias = None if meta.head_bias is None else meta.head_bias[layer]
+    if meta.backend == "torch" or head_bias is not None:
+        out = paged_attention_reference(q, k_cache, v_cache, meta.plan, scale, head_bias)
     else:
         out = torch.empty_like(q)
         plan = meta.plan

@@ -91,19 +91,30 @@ def plan_attention(
 
 
 def paged_attention_reference(
-    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, plan: AttentionPlan, scale: float
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    plan: AttentionPlan,
+    scale: float,
+    head_bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
     out = torch.empty_like(q)
     if len(plan.decode_rows):
-        out[plan.decode_rows] = decode_attention_reference(q, k_cache, v_cache, plan, scale)
+        out[plan.decode_rows] = decode_attention_reference(q, k_cache, v_cache, plan, scale, head_bias)
     prefill_attention_reference(q, k_cache, v_cache, plan, scale, out)
     return out
 
 
 def decode_attention_reference(
-    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, plan: AttentionPlan, scale: float
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    plan: AttentionPlan,
+    scale: float,
+    head_bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The decode rows of q, all in one batched matmul: returns [b, H, D]."""
+    """The decode rows of q, all in one batched matmul: returns [b, H, D]. head_bias [b, KVH, 1, T]
+    (0 or -inf) masks single heads' slots (head-adaptive compression)."""
     _, h, d = q.shape
     kvh = k_cache.shape[2]
     b = len(plan.decode_rows)
@@ -111,6 +122,8 @@ def decode_attention_reference(
     v = v_cache.view(-1, kvh, d)[plan.decode_slots].transpose(1, 2)
     grouped = q[plan.decode_rows].view(b, kvh, h // kvh, d)
     scores = torch.matmul(grouped, k.transpose(-1, -2)) * scale + plan.decode_bias  # [b, KVH, G, T]
+    if head_bias is not None:
+        scores = scores + head_bias
     return torch.matmul(torch.softmax(scores, dim=-1), v).view(b, h, d)
 
 

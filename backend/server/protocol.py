@@ -33,7 +33,8 @@ class KVCompressionOption(BaseModel):
 
     `protect` (chat only; absent: the server's `kv_protect` setting, on by default) keeps the system
     prompt and `<kv-protect>`-marked spans whatever the press scores them (backend/server/protection.py).
-    `decode_interval` N > 0 compresses again every N generated tokens.
+    `decode_interval` N > 0 compresses again every N generated tokens; `head_adaptive` lets the KV heads
+    of a layer share its budget unevenly.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -42,6 +43,7 @@ class KVCompressionOption(BaseModel):
     ratio: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.5
     protect: StrictBool | None = None
     decode_interval: Annotated[StrictInt, Field(ge=0)] = 0
+    head_adaptive: StrictBool = False
 
 
 class StreamOptions(BaseModel):

@@ -126,7 +126,12 @@ class ServerState:
         if option is None:
             chosen, protect = self.engine.engine.default_compression, self.kv_protect
         else:
-            chosen = KVCompression(option.method, option.ratio, decode_interval=option.decode_interval)
+            chosen = KVCompression(
+                option.method,
+                option.ratio,
+                decode_interval=option.decode_interval,
+                head_adaptive=option.head_adaptive,
+            )
             protect = self.kv_protect if option.protect is None else option.protect
         if chosen is None or not chosen.active or not protect or not protected:
             return chosen

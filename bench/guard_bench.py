@@ -33,10 +33,15 @@ TARGET_FALSE_HITS = 0.02
 def _rates(labels: list[bool], served: list[bool], groups: list[str]) -> dict[str, Any]:
     positives = [s for s, y in zip(served, labels, strict=True) if y]
     negatives = [s for s, y in zip(served, labels, strict=True) if not y]
-    by_group = {g: sum(s for s, h in zip(served, groups, strict=True) if h == g) / groups.count(g)
-                for g in sorted(set(groups))}
-    return {"recall": sum(positives) / len(positives), "false_hits": sum(negatives) / len(negatives),
-            "by_group": by_group}
+    by_group = {
+        g: sum(s for s, h in zip(served, groups, strict=True) if h == g) / groups.count(g)
+        for g in sorted(set(groups))
+    }
+    return {
+        "recall": sum(positives) / len(positives),
+        "false_hits": sum(negatives) / len(negatives),
+        "by_group": by_group,
+    }
 
 
 def _percentiles(samples_ms: list[float]) -> dict[str, float]:
@@ -96,8 +101,13 @@ def stage_latency(guard: Any, embedder: Any, triples: list[tuple[str, str, float
     from gateway.guard.comparison import compare
     from gateway.guard.features import feature_vector
 
-    timings: dict[str, list[float]] = {"embed_query": [], "align_and_typed_checks": [], "features": [],
-                                       "classifier": [], "check_total": []}
+    timings: dict[str, list[float]] = {
+        "embed_query": [],
+        "align_and_typed_checks": [],
+        "features": [],
+        "classifier": [],
+        "check_total": [],
+    }
     for query, candidate, similarity in triples:
         start = time.perf_counter()
         embedder.encode([query])
@@ -154,18 +164,29 @@ def gptcache_results(pairs: list[Any]) -> dict[str, Any]:
 
     conversations = load_conversations()
     job = {
-        "questions": [{"query": p.query, "candidate": p.candidate, "same_answer": p.same_answer,
-                       "group": p.category} for p in pairs],
-        "conversations": [{"query": c["b"][-1]["content"], "candidate": c["a"][-1]["content"],
-                           "same_answer": bool(c["same_answer"]), "group": c["subtype"]}
-                          for c in conversations],
+        "questions": [
+            {"query": p.query, "candidate": p.candidate, "same_answer": p.same_answer, "group": p.category}
+            for p in pairs
+        ],
+        "conversations": [
+            {
+                "query": c["b"][-1]["content"],
+                "candidate": c["a"][-1]["content"],
+                "same_answer": bool(c["same_answer"]),
+                "group": c["subtype"],
+            }
+            for c in conversations
+        ],
         "thresholds": list(GPTCACHE_THRESHOLDS),
     }
     with tempfile.TemporaryDirectory() as work:
         job_file, out_file = Path(work) / "job.json", Path(work) / "out.json"
         job_file.write_text(json.dumps(job))
-        subprocess.run([str(PEER_PYTHON), __file__, "--gptcache-peer", str(job_file), str(out_file)],
-                       check=True, cwd=work)
+        subprocess.run(
+            [str(PEER_PYTHON), __file__, "--gptcache-peer", str(job_file), str(out_file)],
+            check=True,
+            cwd=work,
+        )
         return dict(json.loads(out_file.read_text()))
 
 
@@ -194,8 +215,10 @@ def run_gptcache_peer(job_file: Path, out_file: Path) -> None:
             cache.init(
                 pre_embedding_func=get_prompt,
                 embedding_func=embed,
-                data_manager=get_data_manager(CacheBase("sqlite", sql_url=f"sqlite:///{name}-{n}.db"),
-                                              VectorBase("faiss", dimension=384)),
+                data_manager=get_data_manager(
+                    CacheBase("sqlite", sql_url=f"sqlite:///{name}-{n}.db"),
+                    VectorBase("faiss", dimension=384),
+                ),
                 similarity_evaluation=SearchDistanceEvaluation(),
                 config=Config(similarity_threshold=job["thresholds"][0]),
             )
@@ -210,15 +233,23 @@ def run_gptcache_peer(job_file: Path, out_file: Path) -> None:
                     hit_ms.append(elapsed)
         labels = [item["same_answer"] for item in items]
         groups = [item["group"] for item in items]
-        return {"by_threshold": {str(t): _rates(labels, s, groups) for t, s in served.items()},
-                "hit_latency": _percentiles(hit_ms) if hit_ms else None}
+        return {
+            "by_threshold": {str(t): _rates(labels, s, groups) for t, s in served.items()},
+            "hit_latency": _percentiles(hit_ms) if hit_ms else None,
+        }
 
-    out_file.write_text(json.dumps({"questions": evaluate(job["questions"], "questions"),
-                                    "conversations": evaluate(job["conversations"], "conversations")}))
+    out_file.write_text(
+        json.dumps(
+            {
+                "questions": evaluate(job["questions"], "questions"),
+                "conversations": evaluate(job["conversations"], "conversations"),
+            }
+        )
+    )
 
 
 def _short(group: str) -> str:
-    """"same_context_extra_chatter" -> "sam_con_ext_cha": column headers that stay apart."""
+    """ "same_context_extra_chatter" -> "sam_con_ext_cha": column headers that stay apart."""
     return "_".join(part[:3] for part in group.split("_"))
 
 
@@ -236,8 +267,10 @@ def print_table(results: dict[str, Any]) -> None:
     groups = sorted(questions["guard"]["operating"]["by_group"])
     plain = questions["plain_cosine"]
     split = questions["split"]
-    print(f"\nQuestion pairs, held-out split (seed {split['seed']}, {split['test']} pairs; "
-          "per-category columns: share served)")
+    print(
+        f"\nQuestion pairs, held-out split (seed {split['seed']}, {split['test']} pairs; "
+        "per-category columns: share served)"
+    )
     print(_header(groups))
     operating = plain["operating_threshold"]
     print(_row(f"plain cosine >= {operating:.3f} (train FH<2%)", plain["operating"], groups))
@@ -253,16 +286,25 @@ def print_table(results: dict[str, Any]) -> None:
     print("\nCurve (question pairs): threshold -> recall / false hits")
     for t in CURVE:
         c, g = plain["curve"][str(t)], questions["guard"]["curve"][str(t)]
-        print(f"  {t:<5} plain cosine {c['recall']:6.1%} / {c['false_hits']:6.1%}    "
-              f"guard P(same) {g['recall']:6.1%} / {g['false_hits']:6.1%}")
-    print(f"\nConversation pairs ({conversations['pairs']}; "
-          f"{conversations['pairs_sharing_a_scope']} share a scope key)")
+        print(
+            f"  {t:<5} plain cosine {c['recall']:6.1%} / {c['false_hits']:6.1%}    "
+            f"guard P(same) {g['recall']:6.1%} / {g['false_hits']:6.1%}"
+        )
+    print(
+        f"\nConversation pairs ({conversations['pairs']}; "
+        f"{conversations['pairs_sharing_a_scope']} share a scope key)"
+    )
     conv_groups = sorted(conversations["scoped_guard"]["by_group"])
     print(_header(conv_groups))
     print(_row("scope key + guard (ours)", conversations["scoped_guard"], conv_groups))
     print(_row("last message + guard", conversations["last_message_guard"], conv_groups))
-    print(_row(f"last message, cosine >= {plain['operating_threshold']:.3f}",
-               conversations["last_message_plain_cosine"], conv_groups))
+    print(
+        _row(
+            f"last message, cosine >= {plain['operating_threshold']:.3f}",
+            conversations["last_message_plain_cosine"],
+            conv_groups,
+        )
+    )
     if "skipped" not in peer:
         for threshold, rates in peer["conversations"]["by_threshold"].items():
             print(_row(f"GPTCache last_content, thr={threshold}", rates, conv_groups))
@@ -276,8 +318,10 @@ def print_table(results: dict[str, Any]) -> None:
         ours = questions["guard"]["latency"]
         ours_p50 = ours["embed_query"]["p50_ms"] + ours["check_total"]["p50_ms"]
         print(f"  GPTCache get() on a hit (embed+search+eval) {hit['p50_ms']:8.2f} / {hit['p99_ms']:.2f}")
-        print(f"  ours embed + guard check (no search), p50 {ours_p50:7.2f}  "
-              f"(ratio GPTCache/ours {hit['p50_ms'] / ours_p50:.2f})")
+        print(
+            f"  ours embed + guard check (no search), p50 {ours_p50:7.2f}  "
+            f"(ratio GPTCache/ours {hit['p50_ms'] / ours_p50:.2f})"
+        )
 
 
 def _one_torch_thread() -> None:

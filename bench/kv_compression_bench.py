@@ -243,7 +243,7 @@ def instructions_section(
     prompts = [case.prompt.token_ids for case in cases]
 
     def run(compressions: list[KVCompression], tag: str) -> dict[str, Any]:
-        result = run_batch(engine, prompts, compressions, 40, tag)
+        result = run_batch(engine, prompts, compressions, 32, tag, ignore_eos=False)
         checks = [followed(text, case) for text, case in zip(result.texts, cases, strict=True)]
         per_instruction = {name: sum(c[name] for c in checks) / len(checks) for name in checks[0]}
         return {
@@ -283,6 +283,7 @@ def main() -> None:
     parser.add_argument(
         "--passkey-tokens", type=int, default=None, help="passkey prompt length (default 2000)"
     )
+    parser.add_argument("--output", type=Path, default=RESULTS, help="where the JSON results go")
     args = parser.parse_args()
     quick = args.quick
     continuation = args.continuation or (16 if quick else 32)
@@ -303,16 +304,16 @@ def main() -> None:
         results["passkey"] = passkey_section(engine, settings, passkey_tokens, depths, console)
     if "instructions" in args.sections:
         results["instructions"] = instructions_section(
-            engine, settings, 120 if quick else 400, 2 if quick else 4, console
+            engine, settings, 120 if quick else 400, 2 if quick else 6, console
         )
     results["machine"] = {
         "cpu": platform.processor() or platform.machine(),
         "threads": args.threads,
         "torch": torch.__version__,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2))
-    _print(console, results)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(results, indent=2))
+    _print(Console(width=160), results)
     if args.with_kvpress:
         compare_bench = str(Path(__file__).with_name("kvpress_compare_bench.py"))
         options = ["--continuation", str(continuation), "--threads", str(args.threads)]

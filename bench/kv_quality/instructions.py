@@ -3,9 +3,10 @@ several instructions in the system prompt and one marked `<kv-protect>` in the u
 document, then a request that needs every instruction; each is checked in the output.
 
 SmolLM2-135M follows no IFEval-style format instruction (uppercase, "end with DONE", "wrap in quotes":
-0 of 10 uncompressed when this harness was written), so the instructions here are ones it does follow
-uncompressed: who it is, where it is from, a password, and a colour the user asks it to mention. What
-is measured is whether compression makes it drop them, with and without the protection.
+0 of 10 uncompressed when this harness was written), so the instructions here are ones it can follow:
+who it is, where it is from and a password (system prompt), and the user's name, given in a marked
+sentence of the user message. Even these it follows only in part uncompressed (about a third), so the
+full cache's rate, measured in the same run, is the reference.
 """
 
 from __future__ import annotations
@@ -19,19 +20,19 @@ from backend.server.protection import ProtectedPrompt
 from backend.server.protocol import ChatMessage
 
 PERSONAS = [
-    ("Zorblax", "Mars", "tulip", "teal"),
-    ("Quillon", "Neptune", "walnut", "magenta"),
-    ("Brindle", "Pluto", "saffron", "crimson"),
-    ("Vexmor", "Jupiter", "pebble", "violet"),
+    ("Zorblax", "Mars", "tulip", "Alice"),
+    ("Zimbor", "Venus", "daisy", "Bob"),
+    ("Blorptax", "Jupiter", "cedar", "Dave"),
+    ("Kraxon", "Saturn", "maple", "Carol"),
+    ("Zentar", "Pluto", "lotus", "Erin"),
+    ("Gorlax", "Neptune", "acorn", "Frank"),
 ]
-DOCUMENTS = [
+DOCUMENT = (
     "Tides are caused by the gravity of the Moon and the Sun. The Moon pulls the ocean toward it, making a "
     "bulge of water. As the Earth turns, places pass through the bulges, so most coasts see two high tides "
-    "and two low tides each day. Spring tides happen when the Sun and Moon line up. ",
-    "Bread rises because yeast eats sugar and releases carbon dioxide. The gas is trapped by gluten, a "
-    "stretchy network of proteins formed when flour is kneaded with water. Baking sets the network and "
-    "kills the yeast, leaving a soft crumb full of small holes. ",
-]
+    "and two low tides each day. Spring tides happen when the Sun and Moon line up. "
+)
+QUESTION = "What is your name, where are you from, what is the password, and what is my name?"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,18 +49,13 @@ def instruction_cases(
     """count chats, each with a document of about document_tokens tokens between the instructions and the
     request."""
     cases = []
+    repeats = max(1, document_tokens // len(tokenizer.encode(DOCUMENT)))
     for i in range(count):
-        name, place, password, colour = PERSONAS[i % len(PERSONAS)]
-        paragraph = DOCUMENTS[i % len(DOCUMENTS)]
-        repeats = max(1, document_tokens // len(tokenizer.encode(paragraph)))
+        name, place, password, user_name = PERSONAS[i % len(PERSONAS)]
         system = f"You are {name}, a robot from {place}. The password is {password}."
-        user = (
-            f"<kv-protect>In every answer, mention that your favourite colour is {colour}.</kv-protect>\n\n"
-            f"{paragraph * repeats}\n\nIntroduce yourself: your name, where you are from, the password and "
-            "your favourite colour."
-        )
+        user = f"<kv-protect>My name is {user_name}.</kv-protect>\n\n{DOCUMENT * repeats}\n\n{QUESTION}"
         messages = [ChatMessage(role="system", content=system), ChatMessage(role="user", content=user)]
-        checks = {"name": name, "origin": place, "password": password, "colour (user, marked)": colour}
+        checks = {"name": name, "origin": place, "password": password, "user's name (marked)": user_name}
         cases.append(InstructionCase(chat_prompt(tokenizer, messages), checks))
     return cases
 

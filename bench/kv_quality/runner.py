@@ -25,10 +25,15 @@ class BatchResult:
 
 
 def run_batch(
-    engine: Engine, prompts: list[list[int]], compressions: list[KVCompression], max_tokens: int, tag: str
+    engine: Engine,
+    prompts: list[list[int]],
+    compressions: list[KVCompression],
+    max_tokens: int,
+    tag: str,
+    ignore_eos: bool = True,
 ) -> BatchResult:
     """Greedy completions of every prompt (prompt i compressed with compressions[i]), stepped here."""
-    params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
+    params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=ignore_eos)
     done: dict[str, Completion] = {}
     ids = [f"{tag}-{i}" for i in range(len(prompts))]
     for request_id, prompt, compression in zip(ids, prompts, compressions, strict=True):

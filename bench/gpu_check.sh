@@ -68,8 +68,8 @@ step kernels_bench 60 bench/results/kernels.json "$PY" bench/kernels_bench.py --
 step backend_bench 170 bench/results/backend.json \
     "$PY" bench/backend_bench.py --levels 1,8 --max-tokens 16 --prefix-rounds 1 --threads "$THREADS"
 step kv_compression_bench 90 bench/results/kv_compression.json \
-    "$PY" bench/kv_compression_bench.py --quick --methods expected_attention,snapkv,streaming_llm,ojakv \
-    --threads "$THREADS"
+    "$PY" bench/kv_compression_bench.py --quick --sections kl \
+    --methods expected_attention,snapkv,streaming_llm,ojakv --threads "$THREADS"
 
 "$PY" - "$OUT/summary.json" "${STEPS[@]}" <<'PY'
 import json, sys

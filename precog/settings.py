@@ -76,6 +76,8 @@ def load_settings(cls: type[S], config: Path | None = None, **overrides: Any) ->
         prefix = cls.model_config.get("env_prefix", "")
         problems = [
             f"{'.'.join(str(p) for p in err['loc'])} ({prefix}{str(err['loc'][0]).upper()}): {err['msg']}"
+            if err["loc"]
+            else err["msg"]  # a check across settings names them itself
             for err in exc.errors()
         ]
         raise ConfigError(f"invalid {cls.section} settings: " + "; ".join(problems)) from None

@@ -10,16 +10,18 @@ load generator is the load balancer (round robin, and on a refused connection th
    stand-in (20 ms to the first token), because on a 2-core machine the real model is the bottleneck of
    every miss and would hide the gateway's own limits.
 2. Real model: the same mix at low concurrency with `precog backend serve` (SmolLM2-135M) as upstream.
-3. Faults under load (real backend): kill -9 the backend (misses must fail as clean OpenAI-style
-   502/503 JSON, the breaker must open, and close again once the backend is back); kill -9 Redis (serving
-   must go on); kill -9 a replica (the other serves; the restarted one serves; `precog store verify`
-   passes on the writer's store and the published snapshot).
+3. Faults, each under load from before the kill until after the recovery: kill -9 the real backend
+   (misses must fail as clean OpenAI-style 502/503 JSON, the breaker must open, and close again once the
+   backend is back); then, with the stand-in again so that write-backs keep flowing, kill -9 Redis
+   (serving must go on) and kill -9 a replica (the other serves; the restarted one serves; `precog store
+   verify` passes on the writer's store and on the published snapshot).
 4. Nothing acknowledged lost: every write-back that Redis acknowledged (the stream keeps them an hour)
    must be in the writer's store once the writer has caught up.
 
     .venv/bin/python bench/load_test.py [--quick] [--levels 4,16,64] [--seconds 10]
 
-Writes bench/results/load_test.json and prints markdown tables.
+Writes bench/results/load_test.json (logs, stores and snapshots of the run under
+bench/results/load_test_work/) and prints a markdown table.
 """
 
 from __future__ import annotations
@@ -30,11 +32,11 @@ import functools
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
@@ -49,6 +51,7 @@ import redis
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "load_test.json"
+WORK = ROOT / "bench" / "results" / "load_test_work"  # stores, snapshots, Redis files and every log
 MODEL = "smollm2-135m-instruct"
 TENANTS = {"key-acme": "acme", "key-globex": "globex", "key-initech": "initech"}
 ADMIN = {"authorization": "Bearer admin-secret"}
@@ -267,8 +270,9 @@ class Load:
         headers = {"authorization": f"Bearer {key}"}
         start = time.perf_counter()
         sample = Sample(time.time(), kind, 0, 0.0)
+        first, self._next = self._next, self._next + 1  # round robin; the others in turn on failure
         for attempt in range(len(self.urls)):
-            url = self.urls[(self._next + attempt) % len(self.urls)]
+            url = self.urls[(first + attempt) % len(self.urls)]
             try:
                 async with client.stream(
                     "POST", f"{url}/v1/chat/completions", json=body, headers=headers
@@ -289,7 +293,6 @@ class Load:
             except httpx.HTTPError as exc:
                 sample.error, sample.clean_error = f"{type(exc).__name__}", False
                 break
-        self._next += 1
         sample.ms = (time.perf_counter() - start) * 1000
         self.samples.append(sample)
 
@@ -456,12 +459,13 @@ def fault_redis(d: Deployment, hold_s: float) -> dict[str, Any]:
 
 
 def fault_replica(d: Deployment, hold_s: float) -> dict[str, Any]:
-    victim = d.replicas[0]
+    victim, other = d.replicas
     victim.kill(signal.SIGKILL)
     time.sleep(hold_s)  # the other replica alone
     victim.start()
     restart = victim.wait_ready()
-    return {"replica_restart_s": round(restart, 1)}
+    alive = other.proc is not None and other.proc.poll() is None
+    return {"replica_restart_s": round(restart, 1), "other_replica_alive": alive}
 
 
 def verify(d: Deployment) -> dict[str, Any]:
@@ -521,13 +525,16 @@ def acknowledged_check(d: Deployment, answered_misses: int) -> dict[str, Any]:
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     report: dict[str, Any] = {"quick": args.quick, "machine": {"cpus": os.cpu_count()}}
-    with tempfile.TemporaryDirectory(prefix="precog-load-") as tmp, deployment(Path(tmp)) as d:
+    shutil.rmtree(WORK, ignore_errors=True)
+    WORK.mkdir(parents=True)
+    with deployment(WORK) as d:
         started = time.monotonic()
         report["stand_in_upstream_start_s"] = round(d.switch_upstream(d.stand_in()), 1)
         for replica in d.replicas:
             replica.wait_ready()
         report["deploy_s"] = round(time.monotonic() - started, 1)
-        print(f"deployed in {report['deploy_s']}s; logs in {tmp}", flush=True)
+        report["load_average_at_start"] = os.getloadavg()
+        print(f"deployed in {report['deploy_s']}s; logs in {WORK}", flush=True)
         hot = await seed(d, args.hot)
         load = Load(d.urls(), hot, max_tokens=48)
         ramp = []
@@ -544,17 +551,24 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         print(f"real backend: {report['real_backend']['throughput_rps']} req/s", flush=True)
 
         faults = {}
-        for name, action in (("backend", fault_backend), ("redis", fault_redis), ("replica", fault_replica)):
+        samples, seconds, info = await _during(
+            real, args.real_clients, 7, lambda: fault_backend(d, args.fault_hold_s)
+        )
+        faults["backend"] = {**info, "clients": args.real_clients, "load": summarise(samples, seconds)}
+        print(f"fault backend: {info}", flush=True)
+        # Redis and a replica die under the stand-in's load: fast misses keep write-backs flowing, so the
+        # check below covers write-backs acknowledged right before Redis was killed.
+        report["stand_in_restart_s"] = round(d.switch_upstream(d.stand_in()), 1)
+        for name, action in (("redis", fault_redis), ("replica", fault_replica)):
             samples, seconds, info = await _during(
-                real, args.real_clients, 7, functools.partial(action, d, args.fault_hold_s)
+                load, args.fault_clients, 8, functools.partial(action, d, args.fault_hold_s)
             )
-            faults[name] = {**info, "seconds": round(seconds, 1), "load": summarise(samples, seconds)}
+            faults[name] = {**info, "clients": args.fault_clients, "load": summarise(samples, seconds)}
             print(f"fault {name}: {info}", flush=True)
-        faults["replica"]["failovers"] = real.failovers
+        faults["replica"]["failovers"] = load.failovers
         report["faults"] = faults
         report["verify"] = verify(d)
-        answered = len(load.missed_questions) + len(real.missed_questions)
-        report["writebacks"] = acknowledged_check(d, answered)
+        report["writebacks"] = acknowledged_check(d, len(load.missed_questions) + sum(map(len, hot.values())))
     return report
 
 
@@ -575,11 +589,12 @@ def _table(report: dict[str, Any]) -> str:
         row("stand-in upstream", r)
     row("real backend", report["real_backend"])
     for name, fault in report["faults"].items():
-        row(f"kill -9 {name}", {"clients": report["real_backend"]["clients"], **fault["load"]})
+        row(f"kill -9 {name}", {"clients": fault["clients"], **fault["load"]})
     w = report["writebacks"]
     lines.append("")
     lines.append(
-        f"write-backs: {w['answered_misses']} misses answered, {w['acknowledged_writebacks']} acknowledged, "
+        f"write-backs (stand-in): {w['answered_misses']} misses answered, "
+        f"{w['acknowledged_writebacks']} acknowledged, "
         f"{w['lost']} lost; verify: "
         + ", ".join(
             f"{k} exit {v['exit_code']} ({v['entries']} entries)" for k, v in report["verify"].items()
@@ -606,6 +621,9 @@ def main() -> None:
     parser.add_argument("--hot", type=int, default=8, help="stored questions per tenant")
     parser.add_argument("--real-clients", type=int, default=4)
     parser.add_argument("--real-seconds", type=float, default=30.0)
+    parser.add_argument(
+        "--fault-clients", type=int, default=8, help="load during the Redis and replica faults"
+    )
     parser.add_argument(
         "--fault-hold-s", type=float, default=5.0, help="how long a fault lasts (Redis, replica)"
     )

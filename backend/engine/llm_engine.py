@@ -164,6 +164,8 @@ class Engine:
                 raise ValueError("a request that reuses a similar prompt's KV cannot also compress it")
             if compression.method == OJAKV and self.sparse is not None:
                 raise ValueError("kv_compression method 'ojakv' needs dense attention (this engine: sparse)")
+            if compression.head_adaptive and self.sparse is not None:
+                raise ValueError("kv_compression head_adaptive needs dense attention (this engine: sparse)")
 
     def submit(self, request: Request) -> None:
         """Queue a request (checked first; raises ValueError). Its callbacks run on the stepping thread."""

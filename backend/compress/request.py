@@ -62,6 +62,10 @@ class KVCompression:
             raise ValueError(f"kv_compression ratio must be in [0, 1), got {self.ratio}")
         if self.decode_interval < 0:
             raise ValueError(f"kv_compression decode_interval must be >= 0, got {self.decode_interval}")
+        if self.method in DECODE_METHODS and self.decode_interval:
+            raise ValueError(
+                f"kv_compression decode_interval must be 0 for {self.method} (it runs every thought)"
+            )
         if self.method == OJAKV and self.decode_interval:
             raise ValueError("kv_compression decode_interval must be 0 for ojakv (its window slides itself)")
         if self.head_adaptive and (self.method not in PRESSES or self.decode_interval):

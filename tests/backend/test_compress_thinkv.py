@@ -121,6 +121,8 @@ def test_keys_quantised_per_channel_keep_an_outlier_channel_from_swamping_the_re
 def test_bad_settings_raise_value_errors() -> None:
     with pytest.raises(ValueError, match="ratio"):
         KVCompression("thinkv", 1.5).validate()
+    with pytest.raises(ValueError, match="decode_interval"):
+        KVCompression("thinkv", 0.5, decode_interval=8).validate()
     with pytest.raises(ValueError, match="no press"):
         KVCompression("thinkv", 0.5).press()
     with pytest.raises(ValueError, match="bit widths"):

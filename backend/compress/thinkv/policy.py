@@ -50,8 +50,9 @@ class ThinKVPolicy:
     keys_per_channel: bool = True
     min_len: int = 6
     max_len: int = 32
-    thresholds: tuple[float, float] = (0.80, 0.88)  # on length-corrected sparsity (classify.py)
-    length_slope: float = 0.0
+    # On length-corrected sparsity (classify.py); fitted by bench/thinkv_bench.py on SmolLM2-135M.
+    thresholds: tuple[float, float] = (0.9218, 0.9314)
+    length_slope: float = -0.0158
     attention_mass: float = 0.9
     num_layers_sampled: int = 3
     min_keep: int = 2

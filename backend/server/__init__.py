@@ -1,6 +1,20 @@
-"""The OpenAI-compatible HTTP server over the engine: `create_app(engine)`, run by `precog backend serve`."""
+"""The OpenAI-compatible HTTP server over the engine: `create_app(engine)`, run by `precog backend serve`.
 
-from backend.server.app import create_app
-from backend.server.settings import BackendSettings
+Names load on first use (`precog --help` must not import torch).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from precog.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from backend.server.app import create_app
+    from backend.server.settings import BackendSettings
+
+_EXPORTS = {"BackendSettings": "backend.server.settings", "create_app": "backend.server.app"}
 
 __all__ = ["BackendSettings", "create_app"]
+
+__getattr__ = lazy_exports(__name__, _EXPORTS)

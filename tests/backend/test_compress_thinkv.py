@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import httpx
 import pytest
 import torch
 
@@ -231,3 +232,21 @@ def test_eviction_moves_tail_tokens_into_the_freed_slots_and_returns_blocks(engi
         assert by_thought == [0, 2, 5, 0, 2, 6]  # transitions gone, execution at min_keep, reasoning cut
     finally:
         bm.free(seq)
+
+
+def test_the_server_runs_thinkv_and_refuses_a_decode_interval_for_it(server_url: str, engine: Engine) -> None:
+    body = {
+        "model": engine.model_name,
+        "messages": [{"role": "user", "content": "What is 7 times 6? Think step by step."}],
+        "max_tokens": 24,
+        "temperature": 0,
+        "kv_compression": {"method": "thinkv", "ratio": 0.5},
+    }
+    response = httpx.post(f"{server_url}/v1/chat/completions", json=body, timeout=60)
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["content"]
+    assert engine.thinkv.report(response.json()["id"]) is not None
+    body["kv_compression"] = {"method": "thinkv", "ratio": 0.5, "decode_interval": 8}
+    response = httpx.post(f"{server_url}/v1/chat/completions", json=body, timeout=60)
+    assert response.status_code == 400
+    assert "decode_interval" in response.json()["error"]["message"]

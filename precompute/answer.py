@@ -3,10 +3,9 @@ the one a user of the chat app would have had, whose KV cache is captured."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
 
-from precompute.upstream import Completion
-
+SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s|$)")
 GROUNDING = "Answer the user's question using the document below. Be brief and factual.\n\nDocument:\n"
 
 
@@ -16,23 +15,11 @@ def answer_messages(system_prompt: str, chunk: str, question: str) -> list[dict[
     return [{"role": "system", "content": system}, {"role": "user", "content": question}]
 
 
-def grounded_answer(
-    chat: Callable[[list[dict[str, str]], float, int, int], Completion],
-    system_prompt: str,
-    chunk: str,
-    question: str,
-    max_tokens: int,
-) -> tuple[Completion, int]:
-    """Greedy answer within max_tokens, and the tokens spent on it; one retry with twice the budget when
-    it was cut off. One still truncated comes back as is: the caller drops it (a partial answer is never
-    stored, since the gateway would serve it as if it were whole)."""
-    messages = answer_messages(system_prompt, chunk, question)
-    completion = chat(messages, 0.0, max_tokens, 0)
-    spent = completion.tokens
-    if completion.truncated:
-        completion = chat(messages, 0.0, 2 * max_tokens, 0)
-        spent += completion.tokens
-    return completion, spent
+def whole_sentences(text: str) -> str:
+    """What is left of an answer cut off at max_tokens once the unfinished sentence goes ('' if no
+    sentence ended): a stored answer must read as whole, since the gateway serves it as it is."""
+    ends = [m.end() for m in SENTENCE_END.finditer(text)]
+    return text[: ends[-1]].rstrip() if ends else ""
 
 
 def exchange_messages(system_prompt: str, question: str, answer: str) -> list[dict[str, str]]:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from precompute import stages
-from precompute.answer import exchange_messages, grounded_answer
+from precompute.answer import answer_messages, exchange_messages, whole_sentences
 from precompute.chunking import Chunk
 from precompute.dedup import Deduplicator
 from precompute.generate import ChunkProgress, Round, generate_for_chunk
@@ -112,21 +112,16 @@ class AnswerWorker(_Worker):
             blob = None
             try:
                 if result["answer"] is None:
-                    completion, spent = grounded_answer(
-                        self.upstream.chat,
-                        self.settings.system_prompt,
-                        item["chunk"],
-                        item["query"],
-                        self.settings.answer_max_tokens,
-                    )
+                    messages = answer_messages(self.settings.system_prompt, item["chunk"], item["query"])
+                    completion = self.upstream.chat(messages, 0.0, self.settings.answer_max_tokens, 0)
+                    answer = completion.text.strip()
                     result.update(
-                        answer=completion.text.strip(),
+                        answer=whole_sentences(answer) if completion.truncated else answer,
+                        raw=completion.text,
                         prompt_tokens=completion.prompt_tokens,
                         completion_tokens=completion.completion_tokens,
                         finish_reason=completion.finish_reason,
-                        spent=spent,
                     )
-                    item["kv"] = item["kv"] and not completion.truncated
                 if result["answer"] and item["kv"]:
                     exchange = exchange_messages(self.settings.system_prompt, item["query"], result["answer"])
                     blob = self.upstream.export_kv(exchange)
@@ -214,17 +209,16 @@ def _answer_stage(job: Job, settings: dict[str, Any]) -> None:
             job.stop(f"the backend is down: {result['error']}", failed=True)
             break
         tokens = 0
-        if result["answer"] and qid not in job.replay.answers:
+        raw = result.get("raw")
+        if raw is not None and qid not in job.replay.answers:
             completion = Completion(
-                result["answer"],
-                result["prompt_tokens"],
-                result["completion_tokens"],
-                result["finish_reason"],
+                raw, result["prompt_tokens"], result["completion_tokens"], result["finish_reason"]
             )
-            tokens = result["spent"]
-            stages.record_answer(job, qid, result["answer"], completion, tokens)
+            tokens = completion.tokens
+            if raw.strip():
+                stages.record_answer(job, qid, completion)
         exhausted = job.charge_remote(tokens)
-        if result["garbage"] or not result["answer"]:
+        if result["garbage"] or qid not in job.replay.answers:  # nothing usable came back
             job.note_garbage(UpstreamGarbage(result["garbage"] or "empty answer"))
         else:
             if result["kv"] == "ok":

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from precompute.answer import exchange_messages, grounded_answer
+from precompute.answer import answer_messages, exchange_messages, whole_sentences
 from precompute.generate import Round
 from precompute.job import Job, query_id
 from precompute.upstream import Completion, UpstreamGarbage
@@ -132,29 +132,33 @@ def answer(job: Job, qid: str) -> None:
     if qid in job.replay.answers:
         return
     query = job.replay.queries[qid]
-    chunk = job.chunks[query["chunk"]].text
-    completion, spent = grounded_answer(
-        job.chat, job.settings.system_prompt, chunk, query["query"], job.settings.answer_max_tokens
-    )
-    answer = completion.text.strip()
-    if not answer:
+    messages = answer_messages(job.settings.system_prompt, job.chunks[query["chunk"]].text, query["query"])
+    completion = job.chat(messages, 0.0, job.settings.answer_max_tokens, 0)
+    if not completion.text.strip():
         job.note_garbage(UpstreamGarbage(f"empty answer to {query['query']!r}"))
         return
-    record_answer(job, qid, answer, completion, spent)
+    record_answer(job, qid, completion)
 
 
-def record_answer(job: Job, qid: str, answer: str, completion: Completion, spent: int) -> None:
-    """A truncated answer is recorded (its tokens were spent, and a rerun must not ask again) but never
+def record_answer(job: Job, qid: str, completion: Completion) -> None:
+    """An answer cut off at max_tokens keeps its whole sentences (and their token count); one without a
+    whole sentence is recorded as truncated (its tokens were spent, a rerun must not ask again) and never
     gets a KV capture or an entry."""
+    answer = completion.text.strip()
+    completion_tokens = completion.completion_tokens
+    if completion.truncated:
+        answer = whole_sentences(answer)
+        completion_tokens = job.tokenizer.count(answer)
     job.record(
         {
             "t": "answer",
             "id": qid,
             "answer": answer,
             "prompt_tokens": completion.prompt_tokens,
-            "completion_tokens": completion.completion_tokens,
-            "truncated": completion.truncated,
-            "tokens": spent,
+            "completion_tokens": completion_tokens,
+            "trimmed": completion.truncated,
+            "truncated": not answer,
+            "tokens": completion.tokens,
         }
     )
 

@@ -31,13 +31,13 @@ class Behaviour:
     mode: str = "ok"  # ok | garbage | down | empty
     kv: bool = True
     delay: float = 0.0
-    answer_words: int = 0  # > 0: answers run this many words, cut at max_tokens words like a real server
+    answer_text: str = ""  # set: every answer is this text, cut at max_tokens words like a real server
     requests: list[dict[str, Any]] = field(default_factory=list)
     authorizations: list[str | None] = field(default_factory=list)  # per chat request
     kv_exports: int = 0
 
     def reset(self) -> None:
-        self.mode, self.kv, self.delay, self.kv_exports, self.answer_words = "ok", True, 0.0, 0, 0
+        self.mode, self.kv, self.delay, self.kv_exports, self.answer_text = "ok", True, 0.0, 0, ""
         self.requests.clear()
         self.authorizations.clear()
 
@@ -101,8 +101,8 @@ def make_app(behaviour: Behaviour) -> FastAPI:
             document = messages[0]["content"].split("Document:\n", 1)[1]
             text = f"According to the document, {_sentences(document)[0]}"
         finish_reason = "stop"
-        if behaviour.answer_words and "Document:\n" not in user:
-            words = (text.split() * behaviour.answer_words)[: behaviour.answer_words]
+        if behaviour.answer_text and "Document:\n" not in user:
+            words = behaviour.answer_text.split()
             if len(words) > body["max_tokens"]:
                 words, finish_reason = words[: body["max_tokens"]], "length"
             text = " ".join(words)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from precompute import PrecomputeError, run_precompute
+from precompute.tokens import SimpleTokenizer
 from store import Embedder, KVBlob, Source, Store, scope_key
 from tests.precompute.conftest import make_settings
 from tests.precompute.fake_upstream import MODEL, FakeUpstream
@@ -145,28 +146,25 @@ def test_garbage_answers_stop_the_job_and_leave_only_whole_entries(
     assert healed["complete"] and healed["entries_written"] == len(_entries(store_path)) > 0
 
 
-def _answer_requests(fake: FakeUpstream) -> list[dict]:
-    return [r for r in fake.behaviour.requests if "Document:\n" not in r["messages"][-1]["content"]]
-
-
-def test_an_answer_cut_off_is_retried_with_twice_the_budget(
+def test_an_answer_cut_off_keeps_its_whole_sentences(
     fake: FakeUpstream, corpus: Path, tmp_path: Path
 ) -> None:
-    fake.behaviour.answer_words = 24  # over answer_max_tokens (16), within twice that
+    fake.behaviour.answer_text = "The delta floods in spring. " * 10  # 50 words, cut at 16
     report, _ = run_precompute(
         make_settings(fake.url, answer_max_tokens=16), corpus, tmp_path / "store", progress=False
     )
     assert report["complete"] and report["answers_truncated_dropped"] == 0
-    assert [r["max_tokens"] for r in _answer_requests(fake)] == [16, 32] * report["answers"]
     entries = _entries(tmp_path / "store")
     assert len(entries) == report["entries_written"] == report["answers"] > 0
-    assert all(len(e.answer.split()) == 24 and e.meta["completion_tokens"] == "24" for e in entries)
+    for entry in entries:  # 16 words hold three whole sentences and the start of a fourth
+        assert entry.answer == " ".join(["The delta floods in spring."] * 3)
+        assert entry.meta["completion_tokens"] == str(SimpleTokenizer().count(entry.answer))
 
 
-def test_answers_still_cut_off_are_dropped_never_stored_and_not_asked_again(
+def test_answers_without_a_whole_sentence_are_dropped_never_stored_and_not_asked_again(
     fake: FakeUpstream, corpus: Path, tmp_path: Path
 ) -> None:
-    fake.behaviour.answer_words = 100
+    fake.behaviour.answer_text = "and then the river " * 10
     store_path = tmp_path / "store"
     settings = make_settings(fake.url, answer_max_tokens=16)
     report, _ = run_precompute(settings, corpus, store_path, progress=False)

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from text_metrics import rouge_l
 
 from backend import Completion, Engine, EngineConfig, Request, SamplingParams
 from backend.reuse import KVReuse, LSHConfig, RecomputeSchedule, match_tokens
@@ -90,24 +91,6 @@ def edit(doc: list[str], donor: list[str], count: int, rng: random.Random) -> li
     for slot in rng.sample(range(1, len(doc)), min(count, len(doc) - 1)):
         edited[slot] = rng.choice(donor)
     return edited
-
-
-def rouge_l(reference: str, candidate: str) -> float:
-    """ROUGE-L F1 over lower-cased words (longest common subsequence)."""
-    ref, cand = reference.lower().split(), candidate.lower().split()
-    if not ref or not cand:
-        return float(ref == cand)
-    previous = [0] * (len(cand) + 1)
-    for word in ref:
-        row = [0]
-        for j, other in enumerate(cand):
-            row.append(previous[j] + 1 if word == other else max(previous[j + 1], row[j]))
-        previous = row
-    lcs = previous[-1]
-    if lcs == 0:
-        return 0.0
-    precision, recall = lcs / len(cand), lcs / len(ref)
-    return 2 * precision * recall / (precision + recall)
 
 
 @dataclass
@@ -190,7 +173,7 @@ def measure(
             "cpu_speedup": full.ttft_cpu_s / result.ttft_cpu_s,
             "first_token_kl": kl(full.logits, result.logits),
             "same_first_token": int(full.logits.argmax()) == int(result.logits.argmax()),
-            "rouge_l": rouge_l(full.completion.text, result.completion.text),
+            "rouge_l": rouge_l(full.completion.text.lower().split(), result.completion.text.lower().split()),
             "computed_share": stats.computed_share,
             "match_s": stats.match_seconds,
             "matched": stats.matched,

@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from rich.console import Console
 from rich.table import Table
+from text_metrics import rouge_l
 
 from backend import Engine, EngineConfig, SamplingParams
 from backend.compress import KVCompression
@@ -77,23 +78,6 @@ def final_answer(text: str) -> str | None:
     if not numbers:
         return None
     return numbers[0] if "Answer:" in text else numbers[-1]
-
-
-def rouge_l(reference: list[int], candidate: list[int]) -> float:
-    """Token-level ROUGE-L F1 (longest common subsequence)."""
-    if not reference or not candidate:
-        return float(reference == candidate)
-    previous = [0] * (len(candidate) + 1)
-    for a in reference:
-        current = [0]
-        for j, b in enumerate(candidate):
-            current.append(previous[j] + 1 if a == b else max(previous[j + 1], current[j]))
-        previous = current
-    lcs = previous[-1]
-    if lcs == 0:
-        return 0.0
-    precision, recall = lcs / len(candidate), lcs / len(reference)
-    return 2 * precision * recall / (precision + recall)
 
 
 def common_prefix(reference: list[int], candidate: list[int]) -> float:

@@ -38,6 +38,25 @@ def _seed(path: Path, embedder: Embedder, with_blob: bool = False) -> str:
     return entry.id
 
 
+FOLLOW_UP = {
+    "model": "test-model",
+    "temperature": 0,
+    "messages": [
+        {"role": "user", "content": QUESTION},
+        {"role": "assistant", "content": STORED},
+        {"role": "user", "content": "And on Mount Everest?"},
+    ],
+}
+
+
+def _follow_up_after_a_hit(url: str, upstream_state: UpstreamState) -> list[dict]:
+    """Ask the stored question (a hit), then FOLLOW_UP; return the upstream's copies of FOLLOW_UP."""
+    hit = httpx.post(f"{url}/v1/chat/completions", json=chat(QUESTION), timeout=30)
+    assert hit.headers["x-precog-cache"] == "hit"
+    assert httpx.post(f"{url}/v1/chat/completions", json=FOLLOW_UP, timeout=30).status_code == 200
+    return [r for r in upstream_state.requests if r["messages"][-1]["content"] == "And on Mount Everest?"]
+
+
 def _asked(state: UpstreamState, question: str) -> bool:
     return any(r.get("messages", [{}])[-1].get("content") == question for r in state.requests)
 
@@ -92,25 +111,13 @@ def test_next_turn_after_a_hit_carries_the_stored_kv_blob(
         blob_id = store.entries()[0].kv_blob_id
     assert blob_id
     url = start_gateway(store_path=path).url
-    hit = httpx.post(f"{url}/v1/chat/completions", json=chat(QUESTION), timeout=30)
-    assert hit.headers["x-precog-cache"] == "hit"
-    follow_up = {
-        "model": "test-model",
-        "temperature": 0,
-        "messages": [
-            {"role": "user", "content": QUESTION},
-            {"role": "assistant", "content": STORED},
-            {"role": "user", "content": "And on Mount Everest?"},
-        ],
-    }
-    assert httpx.post(f"{url}/v1/chat/completions", json=follow_up, timeout=30).status_code == 200
-    relayed = [r for r in upstream_state.requests if r["messages"][-1]["content"] == "And on Mount Everest?"]
+    relayed = _follow_up_after_a_hit(url, upstream_state)
     assert relayed and relayed[0]["kv_blob_id"] == blob_id
 
     upstream_state.reject_kv = True
     refused = {
-        **follow_up,
-        "messages": [*follow_up["messages"][:-1], {"role": "user", "content": "And in Denver?"}],
+        **FOLLOW_UP,
+        "messages": [*FOLLOW_UP["messages"][:-1], {"role": "user", "content": "And in Denver?"}],
     }
     answered = httpx.post(f"{url}/v1/chat/completions", json=refused, timeout=30)
     assert answered.status_code == 200, answered.text
@@ -119,7 +126,7 @@ def test_next_turn_after_a_hit_carries_the_stored_kv_blob(
     upstream_state.reject_kv = False
 
     other_history = {
-        **follow_up,
+        **FOLLOW_UP,
         "messages": [
             {"role": "user", "content": QUESTION},
             {"role": "assistant", "content": "Something else."},
@@ -147,17 +154,5 @@ def test_without_upstream_kv_import_a_follow_up_never_names_a_blob(
     path = tmp_path / "seeded-kv-off"
     _seed(path, embedder, with_blob=True)
     url = start_gateway(store_path=path, upstream_kv_import=False).url
-    hit = httpx.post(f"{url}/v1/chat/completions", json=chat(QUESTION), timeout=30)
-    assert hit.headers["x-precog-cache"] == "hit"
-    follow_up = {
-        "model": "test-model",
-        "temperature": 0,
-        "messages": [
-            {"role": "user", "content": QUESTION},
-            {"role": "assistant", "content": STORED},
-            {"role": "user", "content": "And on Mount Everest?"},
-        ],
-    }
-    assert httpx.post(f"{url}/v1/chat/completions", json=follow_up, timeout=30).status_code == 200
-    relayed = [r for r in upstream_state.requests if r["messages"][-1]["content"] == "And on Mount Everest?"]
+    relayed = _follow_up_after_a_hit(url, upstream_state)
     assert len(relayed) == 1 and "kv_blob_id" not in relayed[0]

@@ -39,6 +39,9 @@ def build_report(job: Job, engine: str) -> dict[str, Any]:
         "duplicate_rate": round(replay.duplicates / generated, 4) if generated else 0.0,
         "queries_accepted": len(replay.queries),
         "answers": len(replay.answers),
+        "answers_trimmed_to_whole_sentences": sum(
+            1 for a in replay.answers.values() if a.get("trimmed") and not a.get("truncated")
+        ),
         "answers_truncated_dropped": len(replay.dropped),
         "kv_blobs": len(replay.kv),
         "kv_bytes": kv_bytes,

@@ -154,6 +154,7 @@ def test_an_answer_cut_off_keeps_its_whole_sentences(
         make_settings(fake.url, answer_max_tokens=16), corpus, tmp_path / "store", progress=False
     )
     assert report["complete"] and report["answers_truncated_dropped"] == 0
+    assert report["answers_trimmed_to_whole_sentences"] == report["answers"]
     entries = _entries(tmp_path / "store")
     assert len(entries) == report["entries_written"] == report["answers"] > 0
     for entry in entries:  # 16 words hold three whole sentences and the start of a fourth
@@ -170,6 +171,7 @@ def test_answers_without_a_whole_sentence_are_dropped_never_stored_and_not_asked
     report, _ = run_precompute(settings, corpus, store_path, progress=False)
     assert report["complete"] and report["answers"] == report["answers_truncated_dropped"] > 0
     assert report["entries_written"] == 0 and _entries(store_path) == []
+    assert report["answers_trimmed_to_whole_sentences"] == 0
     assert fake.behaviour.kv_exports == 0
     fake.behaviour.requests.clear()
     again, _ = run_precompute(settings, corpus, store_path, progress=False)

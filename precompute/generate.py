@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from precompute.chunking import Chunk
-from precompute.questions import AdaptiveTemperature, parse_questions, question_prompt
+from precompute.questions import AdaptiveTemperature, grounded, parse_questions, question_prompt
 from precompute.settings import PrecomputeSettings
 from precompute.upstream import Completion, UpstreamGarbage
 
@@ -67,7 +67,12 @@ def generate_for_chunk(
         if wanted <= 0:
             break
         messages = question_prompt(
-            chunk.text, settings.questions_per_round, progress.asked, prompt_budget, count_tokens
+            chunk.text,
+            settings.questions_per_round,
+            progress.asked,
+            prompt_budget,
+            count_tokens,
+            with_example=number % 2 == 1,
         )
         try:
             completion = chat(
@@ -76,7 +81,7 @@ def generate_for_chunk(
         except UpstreamGarbage as exc:
             on_garbage(exc)
             continue
-        parsed = parse_questions(completion.text, exclude=progress.asked)
+        parsed = grounded(parse_questions(completion.text, exclude=progress.asked), chunk.text)
         accepted, duplicates = judge(Round(chunk, number, parsed, completion, temperature.value), wanted)
         temperature.observe(len(parsed), duplicates)
         progress.asked.extend(accepted)

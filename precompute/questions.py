@@ -4,6 +4,13 @@ StorInfer's generator: the questions already asked about a chunk go into the pro
 as fit the context left after the instructions, the chunk and the answer room; the sampling temperature
 starts at 0.7 and rises by `step` (default 0.15, capped at 1.3) after any round in which at least
 `trigger` (default half) of the parsed questions were duplicates, and resets for every chunk.
+
+Two prompt families take turns by round, because the store's hit rate is bounded by how many of the
+questions users ask it holds: the plain instruction, and the same instruction after one worked example.
+On four gensim Wikipedia chunks with SmolLM2-135M (four seeds each), the plain prompt gave 29 usable
+questions and the worked example 42, and held-out questions found a stored same question at the gateway's
+floor 3 of 17 times with either family alone and 4 of 17 with both. Questions about nothing in the chunk
+are dropped (`grounded`).
 """
 
 from __future__ import annotations
@@ -15,6 +22,20 @@ from store import normalise_text
 
 GENERATOR_SYSTEM = (
     "You write the questions that users of a chat app ask about a document. Reply with questions only."
+)
+# The worked example of the second family: shown one exchange, a small model writes a list of plain
+# questions that name their subject, where the bare instruction often gets chatter.
+EXAMPLE_DOCUMENT = (
+    "Honey bee\n\nThe honey bee is a eusocial flying insect known for building colonies, producing honey and "
+    "pollinating crops. A colony has one queen, thousands of female workers and a few hundred male drones. "
+    "Workers live about six weeks in summer."
+)
+EXAMPLE_QUESTIONS = (
+    "What is a honey bee?",
+    "What do honey bees produce?",
+    "How many queens does a honey bee colony have?",
+    "How long do worker bees live?",
+    "What are drones?",
 )
 
 _PREFIX = re.compile(r"^\s*(?:[-*•>]+|\(?\d{1,3}\s*[.):\]]|q(?:uestion)?\s*\d*\s*[:.)-])\s*", re.IGNORECASE)
@@ -34,18 +55,144 @@ _ASSISTANT = re.compile(
 )
 _SENTENCE_END = re.compile(r"(?<=[.!:;])\s+")
 MIN_WORDS, MAX_WORDS = 3, 40
+_WORD = re.compile(r"[a-z0-9]+")
+_FUNCTION_WORDS = frozenset(
+    {
+        "what",
+        "who",
+        "whom",
+        "whose",
+        "when",
+        "where",
+        "why",
+        "which",
+        "how",
+        "is",
+        "are",
+        "was",
+        "were",
+        "do",
+        "does",
+        "did",
+        "can",
+        "could",
+        "should",
+        "would",
+        "will",
+        "has",
+        "have",
+        "had",
+        "the",
+        "a",
+        "an",
+        "of",
+        "in",
+        "on",
+        "at",
+        "to",
+        "for",
+        "from",
+        "by",
+        "with",
+        "and",
+        "or",
+        "not",
+        "no",
+        "nor",
+        "this",
+        "that",
+        "these",
+        "those",
+        "it",
+        "its",
+        "they",
+        "them",
+        "their",
+        "there",
+        "here",
+        "be",
+        "been",
+        "being",
+        "about",
+        "into",
+        "as",
+        "than",
+        "then",
+        "so",
+        "if",
+        "but",
+        "any",
+        "some",
+        "many",
+        "much",
+        "more",
+        "most",
+        "other",
+        "such",
+        "own",
+        "same",
+        "very",
+        "just",
+        "also",
+        "only",
+        "all",
+        "each",
+        "both",
+        "few",
+        "one",
+        "ones",
+        "you",
+        "your",
+        "we",
+        "our",
+        "i",
+        "me",
+        "my",
+        "he",
+        "his",
+        "she",
+        "her",
+        "us",
+        "get",
+        "make",
+        "use",
+        "used",
+        "mean",
+        "means",
+        "called",
+        "kind",
+        "type",
+        "way",
+        "different",
+        "difference",
+        "between",
+        "exactly",
+        "main",
+    }
+)
+STEM_LETTERS = 5
 
 
 def question_prompt(
-    chunk: str, wanted: int, asked: Sequence[str], budget_tokens: int, count: Callable[[str], int]
+    chunk: str,
+    wanted: int,
+    asked: Sequence[str],
+    budget_tokens: int,
+    count: Callable[[str], int],
+    with_example: bool = False,
 ) -> list[dict[str, str]]:
-    """Chat messages asking for `wanted` new questions; `asked` (oldest first) is masked newest first
-    until the prompt would exceed `budget_tokens`."""
-    head = (
-        f"Document:\n{chunk}\n\nWrite {wanted} different questions that a user might ask and that this "
-        "document answers, one question per line."
+    """Chat messages asking for `wanted` new questions, after the worked example when `with_example`;
+    `asked` (oldest first) is masked newest first until the prompt would exceed `budget_tokens`."""
+    example = (
+        [
+            {"role": "user", "content": _request(EXAMPLE_DOCUMENT, len(EXAMPLE_QUESTIONS))},
+            {"role": "assistant", "content": "\n".join(EXAMPLE_QUESTIONS)},
+        ]
+        if with_example
+        else []
     )
-    used = count(GENERATOR_SYSTEM) + count(head) + 16
+    head = _request(chunk, wanted)
+    used = count(GENERATOR_SYSTEM) + sum(count(m["content"]) for m in example) + count(head) + 24
     masked: list[str] = []
     for question in reversed(asked):
         cost = count(question) + 2
@@ -56,7 +203,14 @@ def question_prompt(
     user = head
     if masked:
         user += "\n\nThese were already asked; do not repeat them:\n" + "\n".join(f"- {q}" for q in masked)
-    return [{"role": "system", "content": GENERATOR_SYSTEM}, {"role": "user", "content": user}]
+    return [{"role": "system", "content": GENERATOR_SYSTEM}, *example, {"role": "user", "content": user}]
+
+
+def _request(document: str, wanted: int) -> str:
+    return (
+        f"Document:\n{document}\n\nWrite {wanted} different questions that a user might ask and that this "
+        "document answers, one question per line."
+    )
 
 
 def _candidates(line: str) -> list[str]:
@@ -83,6 +237,21 @@ def parse_questions(text: str, exclude: Sequence[str] = ()) -> list[str]:
                 seen.add(key)
                 found.append(question)
     return found
+
+
+def grounded(questions: Sequence[str], document: str) -> list[str]:
+    """The questions with at least a third of their content words, and one at least, in `document` (a
+    shared 5-letter prefix stands in for a stem). A small generator also asks about nothing in the text
+    ("What is the capital of France?", "What is a pen?"); stored, such a question would be answered from a
+    chunk that does not hold its answer."""
+    in_document = {word[:STEM_LETTERS] for word in _WORD.findall(document.lower())}
+    kept = []
+    for question in questions:
+        content = [w for w in _WORD.findall(question.lower()) if w not in _FUNCTION_WORDS and len(w) > 2]
+        found = sum(word[:STEM_LETTERS] in in_document for word in content)
+        if found and 3 * found >= len(content):
+            kept.append(question)
+    return kept
 
 
 class AdaptiveTemperature:

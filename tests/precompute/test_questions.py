@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from precompute.questions import AdaptiveTemperature, parse_questions, question_prompt
+from precompute.questions import (
+    EXAMPLE_QUESTIONS,
+    AdaptiveTemperature,
+    grounded,
+    parse_questions,
+    question_prompt,
+)
 from precompute.tokens import SimpleTokenizer
 
 
@@ -76,3 +82,24 @@ def test_temperature_rises_on_duplicates_up_to_the_cap() -> None:
     assert temperature.value == 1.0
     temperature.observe(parsed=3, duplicates=3)
     assert temperature.value == 1.0
+
+
+def test_grounded_keeps_questions_about_the_document_and_drops_the_rest() -> None:
+    document = "Mount Etna is the most active volcano in Europe. Farmers grow pistachios on its fertile soil."
+    questions = [
+        "What is the capital of France?",
+        "Which volcano is the most active in Europe?",
+        "What do farmers grow on the slopes of Etna?",
+        "Why did it happen?",
+        "What are the different volcanoes of the world, and which erupted last year?",
+    ]
+    assert grounded(questions, document) == questions[1:3]
+
+
+def test_prompt_families_differ_only_by_the_worked_example() -> None:
+    plain = question_prompt("Chunk.", 5, ["Asked before?"], 500, SimpleTokenizer().count)
+    example = question_prompt("Chunk.", 5, ["Asked before?"], 500, SimpleTokenizer().count, with_example=True)
+    assert [m["role"] for m in plain] == ["system", "user"]
+    assert [m["role"] for m in example] == ["system", "user", "assistant", "user"]
+    assert example[0] == plain[0] and example[-1] == plain[-1]
+    assert example[2]["content"].splitlines() == list(EXAMPLE_QUESTIONS)

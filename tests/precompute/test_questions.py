@@ -79,6 +79,8 @@ def test_temperature_rises_on_duplicates_up_to_the_cap() -> None:
     temperature.observe(parsed=4, duplicates=2)
     assert temperature.value == 0.85
     temperature.observe(parsed=0, duplicates=0)
+    assert temperature.value == 0.85
+    temperature.observe(parsed=3, duplicates=3)
     assert temperature.value == 1.0
     temperature.observe(parsed=3, duplicates=3)
     assert temperature.value == 1.0

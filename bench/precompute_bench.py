@@ -6,7 +6,9 @@ held-out questions through the gateway and measure what storage saves against in
   with and without KV blobs (StorInfer: about 5.5 KB a pair without KV).
 - Held-out questions: written by a different generator than the store's (another prompt family, another
   seed, temperature 0.8) about the same chunks, plus questions about articles absent from the store,
-  which must miss.
+  which must miss. The rates count the questions that name something in their passage
+  (`precompute.grounded`); the generator's chatter ("What's the first question you're going to write?")
+  is counted apart, with its hits.
 - Through the gateway (real HTTP, write-back off): hit rate; false hits (a hit on an entry from another
   chunk, a hit whose answer does not answer the question, or any hit for an absent topic). The answer
   judge is independent of the gateway's question-to-question guard: a served answer answers the question
@@ -43,7 +45,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from precompute import PrecomputeSettings, parse_questions, run_precompute, write_sample
+from precompute import PrecomputeSettings, grounded, parse_questions, run_precompute, write_sample
 from store import Embedder, Store
 
 RESULTS = Path(__file__).parent / "results" / "precompute.json"
@@ -106,6 +108,10 @@ def heldout_questions(backend: str, model: str, text: str, n: int, seed: int, at
         if len(found) >= n:
             break
     return found[:n]
+
+
+def is_grounded(question: str, text: str) -> bool:
+    return bool(grounded([question], text))
 
 
 def ask(
@@ -212,11 +218,13 @@ def main() -> None:
         for chunk, text in chunk_texts(corpus, entries).items():
             seed += 1
             for q in heldout_questions(backend, model, text, args.heldout_per_chunk, seed):
-                cases.append({"question": q, "chunk": chunk, "absent": False})
+                case = {"question": q, "chunk": chunk, "absent": False, "grounded": is_grounded(q, text)}
+                cases.append(case)
         for path in sorted(absent.iterdir()):
             seed += 1
-            for q in heldout_questions(backend, model, path.read_text(), args.heldout_per_chunk, seed):
-                cases.append({"question": q, "chunk": None, "absent": True})
+            text = path.read_text()
+            for q in heldout_questions(backend, model, text, args.heldout_per_chunk, seed):
+                cases.append({"question": q, "chunk": None, "absent": True, "grounded": is_grounded(q, text)})
         nearest_stored(cases, entries)
         gateway_env = {
             "PRECOG_GATEWAY_STORE_PATH": str(store_path),
@@ -262,7 +270,8 @@ def main() -> None:
 def summarise(
     report: dict[str, Any], stats: dict[str, Any], cases: list[dict[str, Any]], args
 ) -> dict[str, Any]:
-    present = [c for c in cases if not c["absent"]]
+    present = [c for c in cases if not c["absent"] and c["grounded"]]
+    chatter = [c for c in cases if not c["absent"] and not c["grounded"]]
     absent = [c for c in cases if c["absent"]]
     hits = [c for c in present if c["hit"]]
     wrong = [c for c in hits if c["entry_chunk"] != c["chunk"] or not c["answers_question"]]
@@ -300,6 +309,8 @@ def summarise(
         "heldout": {
             "questions_in_corpus": len(present),
             "questions_absent": len(absent),
+            "chatter_not_counted": len(chatter),
+            "chatter_hits": sum(c["hit"] for c in chatter),
             "hits": len(hits),
             "hit_rate": round(hit_rate, 4),
             "hits_answering_the_question_rate": round(good_hit_rate, 4),

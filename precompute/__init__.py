@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from precompute.ingest import CorpusError
     from precompute.job import PrecomputeError
     from precompute.pipeline import Engine, run_precompute
-    from precompute.questions import parse_questions
+    from precompute.questions import grounded, parse_questions
     from precompute.sample import write_sample
     from precompute.settings import PrecomputeSettings
 
@@ -22,6 +22,7 @@ _EXPORTS = {
     "PrecomputeError": "precompute.job",
     "Engine": "precompute.pipeline",
     "run_precompute": "precompute.pipeline",
+    "grounded": "precompute.questions",
     "parse_questions": "precompute.questions",
     "write_sample": "precompute.sample",
     "PrecomputeSettings": "precompute.settings",
@@ -32,6 +33,7 @@ __all__ = [
     "Engine",
     "PrecomputeError",
     "PrecomputeSettings",
+    "grounded",
     "parse_questions",
     "run_precompute",
     "write_sample",

@@ -21,7 +21,7 @@ held-out questions through the gateway and measure what storage saves against in
 
 Writes bench/results/precompute.json and prints a table.
 
-    python bench/precompute_bench.py [--articles 4] [--queries-per-chunk 24] [--heldout-per-chunk 8]
+    python bench/precompute_bench.py [--articles 4] [--queries-per-chunk 48] [--heldout-per-chunk 8]
 """
 
 from __future__ import annotations
@@ -178,7 +178,7 @@ def main() -> None:
     parser.add_argument("--articles", type=int, default=4)
     parser.add_argument("--chars", type=int, default=900)
     parser.add_argument("--absent-articles", type=int, default=2)
-    parser.add_argument("--queries-per-chunk", type=int, default=24)
+    parser.add_argument("--queries-per-chunk", type=int, default=48)
     parser.add_argument("--heldout-per-chunk", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=64, help="answer length, stored and at inference")
     parser.add_argument(

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 
+from precompute.upstream import Completion
+
 SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s|$)")
 GROUNDING = "Answer the user's question using the document below. Be brief and factual.\n\nDocument:\n"
 
@@ -13,6 +15,12 @@ def answer_messages(system_prompt: str, chunk: str, question: str) -> list[dict[
     """The app's system prompt plus the chunk, so the answer is grounded in the text it was asked about."""
     system = f"{system_prompt}\n\n{GROUNDING}{chunk}" if system_prompt else f"{GROUNDING}{chunk}"
     return [{"role": "system", "content": system}, {"role": "user", "content": question}]
+
+
+def stored_answer(completion: Completion) -> str:
+    """The answer as it may be stored: one cut off at max_tokens keeps only its whole sentences."""
+    answer = completion.text.strip()
+    return whole_sentences(answer) if completion.truncated else answer
 
 
 def whole_sentences(text: str) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from precompute import stages
-from precompute.answer import answer_messages, exchange_messages, whole_sentences
+from precompute.answer import answer_messages, exchange_messages, stored_answer
 from precompute.chunking import Chunk
 from precompute.dedup import Deduplicator
 from precompute.generate import ChunkProgress, Round, generate_for_chunk
@@ -114,9 +114,8 @@ class AnswerWorker(_Worker):
                 if result["answer"] is None:
                     messages = answer_messages(self.settings.system_prompt, item["chunk"], item["query"])
                     completion = self.upstream.chat(messages, 0.0, self.settings.answer_max_tokens, 0)
-                    answer = completion.text.strip()
                     result.update(
-                        answer=whole_sentences(answer) if completion.truncated else answer,
+                        answer=stored_answer(completion),
                         raw=completion.text,
                         prompt_tokens=completion.prompt_tokens,
                         completion_tokens=completion.completion_tokens,

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from precompute.answer import answer_messages, exchange_messages, whole_sentences
+from precompute.answer import answer_messages, exchange_messages, stored_answer
 from precompute.generate import Round
 from precompute.job import Job, query_id
 from precompute.upstream import Completion, UpstreamGarbage
@@ -144,11 +144,8 @@ def record_answer(job: Job, qid: str, completion: Completion) -> None:
     """An answer cut off at max_tokens keeps its whole sentences (and their token count); one without a
     whole sentence is recorded as truncated (its tokens were spent, a rerun must not ask again) and never
     gets a KV capture or an entry."""
-    answer = completion.text.strip()
-    completion_tokens = completion.completion_tokens
-    if completion.truncated:
-        answer = whole_sentences(answer)
-        completion_tokens = job.tokenizer.count(answer)
+    answer = stored_answer(completion)
+    completion_tokens = job.tokenizer.count(answer) if completion.truncated else completion.completion_tokens
     job.record(
         {
             "t": "answer",

@@ -132,10 +132,9 @@ def ask(
     return elapsed, response
 
 
-def nearest_stored(cases: list[dict[str, Any]], entries: list[Any]) -> None:
+def nearest_stored(cases: list[dict[str, Any]], entries: list[Any], embedder: Embedder) -> None:
     """Diagnostics for each held-out question: the closest stored question and its cosine, so a miss shows
     whether the store had nothing near or the gateway (threshold, guard) turned a near one down."""
-    embedder = Embedder()
     stored = embedder.encode([e.query for e in entries])
     asked = embedder.encode([c["question"] for c in cases])
     for case, scores in zip(cases, asked @ stored.T, strict=True):
@@ -147,10 +146,9 @@ def nearest_stored(cases: list[dict[str, Any]], entries: list[Any]) -> None:
         )
 
 
-def judge_answers(cases: list[dict[str, Any]]) -> None:
+def judge_answers(cases: list[dict[str, Any]], embedder: Embedder) -> None:
     """For each hit, whether the served answer answers the question: its relevance to the question (cosine
     of question and answer embeddings) within ANSWER_MARGIN of the model's own answer's."""
-    embedder = Embedder()
     hits = [c for c in cases if c["hit"]]
     if not hits:
         return
@@ -225,7 +223,8 @@ def main() -> None:
             text = path.read_text()
             for q in heldout_questions(backend, model, text, args.heldout_per_chunk, seed):
                 cases.append({"question": q, "chunk": None, "absent": True, "grounded": is_grounded(q, text)})
-        nearest_stored(cases, entries)
+        embedder = Embedder()
+        nearest_stored(cases, entries, embedder)
         gateway_env = {
             "PRECOG_GATEWAY_STORE_PATH": str(store_path),
             "PRECOG_GATEWAY_UPSTREAM_URL": backend,
@@ -256,7 +255,7 @@ def main() -> None:
                             served_similarity=response.headers.get("x-precog-similarity"),
                         )
 
-    judge_answers(cases)
+    judge_answers(cases, embedder)
     stats["verbatim_hit_rate"] = sum(r.headers.get("x-precog-cache") == "hit" for _, r in verbatim) / max(
         len(verbatim), 1
     )

@@ -115,6 +115,12 @@ class GatewaySettings(ServiceSettings):
         default=2, ge=0, le=10, description="Retries of requests that never reached the upstream."
     )
     upstream_retry_backoff_s: float = Field(default=0.05, ge=0)
+    upstream_keepalive_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="Idle pooled connections are dropped after this; keep it under the upstream's own "
+        "keep-alive timeout (uvicorn's is 5 s) so that no request goes out on a connection being closed.",
+    )
     breaker_failure_threshold: int = Field(default=5, ge=1)
     breaker_reset_s: float = Field(default=10.0, gt=0)
 

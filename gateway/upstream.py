@@ -48,6 +48,7 @@ class Upstream:
             limits=httpx.Limits(
                 max_connections=settings.upstream_max_connections,
                 max_keepalive_connections=settings.upstream_max_connections,
+                keepalive_expiry=settings.upstream_keepalive_s,
             ),
         )
 
@@ -114,15 +115,24 @@ class Upstream:
         raise GatewayError(response.status_code, message, code=code or "upstream_rejected", param=param)
 
     async def get_json(self, path: str) -> Any:
-        """A small GET (model list, health); failures map to the same errors as `post`."""
-        try:
-            response = await self._client.get(path, timeout=self._settings.upstream_connect_timeout_s + 3)
-        except httpx.TimeoutException as exc:
-            raise GatewayError(504, "the upstream did not answer in time", code="upstream_timeout") from exc
-        except httpx.HTTPError as exc:
-            raise GatewayError(
-                502, f"the upstream is unreachable: {exc!r}", code="upstream_unreachable"
-            ) from exc
+        """A small GET (model list, health); failures map to the same errors as `post`.
+
+        A GET is idempotent, so any transport error is retried, a dropped keep-alive connection included.
+        """
+        for attempt in range(self._settings.upstream_retries + 1):
+            try:
+                response = await self._client.get(path, timeout=self._settings.upstream_connect_timeout_s + 3)
+                break
+            except httpx.TimeoutException as exc:
+                raise GatewayError(
+                    504, "the upstream did not answer in time", code="upstream_timeout"
+                ) from exc
+            except httpx.TransportError as exc:
+                if attempt == self._settings.upstream_retries:
+                    raise GatewayError(
+                        502, f"the upstream is unreachable: {exc!r}", code="upstream_unreachable"
+                    ) from exc
+                await asyncio.sleep(self._settings.upstream_retry_backoff_s * 2**attempt)
         if response.status_code >= 400:
             message, _, _ = _error_message(response.content)
             raise GatewayError(

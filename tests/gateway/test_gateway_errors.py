@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import socketserver
+import threading
 import time
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -108,6 +112,51 @@ def test_unreachable_upstream_is_502_after_retries(start_gateway: GatewayFactory
     ready = httpx.get(f"{url}/readyz", timeout=10)
     assert ready.status_code == 503 and ready.json()["checks"]["store"] == "ok"
     assert httpx.get(f"{url}/healthz", timeout=10).status_code == 200
+
+
+class _DroppingUpstream(socketserver.ThreadingTCPServer):
+    """Reads each request; drops every other connection without a byte of answer, answers the rest."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self) -> None:
+        self.requests = itertools.count()
+        listing = json.dumps({"object": "list", "data": [{"id": "test-model", "object": "model"}]})
+        self.answer = (
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n"
+            f"content-length: {len(listing)}\r\n\r\n{listing}"
+        ).encode()
+        super().__init__(("127.0.0.1", 0), _DroppingHandler)
+
+
+class _DroppingHandler(socketserver.BaseRequestHandler):
+    server: _DroppingUpstream
+
+    def handle(self) -> None:
+        self.request.recv(65536)
+        if next(self.server.requests) % 2 == 1:
+            self.request.sendall(self.server.answer)
+
+
+@pytest.fixture
+def dropping_upstream() -> Iterator[_DroppingUpstream]:
+    server = _DroppingUpstream()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_dropped_connection_is_retried_for_reads_that_are_safe_to_repeat(
+    start_gateway: GatewayFactory, dropping_upstream: _DroppingUpstream
+) -> None:
+    port = dropping_upstream.server_address[1]
+    url = start_gateway(upstream_url=f"http://127.0.0.1:{port}", upstream_retries=1).url
+    for _ in range(4):
+        ready = httpx.get(f"{url}/readyz", timeout=10)
+        assert ready.status_code == 200, ready.text
+    assert next(dropping_upstream.requests) >= 8
 
 
 def test_broken_stream_ends_with_an_error_event_and_is_not_stored(

@@ -177,6 +177,8 @@ def main() -> None:
     parser.add_argument("--chars", type=int, default=900)
     parser.add_argument("--absent-articles", type=int, default=2)
     parser.add_argument("--queries-per-chunk", type=int, default=48)
+    parser.add_argument("--chunk-tokens", type=int, default=PrecomputeSettings().chunk_tokens)
+    parser.add_argument("--chunk-overlap", type=int, default=PrecomputeSettings().chunk_overlap)
     parser.add_argument("--heldout-per-chunk", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=64, help="answer length, stored and at inference")
     parser.add_argument(
@@ -202,6 +204,8 @@ def main() -> None:
             upstream_url=backend,
             max_queries_per_chunk=args.queries_per_chunk,
             max_rounds_per_chunk=args.queries_per_chunk // 2,
+            chunk_tokens=args.chunk_tokens,
+            chunk_overlap=args.chunk_overlap,
             answer_max_tokens=args.max_tokens,
         )
         report, _ = run_precompute(settings, corpus, store_path)

@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from gateway.api.deps import admin, gateway_of
 from gateway.errors import GatewayError
 from gateway.shared_tier import Invalidation
-from store import Entry
+from store import Entry, normalise_text
 
 router = APIRouter(
     prefix="/admin",
@@ -74,6 +74,13 @@ class InvalidateRequest(_Strict):
     scope: str | None = Field(default=None, min_length=1, max_length=128)
     substring: str | None = Field(default=None, min_length=1, max_length=1000)
     older_than_s: float | None = Field(default=None, ge=0.0, le=1e10)
+
+    @field_validator("substring")
+    @classmethod
+    def _substring_has_text(cls, substring: str | None) -> str | None:
+        if substring is not None and not normalise_text(substring):
+            raise ValueError("substring must contain some text (blank would match every entry)")
+        return substring
 
     @model_validator(mode="after")
     def _some_filter(self) -> InvalidateRequest:

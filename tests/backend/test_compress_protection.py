@@ -4,6 +4,9 @@ prefill's K/V at the positions the engine says it kept."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 
 from backend import Completion, Engine, Request, SamplingParams
@@ -14,24 +17,33 @@ from tests.backend.conftest import wait_for_idle
 REPEATED = "Repeat after me.\n" + "The quick brown fox jumps over the lazy dog.\n" * 12
 
 
-def step_until_compressed(engine: Engine, request: Request) -> Sequence:
+@contextmanager
+def compressed(engine: Engine, request: Request) -> Iterator[Sequence]:
+    """The request's sequence right after its first step; the engine is run dry afterwards even when the
+    block fails, so that no half-run sequence is left to the tests that share the engine."""
     engine.submit(request)
-    engine.step()  # the whole prompt fits one step: prefill, compress, first token
-    (seq,) = [s for s in engine.scheduler.running if s.request_id == request.request_id]
-    return seq
+    try:
+        engine.step()  # the whole prompt fits one step: prefill, compress, first token
+        (seq,) = [s for s in engine.scheduler.running if s.request_id == request.request_id]
+        yield seq
+    finally:
+        while engine.has_work():
+            engine.step()
 
 
 def assert_cache_holds(
     engine: Engine, seq: Sequence, full: tuple[list[torch.Tensor], list[torch.Tensor]]
 ) -> None:
-    """Every cached key/value of every layer and head is the full prefill's at its tracked position."""
+    """Every cached key/value of every layer and head is the full prefill's at its tracked position (up to
+    the rounding of a prefill split into other chunks than the full one, when part comes from the prefix
+    cache; a wrong position differs by orders of magnitude more)."""
     assert seq.kv_positions is not None
     keys, values = engine.kv_cache.read(seq.block_table, seq.num_cached_tokens)
     for k, v, positions, k_full, v_full in zip(keys, values, seq.kv_positions, *full, strict=True):
         index = positions[..., None].expand(-1, -1, k.shape[-1])
         n = positions.shape[1]
-        torch.testing.assert_close(k[:, :n], k_full.gather(1, index))
-        torch.testing.assert_close(v[:, :n], v_full.gather(1, index))
+        torch.testing.assert_close(k[:, :n], k_full.gather(1, index), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(v[:, :n], v_full.gather(1, index), rtol=1e-4, atol=1e-4)
 
 
 def test_protected_positions_keep_their_kv_through_compression(engine: Engine) -> None:
@@ -44,16 +56,12 @@ def test_protected_positions_keep_their_kv_through_compression(engine: Engine) -
     lost = []
     for protect in (True, False):
         compression = KVCompression("knorm", 0.75, protected=(span,) if protect else ())
-        seq = step_until_compressed(
-            engine, Request(f"protect-{protect}", ids, params, compression=compression)
-        )
-        assert_cache_holds(engine, seq, full)
-        assert seq.kv_positions is not None
-        wanted = torch.arange(*span)
-        missing = sum(int((~torch.isin(wanted, p)).sum()) for p in seq.kv_positions)
-        lost.append(missing)
-        while engine.has_work():
-            engine.step()
+        request = Request(f"protect-{protect}", ids, params, compression=compression)
+        with compressed(engine, request) as seq:
+            assert_cache_holds(engine, seq, full)
+            assert seq.kv_positions is not None
+            wanted = torch.arange(*span)
+            lost.append(sum(int((~torch.isin(wanted, p)).sum()) for p in seq.kv_positions))
     assert lost[0] == 0 and lost[1] > 0
 
 
@@ -66,17 +74,17 @@ def test_decode_time_compression_keeps_generating_frees_blocks_and_protection(en
     finished: list[Completion] = []
     request = Request("decode-compress", ids, params, compression=compression, on_finish=finished.append)
     before = engine.stats().kv_tokens_evicted
-    seq = step_until_compressed(engine, request)
     cached_after, blocks_after = [], []
-    while engine.has_work():
-        computed_before = seq.num_computed_tokens
-        engine.step()
-        if seq.compressed_at > computed_before and not finished:  # a decode-time compaction ran
-            cached_after.append((seq.num_computed_tokens, seq.num_cached_tokens))
-            blocks_after.append(len(seq.block_table))
-            assert seq.kv_positions is not None
-            for positions in seq.kv_positions:  # the protected prompt positions survive every round
-                assert bool(torch.isin(torch.arange(12), positions).all(dim=-1).all())
+    with compressed(engine, request) as seq:
+        while engine.has_work():
+            computed_before = seq.num_computed_tokens
+            engine.step()
+            if seq.compressed_at > computed_before and not finished:  # a decode-time compaction ran
+                cached_after.append((seq.num_computed_tokens, seq.num_cached_tokens))
+                blocks_after.append(len(seq.block_table))
+                assert seq.kv_positions is not None
+                for positions in seq.kv_positions:  # the protected prompt positions survive every round
+                    assert bool(torch.isin(torch.arange(12), positions).all(dim=-1).all())
     assert len(cached_after) == (max_tokens - 1) // interval
     for computed, cached in cached_after:
         assert cached == int(computed * (1 - ratio))

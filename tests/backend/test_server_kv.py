@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+import torch
 
 from backend import Engine, EngineConfig
 from backend.server.kv_source import REOPEN_INTERVAL_S
@@ -89,7 +90,10 @@ def test_export_is_a_store_blob_of_the_prompt(server_url: str, engine: Engine) -
     assert tuple(blob.keys[0].shape) == (engine.spec.num_kv_heads, len(ids), engine.spec.head_dim)
     by_ids = KVBlob.from_bytes(export(server_url, {"prompt_token_ids": ids}).content)
     assert by_ids.token_ids == ids
-    assert all(a.equal(b) for a, b in zip(blob.values, by_ids.values, strict=True))
+    # The second export takes the full blocks from the prefix cache and computes only the tail, whose
+    # matmuls of another shape round differently on some CPUs: equal up to float32 rounding.
+    for a, b in zip(blob.values, by_ids.values, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 
 def test_imported_blob_gives_the_cold_run_tokens(

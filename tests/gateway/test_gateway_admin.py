@@ -75,6 +75,8 @@ def test_stats_entries_invalidate_config_and_snapshot(start_gateway: GatewayFact
     assert [e["query"] for e in _entries(url)] == ["Who wrote Hamlet?"]
     empty = httpx.post(f"{url}/admin/invalidate", json={}, headers=ADMIN, timeout=10)
     assert empty.status_code == 400
+    blank = httpx.post(f"{url}/admin/invalidate", json={"substring": " \r\n"}, headers=ADMIN, timeout=10)
+    assert blank.status_code == 400 and blank.json()["error"]["param"] == "substring", blank.text
     by_age = httpx.post(f"{url}/admin/invalidate", json={"older_than_s": 3600}, headers=ADMIN, timeout=10)
     assert by_age.json() == {"invalidated": 0}
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import socket
@@ -108,6 +109,17 @@ def heldout_questions(backend: str, model: str, text: str, n: int, seed: int, at
         if len(found) >= n:
             break
     return found[:n]
+
+
+def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
+    """95% interval of a rate seen `successes` times in `trials`: with a few dozen held-out questions a
+    single hit moves the rate by several points, so the point estimate alone overstates what is known."""
+    if trials == 0:
+        return 0.0, 1.0
+    rate = successes / trials
+    centre = (rate + z * z / (2 * trials)) / (1 + z * z / trials)
+    half = z * math.sqrt(rate * (1 - rate) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def is_grounded(question: str, text: str) -> bool:
@@ -282,11 +294,14 @@ def summarise(
     mean = lambda xs: statistics.fmean(xs) if xs else 0.0  # noqa: E731
     hit_rate = len(hits) / len(present) if present else 0.0
     # Only hits that answer the question count as saved: a false hit is charged as an inference.
-    good_hit_rate = (len(hits) - len(wrong)) / len(present) if present else 0.0
+    good_hits = len(hits) - len(wrong)
+    good_hit_rate = good_hits / len(present) if present else 0.0
+    good_low, good_high = wilson_interval(good_hits, len(present))
     lookup_s = mean([c["lookup_s"] for c in cases])
     hit_s = mean([c["gateway_s"] for c in cases if c["hit"]])
     inference_s = mean([c["inference_s"] for c in cases])
-    effective_s = good_hit_rate * hit_s + (1 - good_hit_rate) * inference_s
+    effective = lambda rate: rate * hit_s + (1 - rate) * inference_s  # noqa: E731
+    effective_s = effective(good_hit_rate)
     measured_gateway_s = mean([c["gateway_s"] for c in cases])
     measured_inference_s = mean([c["inference_s"] for c in cases])
     entries = max(stats["entries"], 1)
@@ -317,6 +332,7 @@ def summarise(
             "hits": len(hits),
             "hit_rate": round(hit_rate, 4),
             "hits_answering_the_question_rate": round(good_hit_rate, 4),
+            "hits_answering_the_question_rate_95ci": [round(good_low, 4), round(good_high, 4)],
             "false_hits": len(false_hits),
             "false_hit_rate": round(len(false_hits) / max(len(hits) + sum(c["hit"] for c in absent), 1), 4),
             "absent_hit_rate": round(sum(c["hit"] for c in absent) / len(absent), 4) if absent else 0.0,
@@ -327,6 +343,12 @@ def summarise(
             "inference_alone_s": round(inference_s, 4),
             "storinfer_effective_s": round(effective_s, 4),
             "storinfer_effective_vs_inference": round(effective_s / inference_s, 4) if inference_s else None,
+            "storinfer_effective_vs_inference_95ci": [
+                round(effective(good_high) / inference_s, 4),
+                round(effective(good_low) / inference_s, 4),
+            ]
+            if inference_s
+            else None,
             "measured_gateway_mean_s": round(measured_gateway_s, 4),
             "measured_inference_mean_s": round(measured_inference_s, 4),
             "measured_gateway_vs_inference": round(measured_gateway_s / measured_inference_s, 4)

@@ -40,11 +40,13 @@ EXAMPLE_QUESTIONS = (
 
 _PREFIX = re.compile(r"^\s*(?:[-*•>]+|\(?\d{1,3}\s*[.):\]]|q(?:uestion)?\s*\d*\s*[:.)-])\s*", re.IGNORECASE)
 _MARKUP = re.compile(r"[*_`#]+")
-_INTERROGATIVE = re.compile(
-    r"^(what|who|whom|whose|when|where|why|which|how|is|are|was|were|do|does|did|can|could|should|"
-    r"would|will|has|have|had)\b",
-    re.IGNORECASE,
+_QUESTION_WORDS = (
+    r"(what|who|whom|whose|when|where|why|which|how|is|are|was|were|do|does|did|can|could|should|"
+    r"would|will|has|have|had)\b"
 )
+_INTERROGATIVE = re.compile("^" + _QUESTION_WORDS, re.IGNORECASE)
+# A question quoted inside chatter (`A user might ask "What is albedo?`): the question starts at the quote.
+_QUOTED_QUESTION = re.compile(r"[\"“]\s*(?=" + _QUESTION_WORDS + ")", re.IGNORECASE)
 _META = re.compile(r"^(here (are|is)|sure|certainly|okay|ok|note|questions?:)", re.IGNORECASE)
 # Questions a small model asks its user instead of writing one ("What would you like me to create?").
 # ... or that echo the instruction ("Can you write 5 questions that ...?").
@@ -108,12 +110,17 @@ def _request(document: str, wanted: int) -> str:
     )
 
 
+def _from_quote(part: str) -> str:
+    quotes = list(_QUOTED_QUESTION.finditer(part))
+    return part[quotes[-1].end() :] if quotes else part
+
+
 def _candidates(line: str) -> list[str]:
     line = _MARKUP.sub("", _PREFIX.sub("", line)).strip().strip("\"'“”‘’").strip()
     if not line or _META.match(line):
         return []
     if "?" in line:
-        parts = [_SENTENCE_END.split(p.strip())[-1] for p in line.split("?")[:-1]]
+        parts = [_from_quote(_SENTENCE_END.split(p.strip())[-1]) for p in line.split("?")[:-1]]
         return [_PREFIX.sub("", p).strip("\"'“”‘’ ") + "?" for p in parts if p.strip()]
     return [line.rstrip(".:;!") + "?"] if _INTERROGATIVE.match(line) else []
 

@@ -43,6 +43,21 @@ def test_keeps_the_question_after_chatter_and_drops_questions_to_the_user() -> N
     assert parse_questions(text) == ["Where do pelicans nest in the delta?"]
 
 
+def test_a_question_quoted_in_chatter_is_taken_from_its_quote() -> None:
+    text = (
+        'A user might ask "What is specular reflection?\n'
+        'The answer to the last question was "What is a vaccine hypothesis?"\n'
+        "and “Why is albedo measured from 0 to 1?”\n"
+        'He said "hello" and asked: Is "cursive" a script?'
+    )
+    assert parse_questions(text) == [
+        "What is specular reflection?",
+        "What is a vaccine hypothesis?",
+        "Why is albedo measured from 0 to 1?",
+        'Is "cursive" a script?',
+    ]
+
+
 def test_drops_repeats_and_already_asked_questions() -> None:
     text = "1. What is anarchism?\n2. what is  ANARCHISM?\n3. Where is Alabama located?"
     assert parse_questions(text, exclude=["Where is Alabama located?"]) == ["What is anarchism?"]

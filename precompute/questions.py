@@ -111,7 +111,8 @@ def _request(document: str, wanted: int) -> str:
 
 
 def _from_quote(part: str) -> str:
-    quotes = list(_QUOTED_QUESTION.finditer(part))
+    """The question quoted in chatter; a question that quotes one of its own is left whole."""
+    quotes = [] if _INTERROGATIVE.match(part.lstrip('"“ ')) else list(_QUOTED_QUESTION.finditer(part))
     return part[quotes[-1].end() :] if quotes else part
 
 

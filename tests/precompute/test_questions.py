@@ -48,13 +48,15 @@ def test_a_question_quoted_in_chatter_is_taken_from_its_quote() -> None:
         'A user might ask "What is specular reflection?\n'
         'The answer to the last question was "What is a vaccine hypothesis?"\n'
         "and “Why is albedo measured from 0 to 1?”\n"
-        'He said "hello" and asked: Is "cursive" a script?'
+        'He said "hello" and asked: Is "cursive" a script?\n'
+        'What does "Who is John Galt" mean?'
     )
     assert parse_questions(text) == [
         "What is specular reflection?",
         "What is a vaccine hypothesis?",
         "Why is albedo measured from 0 to 1?",
         'Is "cursive" a script?',
+        'What does "Who is John Galt" mean?',
     ]
 
 

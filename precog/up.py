@@ -29,6 +29,12 @@ def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float) -> Non
     raise SystemExit(f"{url} did not become healthy within {timeout:.0f}s")
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM and SIGHUP stop `precog up` the way Ctrl-C does: through the clean-up that stops both services
+    (by default they would end this process alone and leave the services running, holding their ports)."""
+    raise KeyboardInterrupt
+
+
 def _build_sample_store(exe: list[str], store: Path, corpus: Path, upstream: str) -> None:
     """Precompute a small store from the sample corpus, through the backend that is already up."""
     typer.echo(f"No store at {store}: building the sample store from {corpus} (a few minutes on a CPU).")
@@ -55,6 +61,8 @@ def up(
     bind = ["--host", host, "--store-path", str(store)]
     backend = [*exe, "backend", "serve", *bind, "--port", str(backend_port)]
     gateway = [*exe, "gateway", "serve", *bind, "--port", str(gateway_port)]
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, _interrupt)
     procs = [subprocess.Popen(backend, env=env)]
     try:
         wait_healthy(f"{backend_url}/healthz", procs[0], timeout=300)

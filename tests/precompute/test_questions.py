@@ -7,6 +7,7 @@ from precompute.questions import (
     AdaptiveTemperature,
     grounded,
     parse_questions,
+    passage,
     question_prompt,
 )
 from precompute.tokens import SimpleTokenizer
@@ -122,3 +123,16 @@ def test_prompt_families_differ_only_by_the_worked_example() -> None:
     assert [m["role"] for m in example] == ["system", "user", "assistant", "user"]
     assert example[0] == plain[0] and example[-1] == plain[-1]
     assert example[2]["content"].splitlines() == list(EXAMPLE_QUESTIONS)
+
+
+def test_passages_cycle_over_two_sentence_windows_after_the_lead() -> None:
+    document = "Etna\n\nEtna is a volcano. It erupts often. Farmers grow grapes on it! Is it safe? Mostly."
+    windows = [passage(document, index) for index in range(4)]
+    assert windows[:3] == [
+        "Etna\n\nEtna is a volcano. It erupts often.",
+        "Etna\n\nFarmers grow grapes on it! Is it safe?",
+        "Etna\n\nMostly.",
+    ]
+    assert windows[3] == windows[0]
+    assert passage("A single sentence.", 2) == "A single sentence."
+    assert passage("", 0) == ""

@@ -97,7 +97,9 @@ def service(args: list[str], env: dict[str, str], health: str) -> Iterator[None]
 
 
 def heldout_questions(backend: str, model: str, text: str, n: int, seed: int, attempts: int = 6) -> list[str]:
-    """Up to `n` questions from the second generator (another prompt family and seeds than the store's)."""
+    """Questions from a held-out generator until `n` of them name something in `text`, or `attempts`
+    requests: the chatter on the way is kept (it is counted apart), so a generator that writes mostly
+    chatter still yields `n` questions that count, where it can."""
     found: list[str] = []
     for attempt in range(attempts):
         body = {
@@ -112,9 +114,10 @@ def heldout_questions(backend: str, model: str, text: str, n: int, seed: int, at
         }
         reply = httpx.post(f"{backend}/v1/chat/completions", json=body, timeout=600).json()
         found += parse_questions(reply["choices"][0]["message"]["content"], exclude=found)
-        if len(found) >= n:
-            break
-    return found[:n]
+        counted = [i for i, q in enumerate(found) if is_grounded(q, text)]
+        if len(counted) >= n:
+            return found[: counted[n - 1] + 1]
+    return found
 
 
 def prepared(model: Any) -> Path | None:

@@ -96,3 +96,10 @@ def test_a_model_whose_packages_are_missing_says_how_to_install_them(tmp_path: P
     with pytest.raises(PrepareError, match="install them with `pip install absent`"):
         prepare_model(tmp_path / "models" / "absent", absent)
     assert list((tmp_path / "models").iterdir()) == []
+
+
+def test_cli_refuses_an_unknown_model(tmp_path: Path, root_logging: None) -> None:
+    result = CliRunner().invoke(app, ["model", "prepare", "--model", "gpt-5", "--out", str(tmp_path / "m")])
+    assert result.exit_code == 2
+    assert "unknown model 'gpt-5'" in result.output and "qwen2.5-coder-0.5b-instruct" in result.output
+    assert not (tmp_path / "m").exists()

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
         OfflineModel,
         PrepareError,
         default_model_dir,
+        is_complete,
         prepare_model,
         prepared_model_dir,
     )
@@ -41,6 +42,7 @@ _EXPORTS = {
     "OfflineModel": "backend.model.prepare",
     "PrepareError": "backend.model.prepare",
     "default_model_dir": "backend.model.prepare",
+    "is_complete": "backend.model.prepare",
     "prepare_model": "backend.model.prepare",
     "prepared_model_dir": "backend.model.prepare",
     "UnsupportedModelError": "backend.model.spec",
@@ -72,6 +74,7 @@ __all__ = [
     "TopLogprob",
     "UnsupportedModelError",
     "default_model_dir",
+    "is_complete",
     "prepare_model",
     "prepared_model_dir",
 ]

@@ -49,7 +49,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from backend import MODELS, default_model_dir
+from backend import MODELS, OfflineModel, default_model_dir, is_complete
 from precompute import PrecomputeSettings, grounded, parse_questions, run_precompute, write_sample
 from store import Embedder, Store
 
@@ -120,9 +120,9 @@ def heldout_questions(backend: str, model: str, text: str, n: int, seed: int, at
     return found
 
 
-def prepared(model: Any) -> Path | None:
+def prepared(model: OfflineModel) -> Path | None:
     folder = default_model_dir(model)
-    return folder if (folder / "model.safetensors").is_file() else None
+    return folder if is_complete(folder) else None
 
 
 def write_heldout(
@@ -268,7 +268,7 @@ def main() -> None:
         store.close()
         chunk_of = {e.id: e.meta["chunk"] for e in entries}
         query_of = {e.id: e.query for e in entries}
-        texts = [(chunk, text) for chunk, text in chunk_texts(corpus, entries).items()]
+        texts: list[tuple[str | None, str]] = list(chunk_texts(corpus, entries).items())
         texts += [(None, path.read_text()) for path in sorted(absent.iterdir())]
         cases = write_heldout(backend, model, texts, args.heldout_per_chunk, "served model")
         larger = args.larger_model_dir

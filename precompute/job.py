@@ -74,6 +74,20 @@ def _served_model(upstream: Upstream, wanted: str | None) -> str:
     return wanted
 
 
+def _connect(url: str, model: str | None, api_key: str | None, timeout: float, role: str) -> Upstream:
+    """A client for `url` with its model resolved; fails fast, before anything is written."""
+    upstream = Upstream(url, model, timeout, api_key=api_key)
+    try:
+        upstream.model = _served_model(upstream, model)
+    except (UpstreamUnavailable, UpstreamGarbage) as exc:
+        upstream.close()
+        raise PrecomputeError(f"{role} is not available: {exc}") from exc
+    except PrecomputeError:
+        upstream.close()
+        raise
+    return upstream
+
+
 def state_folder(store_path: Path, scope: str) -> Path:
     return store_path.parent / f"{store_path.name}.precompute" / scope
 
@@ -93,7 +107,7 @@ class Job:
     scope: str
     store: Any
     embedder: Any
-    upstream: Upstream
+    writers: list[Upstream]  # who writes questions, in turn; the first is the upstream, which also answers
     worklog: WorkLog
     replay: Replay
     tokenizer: Tokenizer
@@ -109,7 +123,7 @@ class Job:
     kv_supported: bool = True
     garbage: int = 0
     started: float = field(default_factory=time.monotonic)
-    _gate: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(1))
+    _gates: list[threading.Semaphore] = field(default_factory=list)  # one per writer's server
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _consecutive_garbage: int = 0
     vectors: dict[str, np.ndarray] = field(default_factory=dict)
@@ -126,38 +140,43 @@ class Job:
             queries = read_query_log(query_log) if query_log else []
         except CorpusError as exc:
             raise PrecomputeError(str(exc)) from exc
-        upstream = Upstream(
-            settings.upstream_url, settings.model, settings.request_timeout, api_key=settings.upstream_api_key
+        timeout = settings.request_timeout
+        upstream = _connect(
+            settings.upstream_url, settings.model, settings.upstream_api_key, timeout, "the backend"
         )
+        writers = [upstream]
         try:
-            model = _served_model(upstream, settings.model)
-        except (UpstreamUnavailable, UpstreamGarbage) as exc:
-            upstream.close()
-            raise PrecomputeError(f"the backend is not available: {exc}") from exc
-        except PrecomputeError:
-            upstream.close()
+            for writer in settings.question_writers:
+                role = f"question writer {writer.url}"
+                writers.append(_connect(writer.url, writer.model, writer.api_key, timeout, role))
+            resolved = [
+                w.model_copy(update={"model": u.model})
+                for w, u in zip(settings.question_writers, writers[1:], strict=True)
+            ]
+            settings = settings.model_copy(update={"model": upstream.model, "question_writers": resolved})
+            model = str(upstream.model)
+            scope = scope_key(model, settings.system_prompt, settings.tenant)
+            folder = state_folder(store_path, scope)
+            try:
+                tokenizer = load_tokenizer(settings.tokenizer, folder.parent)
+            except (OSError, ValueError) as exc:
+                raise PrecomputeError(f"cannot load tokenizer {settings.tokenizer!r}: {exc}") from exc
+            embedder = Embedder()
+            try:
+                store = Store.open(
+                    store_path, embedding_model=embedder.name, dim=embedder.dim, progress=False
+                )
+            except EmbeddingMismatchError as exc:
+                raise PrecomputeError(
+                    f"store {store_path} was built with another embedding model: {exc}. "
+                    "Use a new --store path, or the embedding model the store was built with."
+                ) from exc
+            except StoreError as exc:
+                raise PrecomputeError(f"cannot open store {store_path}: {exc}") from exc
+        except BaseException:
+            for client in writers:
+                client.close()
             raise
-        upstream.model = model
-        settings = settings.model_copy(update={"model": model})
-        scope = scope_key(model, settings.system_prompt, settings.tenant)
-        folder = state_folder(store_path, scope)
-        try:
-            tokenizer = load_tokenizer(settings.tokenizer, folder.parent)
-        except (OSError, ValueError) as exc:
-            upstream.close()
-            raise PrecomputeError(f"cannot load tokenizer {settings.tokenizer!r}: {exc}") from exc
-        embedder = Embedder()
-        try:
-            store = Store.open(store_path, embedding_model=embedder.name, dim=embedder.dim, progress=False)
-        except EmbeddingMismatchError as exc:
-            upstream.close()
-            raise PrecomputeError(
-                f"store {store_path} was built with another embedding model: {exc}. "
-                "Use a new --store path, or the embedding model the store was built with."
-            ) from exc
-        except StoreError as exc:
-            upstream.close()
-            raise PrecomputeError(f"cannot open store {store_path}: {exc}") from exc
         worklog, replay = WorkLog.open(folder)
         chunks = chunk_documents(
             documents.documents, tokenizer, settings.chunk_tokens, settings.chunk_overlap
@@ -168,7 +187,7 @@ class Job:
             scope=scope,
             store=store,
             embedder=embedder,
-            upstream=upstream,
+            writers=writers,
             worklog=worklog,
             replay=replay,
             tokenizer=tokenizer,
@@ -178,7 +197,7 @@ class Job:
             store_path=store_path,
             budget=Budget(settings.max_total_tokens, settings.max_wall_seconds),
             dedup=Deduplicator(settings.dedup_threshold, embedder.dim, _stored_similarity(store, scope)),
-            _gate=threading.Semaphore(settings.concurrency),
+            _gates=[threading.Semaphore(settings.concurrency) for _ in writers],
         )
         job._seed_dedup()
         job._sweep_kv_files()
@@ -186,9 +205,17 @@ class Job:
             log.warning("skipped unreadable file", extra={"problem": problem})
         return job
 
+    @property
+    def upstream(self) -> Upstream:
+        return self.writers[0]
+
+    def writer_name(self, writer: int) -> str:
+        return str(self.writers[writer].model)
+
     def close(self) -> None:
         self.worklog.close()
-        self.upstream.close()
+        for client in self.writers:
+            client.close()
         self.store.close()
 
     def _sweep_kv_files(self) -> None:
@@ -246,9 +273,10 @@ class Job:
     # ---- the guarded upstream call ------------------------------------------------------------------------
 
     def chat(
-        self, messages: list[dict[str, str]], temperature: float, max_tokens: int, seed: int
+        self, messages: list[dict[str, str]], temperature: float, max_tokens: int, seed: int, writer: int = 0
     ) -> Completion:
-        """One chat completion within the budget and the concurrency limit; Stopped when it may not run."""
+        """One chat completion from the upstream (or question writer `writer`) within the budget and that
+        server's concurrency limit; Stopped when it may not run."""
         if self.stopped:
             raise Stopped
         prompt = sum(self.tokenizer.count(m["content"]) + 4 for m in messages)
@@ -259,8 +287,8 @@ class Job:
             raise Stopped
         used = 0
         try:
-            with self._gate:
-                completion = self.upstream.chat(messages, temperature, max_tokens, seed)
+            with self._gates[writer]:
+                completion = self.writers[writer].chat(messages, temperature, max_tokens, seed)
             if completion.tokens == 0:
                 completion = Completion(completion.text, prompt, self.tokenizer.count(completion.text))
             used = completion.tokens
@@ -268,7 +296,8 @@ class Job:
                 self._consecutive_garbage = 0
             return completion
         except UpstreamUnavailable as exc:
-            self.stop(f"the backend is down: {exc}", failed=True)
+            who = "the backend" if writer == 0 else f"question writer {self.writers[writer].url}"
+            self.stop(f"{who} is down: {exc}", failed=True)
             raise Stopped from exc
         finally:
             self.budget.settle(reserved, used)
@@ -278,7 +307,7 @@ class Job:
         if self.stopped:
             raise Stopped
         try:
-            with self._gate:
+            with self._gates[0]:
                 return self.upstream.export_kv(messages)
         except UpstreamUnavailable as exc:
             self.stop(f"the backend is down: {exc}", failed=True)

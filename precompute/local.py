@@ -48,7 +48,7 @@ def run_local(job: Job) -> None:
             progress,
             settings,
             job.tokenizer.count,
-            job.chat,
+            [partial(job.chat, writer=writer) for writer in range(len(job.writers))],
             partial(stages.judge_round, job),
             job.note_garbage,
         )

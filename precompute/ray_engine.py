@@ -40,12 +40,13 @@ class _Worker:
     def __init__(self, settings: dict[str, Any]) -> None:
         os.environ.pop("PRECOG_CONFIG", None)
         self.settings = PrecomputeSettings(**settings)
+        timeout = self.settings.request_timeout
         self.upstream = Upstream(
-            self.settings.upstream_url,
-            self.settings.model,
-            self.settings.request_timeout,
-            api_key=self.settings.upstream_api_key,
+            self.settings.upstream_url, self.settings.model, timeout, api_key=self.settings.upstream_api_key
         )
+        self.writers = [self.upstream] + [
+            Upstream(w.url, w.model, timeout, api_key=w.api_key) for w in self.settings.question_writers
+        ]
 
 
 class QuestionWorker(_Worker):
@@ -71,6 +72,7 @@ class QuestionWorker(_Worker):
             rounds.append(
                 {
                     "number": round_.number,
+                    "writer": round_.writer,
                     "temperature": round_.temperature,
                     "parsed": len(round_.parsed),
                     "duplicates": duplicates,
@@ -80,18 +82,13 @@ class QuestionWorker(_Worker):
             )
             return accepted, duplicates
 
-        def chat(
-            messages: list[dict[str, str]], temperature: float, max_tokens: int, seed: int
-        ) -> Completion:
-            return self.upstream.chat(messages, temperature, max_tokens, seed)
-
         try:
             finished = generate_for_chunk(
                 chunk,
                 progress,
                 self.settings,
                 self.tokenizer.count,
-                chat,
+                [writer.chat for writer in self.writers],
                 judge,
                 lambda e: garbage.append(str(e)),
             )

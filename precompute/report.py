@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,9 @@ def build_report(job: Job, engine: str) -> dict[str, Any]:
         "duplicates_dropped": replay.duplicates,
         "duplicate_rate": round(replay.duplicates / generated, 4) if generated else 0.0,
         "queries_accepted": len(replay.queries),
+        "queries_accepted_by_writer": dict(
+            Counter(q.get("writer", job.model) for q in replay.queries.values() if q["origin"] == "generated")
+        ),
         "answers": len(replay.answers),
         "answers_trimmed_to_whole_sentences": sum(
             1 for a in replay.answers.values() if a.get("trimmed") and not a.get("truncated")

@@ -4,10 +4,25 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from precog import ServiceSettings
+
+
+class QuestionWriter(BaseModel):
+    """Another OpenAI-compatible server whose model writes some of the questions (never their answers).
+
+    Questions from one small model run out of new angles: after a few dozen a chunk, most of what it writes
+    is a duplicate. Another model (a larger one, or another family) asks what the first does not, and more
+    *different* stored questions is what raises the share of users' questions that hit.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str
+    model: str | None = Field(None, description="unset = the one model it serves")
+    api_key: str | None = None
 
 
 class PrecomputeSettings(ServiceSettings):
@@ -26,6 +41,11 @@ class PrecomputeSettings(ServiceSettings):
     model: str | None = Field(None, description="the upstream model; unset = the one model it serves")
     system_prompt: str = Field("", description="the app's system prompt; '' = no system message")
     tenant: str = "default"
+    question_writers: list[QuestionWriter] = Field(
+        default_factory=list,
+        description="more servers whose question rounds take turns with the upstream's; answers and KV "
+        "caches always come from the upstream, so the entries stay in its model's scope",
+    )
 
     tokenizer: str = Field(
         "auto",

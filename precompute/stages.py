@@ -35,6 +35,7 @@ def judge_round(job: Job, round_: Round, wanted: int) -> tuple[list[str], int]:
         0,
         round_.completion.tokens,
         wanted,
+        job.writer_name(round_.writer),
     )
 
 
@@ -51,6 +52,7 @@ def record_remote_round(job: Job, chunk_id: str, round_: dict[str, Any]) -> None
         round_["duplicates"],
         round_["tokens"],
         wanted,
+        job.writer_name(round_["writer"]),
     )
 
 
@@ -64,6 +66,7 @@ def record_round(
     known_duplicates: int,
     tokens: int,
     wanted: int,
+    writer: str,
 ) -> tuple[list[str], int]:
     vectors = job.embedder.encode(candidates)
     kept, duplicates = job.dedup.accept(candidates, vectors, max(wanted, 0))
@@ -73,6 +76,7 @@ def record_round(
             "query": candidates[i],
             "chunk": chunk_id,
             "origin": "generated",
+            "writer": writer,
         }
         for i in kept
     ]
@@ -237,6 +241,7 @@ def write_entry(job: Job, qid: str) -> None:
                 "start": str(chunk.start),
                 "end": str(chunk.end),
                 "origin": query["origin"],
+                **({"writer": query["writer"]} if "writer" in query else {}),
                 "tenant": job.settings.tenant,
                 # the gateway serves an answer only to requests whose max_tokens it fits
                 "completion_tokens": str(job.replay.answers[qid]["completion_tokens"]),

@@ -45,6 +45,23 @@ def fake(upstream: FakeUpstream) -> FakeUpstream:
     return upstream
 
 
+WRITER_MODEL = "fake-writer"
+
+
+@pytest.fixture(scope="session")
+def writer_upstream() -> Iterator[FakeUpstream]:
+    """A second server playing another model: it asks its questions in another way."""
+    server = FakeUpstream(_free_port(), model=WRITER_MODEL, ask="Could you explain {}?").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def writer(writer_upstream: FakeUpstream) -> FakeUpstream:
+    writer_upstream.behaviour.reset()
+    return writer_upstream
+
+
 @pytest.fixture
 def corpus(tmp_path: Path) -> Path:
     folder = tmp_path / "corpus"

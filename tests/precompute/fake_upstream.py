@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse
 from store import KVBlob
 
 MODEL = "fake-model"
+ASK = "What does the document say about {}?"
 
 
 @dataclass
@@ -46,15 +47,14 @@ def _sentences(text: str) -> list[str]:
     return [s.strip() for s in re.split(r"(?<=[.!?])\s+", text) if len(s.split()) >= 4]
 
 
-def _question(sentence: str) -> str:
-    words = re.findall(r"[A-Za-z0-9']+", sentence)[:7]
-    return f"What does the document say about {' '.join(words)}?"
+def _question(sentence: str, ask: str) -> str:
+    return ask.format(" ".join(re.findall(r"[A-Za-z0-9']+", sentence)[:7]))
 
 
-def _generation(user: str, wanted: int) -> str:
+def _generation(user: str, wanted: int, ask: str) -> str:
     document = user.split("Document:\n", 1)[1].split("\n\nWrite ", 1)[0]
     asked = set(re.findall(r"^- (.*)$", user, flags=re.MULTILINE))
-    fresh = [q for q in map(_question, _sentences(document)) if q not in asked][:wanted]
+    fresh = [q for q in (_question(s, ask) for s in _sentences(document)) if q not in asked][:wanted]
     if fresh:  # a near-duplicate right after the first question: only the embedding check can catch it
         fresh.insert(1, fresh[0].replace("What does", "What, does"))
     lines = ["Sure! Here are some questions a user might ask:", ""]
@@ -72,14 +72,14 @@ def _kv_blob(messages: list[dict[str, str]]) -> bytes:
     return KVBlob(model=MODEL, token_ids=token_ids, keys=keys, values=values).to_bytes()
 
 
-def make_app(behaviour: Behaviour) -> FastAPI:
+def make_app(behaviour: Behaviour, model: str, ask: str) -> FastAPI:
     app = FastAPI()
 
     @app.get("/v1/models")
     def models() -> Response:
         if behaviour.mode == "down":
             return JSONResponse({"error": {"message": "down"}}, status_code=503)
-        return JSONResponse({"object": "list", "data": [{"id": MODEL, "object": "model"}]})
+        return JSONResponse({"object": "list", "data": [{"id": model, "object": "model"}]})
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Response:
@@ -96,7 +96,7 @@ def make_app(behaviour: Behaviour) -> FastAPI:
         user = messages[-1]["content"]
         if "Document:\n" in user:
             wanted = int(re.search(r"Write (\d+) different", user).group(1))
-            text = _generation(user, wanted)
+            text = _generation(user, wanted, ask)
         else:
             document = messages[0]["content"].split("Document:\n", 1)[1]
             text = f"According to the document, {_sentences(document)[0]}"
@@ -141,12 +141,14 @@ def make_app(behaviour: Behaviour) -> FastAPI:
 
 
 class FakeUpstream:
-    """The server on a free port, in a background thread of the test process."""
+    """The server on a free port, in a background thread of the test process. `model` is the id it serves
+    and `ask` the template of the questions it writes, so a second one plays another model."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, model: str = MODEL, ask: str = ASK) -> None:
         self.behaviour = Behaviour()
         self.url = f"http://127.0.0.1:{port}"
-        config = uvicorn.Config(make_app(self.behaviour), host="127.0.0.1", port=port, log_level="warning")
+        app = make_app(self.behaviour, model, ask)
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 

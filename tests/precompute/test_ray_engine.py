@@ -50,3 +50,16 @@ def test_ray_engine_builds_the_same_store_as_the_local_engine_and_resumes(
     fake.behaviour.requests.clear()
     again, _ = run_precompute(make_settings(fake.url), corpus, store_path, engine="ray", progress=False)
     assert fake.behaviour.requests == [] and again["entries_written"] == remote["entries_written"]
+
+
+def test_ray_engine_takes_turns_with_question_writers_like_the_local_engine(
+    local_ray: None, fake: FakeUpstream, writer: FakeUpstream, corpus: Path, tmp_path: Path
+) -> None:
+    settings = make_settings(
+        fake.url, max_queries_per_chunk=8, max_rounds_per_chunk=4, question_writers=[{"url": writer.url}]
+    )
+    local, _ = run_precompute(settings, corpus, tmp_path / "local", progress=False)
+    remote, _ = run_precompute(settings, corpus, tmp_path / "ray", engine="ray", progress=False)
+    assert remote["complete"] and len(remote["queries_accepted_by_writer"]) == 2
+    assert remote["queries_accepted_by_writer"] == local["queries_accepted_by_writer"]
+    assert _queries(tmp_path / "ray") == _queries(tmp_path / "local")

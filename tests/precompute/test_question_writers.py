@@ -1,0 +1,91 @@
+"""Question writers: other servers whose question rounds take turns with the upstream's, while answers, KV
+caches and the scope stay with the upstream."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from precog import load_settings
+from precompute import PrecomputeError, PrecomputeSettings, run_precompute
+from precompute.generate import FAMILIES, round_plan, round_seed
+from store import Store, scope_key
+from tests.conftest import _free_port
+from tests.precompute.conftest import WRITER_MODEL, make_settings
+from tests.precompute.fake_upstream import MODEL, FakeUpstream
+
+
+def _question_seeds(server: FakeUpstream) -> set[int]:
+    return {r["seed"] for r in server.behaviour.requests if "Document:\n" in r["messages"][-1]["content"]}
+
+
+def test_one_writer_keeps_the_families_in_turn_and_moves_the_window_after_each_turn() -> None:
+    assert [round_plan(n, 1) for n in range(4)] == [
+        (0, "plain", 0),
+        (0, "example", 0),
+        (0, "passage", 0),
+        (0, "plain", 1),
+    ]
+
+
+def test_every_writer_is_asked_with_every_prompt_family() -> None:
+    plans = [round_plan(n, 2) for n in range(2 * len(FAMILIES))]
+    for writer in (0, 1):
+        assert sorted(family for w, family, _ in plans if w == writer) == sorted(FAMILIES)
+
+
+def test_writers_take_turns_and_only_the_upstream_answers(
+    fake: FakeUpstream, writer: FakeUpstream, corpus: Path, tmp_path: Path
+) -> None:
+    settings = make_settings(
+        fake.url, max_queries_per_chunk=8, max_rounds_per_chunk=4, question_writers=[{"url": writer.url}]
+    )
+    report, _ = run_precompute(settings, corpus, tmp_path / "store", progress=False)
+    assert report["complete"]
+    store = Store.open(tmp_path / "store", read_only=True, progress=False)
+    try:
+        entries = list(store.entries())
+    finally:
+        store.close()
+    by_writer = {name: [e for e in entries if e.meta["writer"] == name] for name in (MODEL, WRITER_MODEL)}
+    assert by_writer[MODEL] and by_writer[WRITER_MODEL]
+    assert len(entries) == sum(map(len, by_writer.values())) == report["entries_written"]
+    assert report["queries_accepted_by_writer"] == {name: len(found) for name, found in by_writer.items()}
+    assert all(e.query.startswith("Could you explain") for e in by_writer[WRITER_MODEL])
+    for entry in entries:  # the writer's questions are answered by the upstream, in its scope
+        assert entry.model == MODEL and entry.scope == scope_key(MODEL, settings.system_prompt, "acme")
+        assert entry.answer.startswith("According to the document") and entry.kv_blob_id is not None
+
+    assert all("Document:\n" in r["messages"][-1]["content"] for r in writer.behaviour.requests)
+    assert writer.behaviour.kv_exports == 0
+    chunks = {e.meta["chunk"] for e in entries}
+    rounds = range(settings.max_rounds_per_chunk)
+    assert _question_seeds(writer) <= {round_seed(c, n) for c in chunks for n in rounds if n % 2}
+    assert _question_seeds(fake) <= {round_seed(c, n) for c in chunks for n in rounds if n % 2 == 0}
+
+
+@pytest.mark.parametrize("model", [None, "another-model"])
+def test_a_writer_that_cannot_serve_fails_before_anything_is_written(
+    fake: FakeUpstream, writer: FakeUpstream, corpus: Path, tmp_path: Path, model: str | None
+) -> None:
+    url = f"http://127.0.0.1:{_free_port()}" if model is None else writer.url
+    settings = make_settings(fake.url, question_writers=[{"url": url, "model": model}])
+    with pytest.raises(PrecomputeError, match="question writer" if model is None else "another-model"):
+        run_precompute(settings, corpus, tmp_path / "store", progress=False)
+    assert not (tmp_path / "store").exists()
+    assert fake.behaviour.requests == []
+
+
+def test_writers_come_from_the_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "precog.toml"
+    monkeypatch.setenv("PRECOG_CONFIG", str(config))
+    config.write_text(
+        '[precompute]\nmodel = "small"\n\n'
+        '[[precompute.question_writers]]\nurl = "http://writer:8002"\nmodel = "large"\n'
+    )
+    settings = load_settings(PrecomputeSettings)
+    assert [(w.url, w.model) for w in settings.question_writers] == [("http://writer:8002", "large")]
+    config.write_text('[[precompute.question_writers]]\nadress = "http://writer:8002"\n')
+    with pytest.raises(ValueError, match="question_writers"):
+        load_settings(PrecomputeSettings)

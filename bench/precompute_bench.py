@@ -290,8 +290,8 @@ def main() -> None:
             )
             report, _ = run_precompute(settings, corpus, store_path)
             store = Store.open(store_path, read_only=True, progress=False)
-            entries = list(store.entries())
             stats = store.stats()
+            entries = store.entries(limit=stats["entries"])  # every entry, not the first page
             store.close()
             chunk_of = {e.id: e.meta["chunk"] for e in entries}
             query_of = {e.id: e.query for e in entries}
@@ -369,7 +369,7 @@ def summarise(
             "chunks": report["chunks"],
             "entries": stats["entries"],
             "queries_generated": report["queries_generated"],
-            "queries_stored_by_writer": report["queries_accepted_by_writer"],
+            "queries_accepted_by_writer": report["queries_accepted_by_writer"],
             "duplicate_rate": report["duplicate_rate"],
             "tokens_spent": report["tokens_spent"],
             "build_seconds": wall,

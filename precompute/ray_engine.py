@@ -167,7 +167,7 @@ def _question_stage(job: Job, settings: dict[str, Any]) -> None:
         for round_ in result["rounds"]:
             stages.record_remote_round(job, row["chunk"], round_)
         if result["error"]:
-            job.stop(f"the backend is down: {result['error']}", failed=True)
+            job.stop(f"a server writing questions is down: {result['error']}", failed=True)
         elif result["finished"]:
             stages.chunk_done(job, row["chunk"])
         if job.charge_remote(sum(r["tokens"] for r in result["rounds"])) or job.stopped:

@@ -34,9 +34,8 @@ DOCS = {
 
 @pytest.fixture(scope="session")
 def upstream() -> Iterator[FakeUpstream]:
-    server = FakeUpstream(_free_port()).start()
-    yield server
-    server.stop()
+    with FakeUpstream(_free_port()) as server:
+        yield server
 
 
 @pytest.fixture
@@ -51,9 +50,8 @@ WRITER_MODEL = "fake-writer"
 @pytest.fixture(scope="session")
 def writer_upstream() -> Iterator[FakeUpstream]:
     """A second server playing another model: it asks its questions in another way."""
-    server = FakeUpstream(_free_port(), model=WRITER_MODEL, ask="Could you explain {}?").start()
-    yield server
-    server.stop()
+    with FakeUpstream(_free_port(), model=WRITER_MODEL, ask="Could you explain {}?") as server:
+        yield server
 
 
 @pytest.fixture

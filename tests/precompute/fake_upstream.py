@@ -164,3 +164,9 @@ class FakeUpstream:
     def stop(self) -> None:
         self._server.should_exit = True
         self._thread.join(timeout=10)
+
+    def __enter__(self) -> FakeUpstream:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()

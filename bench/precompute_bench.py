@@ -123,7 +123,8 @@ def heldout_questions(backend: str, model: str, text: str, n: int, seed: int, at
             ],
         }
         reply = httpx.post(f"{backend}/v1/chat/completions", json=body, timeout=600).json()
-        found += parse_questions(reply["choices"][0]["message"]["content"], exclude=found)
+        choice = reply["choices"][0]
+        found += parse_questions(choice["message"]["content"], found, cut=choice["finish_reason"] == "length")
         counted = [i for i, q in enumerate(found) if is_grounded(q, text)]
         if len(counted) >= n:
             return found[: counted[n - 1] + 1]

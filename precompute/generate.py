@@ -95,7 +95,8 @@ def generate_for_chunk(
         except UpstreamGarbage as exc:
             on_garbage(exc)
             continue
-        parsed = grounded(parse_questions(completion.text, exclude=progress.asked), chunk.text)
+        questions = parse_questions(completion.text, progress.asked, cut=completion.truncated)
+        parsed = grounded(questions, chunk.text)
         accepted, duplicates = judge(
             Round(chunk, number, writer, parsed, completion, temperature.value), wanted
         )

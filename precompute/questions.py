@@ -140,13 +140,16 @@ def _candidates(line: str) -> list[str]:
     return [line.rstrip(".:;!") + "?"] if _INTERROGATIVE.match(line) else []
 
 
-def parse_questions(text: str, exclude: Sequence[str] = ()) -> list[str]:
+def parse_questions(text: str, exclude: Sequence[str] = (), cut: bool = False) -> list[str]:
     """Questions in a small model's free-form output: numbered, bulleted, quoted or run together on one
     line, or after a sentence of chatter. Keeps 3-40 word questions; drops meta lines ("Here are..."),
-    questions to the user ("What would you like me to write?"), repeats and anything in `exclude`."""
+    questions to the user ("What would you like me to write?"), repeats and anything in `exclude`.
+    `cut`: the output stopped at max_tokens, so its last line is a question cut short ("What role does
+    anarchism play in the") and is dropped, where it would otherwise be stored with a "?" added."""
     seen = {normalise_text(q) for q in exclude}
     found: list[str] = []
-    for line in text.splitlines():
+    lines = text.splitlines()
+    for line in lines[:-1] if cut else lines:
         for question in _candidates(line):
             words = len(question.split())
             key = normalise_text(question)

@@ -1,5 +1,5 @@
-"""Question writers: other servers whose question rounds take turns with the upstream's, while answers, KV
-caches and the scope stay with the upstream."""
+"""Question rounds: who writes each (the upstream and other servers in turn, while answers, KV caches and
+the scope stay with the upstream) and what a round keeps."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import pytest
 
 from precog import load_settings
 from precompute import PrecomputeError, PrecomputeSettings, run_precompute
-from precompute.generate import FAMILIES, round_plan, round_seed
+from precompute.chunking import Chunk
+from precompute.generate import FAMILIES, ChunkProgress, Round, generate_for_chunk, round_plan, round_seed
+from precompute.upstream import Completion
 from store import Store, scope_key
 from tests.conftest import _free_port
 from tests.precompute.conftest import WRITER_MODEL, make_settings
@@ -89,3 +91,20 @@ def test_writers_come_from_the_config_file(tmp_path: Path, monkeypatch: pytest.M
     config.write_text('[[precompute.question_writers]]\nadress = "http://writer:8002"\n')
     with pytest.raises(ValueError, match="question_writers"):
         load_settings(PrecomputeSettings)
+
+
+def test_a_round_cut_at_max_tokens_keeps_only_its_whole_questions() -> None:
+    chunk = Chunk("c", "Albedo is the fraction of sunlight that a surface reflects.", "a.txt", 0, 60)
+    reply = "1. What is albedo?\n2. How much sunlight does a surface reflect?\n3. What does albedo"
+    judged: list[list[str]] = []
+
+    def judge(round_: Round, wanted: int) -> tuple[list[str], int]:
+        judged.append(round_.parsed)
+        return round_.parsed, 0
+
+    def chat(messages: list[dict[str, str]], temperature: float, max_tokens: int, seed: int) -> Completion:
+        return Completion(reply, 10, max_tokens, "length")
+
+    settings = PrecomputeSettings(max_rounds_per_chunk=1)
+    generate_for_chunk(chunk, ChunkProgress(), settings, len, [chat], judge, lambda _exc: None)
+    assert judged == [["What is albedo?", "How much sunlight does a surface reflect?"]]

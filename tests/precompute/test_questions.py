@@ -61,6 +61,12 @@ def test_a_question_quoted_in_chatter_is_taken_from_its_quote() -> None:
     ]
 
 
+def test_output_cut_at_max_tokens_loses_its_last_line() -> None:
+    text = "1. What is albedo?\n2. How is albedo measured?\n3. What role does anarchism play in the"
+    assert parse_questions(text)[-1] == "What role does anarchism play in the?"
+    assert parse_questions(text, cut=True) == ["What is albedo?", "How is albedo measured?"]
+
+
 def test_drops_repeats_and_already_asked_questions() -> None:
     text = "1. What is anarchism?\n2. what is  ANARCHISM?\n3. Where is Alabama located?"
     assert parse_questions(text, exclude=["Where is Alabama located?"]) == ["What is anarchism?"]

@@ -23,7 +23,7 @@ from precompute.chunking import Chunk, chunk_documents
 from precompute.dedup import Deduplicator
 from precompute.generate import ChunkProgress
 from precompute.ingest import CorpusError, read_corpus, read_query_log
-from precompute.settings import PrecomputeSettings
+from precompute.settings import PrecomputeSettings, QuestionWriter
 from precompute.tokens import Tokenizer, load_tokenizer
 from precompute.upstream import Completion, Upstream, UpstreamGarbage, UpstreamUnavailable
 from precompute.worklog import Replay, WorkLog
@@ -74,11 +74,15 @@ def _served_model(upstream: Upstream, wanted: str | None) -> str:
     return wanted
 
 
-def _connect(url: str, model: str | None, api_key: str | None, timeout: float, role: str) -> Upstream:
-    """A client for `url` with its model resolved; fails fast, before anything is written."""
-    upstream = Upstream(url, model, timeout, api_key=api_key)
+def _role(writer: int, url: str) -> str:
+    return "the backend" if writer == 0 else f"question writer {url}"
+
+
+def _connect(server: QuestionWriter, timeout: float, role: str) -> Upstream:
+    """A client for `server` with its model resolved; fails fast, before anything is written."""
+    upstream = Upstream(server.url, server.model, timeout, api_key=server.api_key)
     try:
-        upstream.model = _served_model(upstream, model)
+        upstream.model = _served_model(upstream, server.model)
     except (UpstreamUnavailable, UpstreamGarbage) as exc:
         upstream.close()
         raise PrecomputeError(f"{role} is not available: {exc}") from exc
@@ -140,21 +144,17 @@ class Job:
             queries = read_query_log(query_log) if query_log else []
         except CorpusError as exc:
             raise PrecomputeError(str(exc)) from exc
-        timeout = settings.request_timeout
-        upstream = _connect(
-            settings.upstream_url, settings.model, settings.upstream_api_key, timeout, "the backend"
-        )
-        writers = [upstream]
+        servers = settings.question_servers()
+        writers: list[Upstream] = []
         try:
-            for writer in settings.question_writers:
-                role = f"question writer {writer.url}"
-                writers.append(_connect(writer.url, writer.model, writer.api_key, timeout, role))
+            for index, server in enumerate(servers):
+                writers.append(_connect(server, settings.request_timeout, _role(index, server.url)))
             resolved = [
-                w.model_copy(update={"model": u.model})
-                for w, u in zip(settings.question_writers, writers[1:], strict=True)
+                server.model_copy(update={"model": client.model})
+                for server, client in zip(servers, writers, strict=True)
             ]
-            settings = settings.model_copy(update={"model": upstream.model, "question_writers": resolved})
-            model = str(upstream.model)
+            model = str(resolved[0].model)
+            settings = settings.model_copy(update={"model": model, "question_writers": resolved[1:]})
             scope = scope_key(model, settings.system_prompt, settings.tenant)
             folder = state_folder(store_path, scope)
             try:
@@ -296,8 +296,7 @@ class Job:
                 self._consecutive_garbage = 0
             return completion
         except UpstreamUnavailable as exc:
-            who = "the backend" if writer == 0 else f"question writer {self.writers[writer].url}"
-            self.stop(f"{who} is down: {exc}", failed=True)
+            self.stop(f"{_role(writer, self.writers[writer].url)} is down: {exc}", failed=True)
             raise Stopped from exc
         finally:
             self.budget.settle(reserved, used)

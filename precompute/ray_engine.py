@@ -35,18 +35,17 @@ log = logging.getLogger(__name__)
 
 
 class _Worker:
-    """What every actor holds: the settings and a client for the upstream."""
+    """What every actor holds: the settings and a client for each server that writes questions (the
+    upstream, which also answers, first)."""
 
     def __init__(self, settings: dict[str, Any]) -> None:
         os.environ.pop("PRECOG_CONFIG", None)
         self.settings = PrecomputeSettings(**settings)
         timeout = self.settings.request_timeout
-        self.upstream = Upstream(
-            self.settings.upstream_url, self.settings.model, timeout, api_key=self.settings.upstream_api_key
-        )
-        self.writers = [self.upstream] + [
-            Upstream(w.url, w.model, timeout, api_key=w.api_key) for w in self.settings.question_writers
+        self.writers = [
+            Upstream(s.url, s.model, timeout, api_key=s.api_key) for s in self.settings.question_servers()
         ]
+        self.upstream = self.writers[0]
 
 
 class QuestionWorker(_Worker):

@@ -75,6 +75,11 @@ class PrecomputeSettings(ServiceSettings):
     max_total_tokens: int | None = Field(None, ge=1, description="per invocation: prompt + completion")
     max_wall_seconds: float | None = Field(None, gt=0, description="per invocation")
 
+    def question_servers(self) -> list[QuestionWriter]:
+        """Who writes questions, in turn: the upstream first (it also answers), then the question writers."""
+        upstream = QuestionWriter(url=self.upstream_url, model=self.model, api_key=self.upstream_api_key)
+        return [upstream, *self.question_writers]
+
     @model_validator(mode="after")
     def _overlap_below_chunk(self) -> PrecomputeSettings:
         if self.chunk_overlap >= self.chunk_tokens:

@@ -15,6 +15,7 @@ from precompute.chunking import Chunk
 from precompute.questions import AdaptiveTemperature, grounded, parse_questions, passage, question_prompt
 from precompute.settings import PrecomputeSettings
 from precompute.upstream import Completion, UpstreamGarbage
+from store import normalise_text
 
 ChatCall = Callable[[list[dict[str, str]], float, int, int], Completion]
 # The prompt family of each round, in turn (see precompute.questions).
@@ -34,12 +35,14 @@ class Round:
     chunk: Chunk
     number: int
     writer: int  # index into the question writers, 0 = the upstream
-    parsed: list[str]
+    parsed: list[str]  # the new questions, for the judge
+    repeats: int  # questions written again word for word: duplicates the judge never sees
     completion: Completion
     temperature: float
 
 
-# Judge a round given how many questions are still wanted: record it, return (accepted, duplicates).
+# Judge a round given how many questions are still wanted: record it, return (accepted, duplicates), the
+# duplicates counting the round's repeats too.
 Judge = Callable[[Round, int], tuple[list[str], int]]
 
 
@@ -64,22 +67,29 @@ def generate_for_chunk(
     on_garbage: Callable[[UpstreamGarbage], None],
 ) -> bool:
     """Run the remaining rounds of `chunk`; True when it is finished (enough questions, or every round
-    recorded). The temperature is replayed from the recorded rounds, so a resumed chunk continues exactly
-    where it stopped."""
-    temperature = AdaptiveTemperature(
-        settings.temperature_start,
-        settings.temperature_step,
-        settings.temperature_cap,
-        settings.duplicate_rate_trigger,
-    )
-    for parsed_count, duplicates in progress.outcomes:
-        temperature.observe(parsed_count, duplicates)
+    recorded). Each writer has its own temperature (a 135M model writes chatter where a 0.5B one still
+    writes questions), replayed from the recorded rounds, so a resumed chunk continues exactly where it
+    stopped."""
+    temperatures = [
+        AdaptiveTemperature(
+            settings.temperature_start,
+            settings.temperature_step,
+            settings.temperature_cap,
+            settings.duplicate_rate_trigger,
+            len(FAMILIES),
+            settings.questions_per_round,
+        )
+        for _ in chats
+    ]
+    for number, (parsed_count, duplicates) in enumerate(progress.outcomes):
+        temperatures[round_plan(number, len(chats))[0]].observe(parsed_count, duplicates)
     prompt_budget = settings.context_tokens - settings.question_max_tokens
     for number in range(len(progress.outcomes), settings.max_rounds_per_chunk):
         wanted = settings.max_queries_per_chunk - len(progress.asked)
         if wanted <= 0:
             break
         writer, family, window = round_plan(number, len(chats))
+        temperature = temperatures[writer]
         messages = question_prompt(
             passage(chunk.text, window) if family == "passage" else chunk.text,
             settings.questions_per_round,
@@ -95,14 +105,16 @@ def generate_for_chunk(
         except UpstreamGarbage as exc:
             on_garbage(exc)
             continue
-        questions = parse_questions(completion.text, progress.asked, cut=completion.truncated)
-        parsed = grounded(questions, chunk.text)
+        written = grounded(parse_questions(completion.text, cut=completion.truncated), chunk.text)
+        asked = {normalise_text(q) for q in progress.asked}
+        parsed = [q for q in written if normalise_text(q) not in asked]
+        repeats = len(written) - len(parsed)
         accepted, duplicates = judge(
-            Round(chunk, number, writer, parsed, completion, temperature.value), wanted
+            Round(chunk, number, writer, parsed, repeats, completion, temperature.value), wanted
         )
-        temperature.observe(len(parsed), duplicates)
+        temperature.observe(len(written), duplicates)
         progress.asked.extend(accepted)
-        progress.outcomes.append((len(parsed), duplicates))
+        progress.outcomes.append((len(written), duplicates))
     return (
         len(progress.asked) >= settings.max_queries_per_chunk
         or len(progress.outcomes) >= settings.max_rounds_per_chunk

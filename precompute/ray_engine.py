@@ -67,13 +67,14 @@ class QuestionWorker(_Worker):
 
         def judge(round_: Round, wanted: int) -> tuple[list[str], int]:
             kept, duplicates = dedup.accept(round_.parsed, self.embedder.encode(round_.parsed), wanted)
+            duplicates += round_.repeats
             accepted = [round_.parsed[i] for i in kept]
             rounds.append(
                 {
                     "number": round_.number,
                     "writer": round_.writer,
                     "temperature": round_.temperature,
-                    "parsed": len(round_.parsed),
+                    "parsed": len(round_.parsed) + round_.repeats,
                     "duplicates": duplicates,
                     "accepted": accepted,
                     "tokens": round_.completion.tokens,

@@ -10,7 +10,15 @@ import pytest
 from precog import load_settings
 from precompute import PrecomputeError, PrecomputeSettings, run_precompute
 from precompute.chunking import Chunk
-from precompute.generate import FAMILIES, ChunkProgress, Round, generate_for_chunk, round_plan, round_seed
+from precompute.generate import (
+    FAMILIES,
+    ChatCall,
+    ChunkProgress,
+    Round,
+    generate_for_chunk,
+    round_plan,
+    round_seed,
+)
 from precompute.upstream import Completion
 from store import Store, scope_key
 from tests.conftest import _free_port
@@ -108,3 +116,45 @@ def test_a_round_cut_at_max_tokens_keeps_only_its_whole_questions() -> None:
     settings = PrecomputeSettings(max_rounds_per_chunk=1)
     generate_for_chunk(chunk, ChunkProgress(), settings, len, [chat], judge, lambda _exc: None)
     assert judged == [["What is albedo?", "How much sunlight does a surface reflect?"]]
+
+
+def test_each_writer_has_its_own_temperature_and_repeats_count_as_duplicates() -> None:
+    """Writer 0 writes the same questions every round (repeats, which the judge never sees); writer 1 new
+    ones: only writer 0 is heated, once per turn of the families, and a resumed chunk replays both."""
+    chunk = Chunk("c", "Albedo is the fraction of sunlight that a surface reflects.", "a.txt", 0, 60)
+    heard: list[tuple[int, float]] = []
+    fresh = iter(range(1000))
+
+    def writer(index: int) -> ChatCall:
+        def chat(messages: list[dict[str, str]], temperature: float, tokens: int, seed: int) -> Completion:
+            heard.append((index, temperature))
+            if index == 0:
+                lines = [f"What is albedo number {i}?" for i in range(5)]
+            else:
+                lines = [f"How much sunlight does surface {next(fresh)} reflect?" for _ in range(5)]
+            return Completion("\n".join(lines), 10, 10)
+
+        return chat
+
+    judged: list[Round] = []
+
+    def judge(round_: Round, wanted: int) -> tuple[list[str], int]:
+        judged.append(round_)
+        return round_.parsed, round_.repeats
+
+    settings = PrecomputeSettings(max_queries_per_chunk=1000, max_rounds_per_chunk=4 * len(FAMILIES))
+    chats = [writer(0), writer(1)]
+    progress = ChunkProgress()
+    generate_for_chunk(chunk, progress, settings, len, chats, judge, lambda _exc: None)
+    assert [r.repeats for r in judged if r.writer == 0] == [0, 5, 5, 5, 5, 5]
+    assert {r.repeats for r in judged if r.writer == 1} == {0}
+    start, step = settings.temperature_start, settings.temperature_step
+    hotter = round(start + step, 4)
+    assert [t for w, t in heard if w == 0] == [start] * 3 + [hotter] * 3  # 10 of 15 repeats in its first turn
+    assert {t for w, t in heard if w == 1} == {start}
+
+    settings = settings.model_copy(update={"max_rounds_per_chunk": 6 * len(FAMILIES)})
+    heard.clear()
+    generate_for_chunk(chunk, progress, settings, len, chats, judge, lambda _exc: None)
+    assert [t for w, t in heard if w == 0] == [round(hotter + step, 4)] * 3
+    assert {t for w, t in heard if w == 1} == {start}

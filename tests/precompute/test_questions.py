@@ -84,10 +84,18 @@ def test_masking_keeps_newest_questions_that_fit_the_budget() -> None:
     user = messages[-1]["content"]
     masked = [line[2:] for line in user.splitlines() if line.startswith("- ")]
     assert masked, "some questions must fit"
-    assert masked[0] == asked[-1]
-    assert masked == list(reversed(asked))[: len(masked)]
+    assert masked[-1] == asked[-1]
+    assert masked == asked[-len(masked) :], "the newest that fit, oldest first"
     assert len(masked) < len(asked)
     assert sum(tok.count(m["content"]) for m in messages) <= budget
+
+
+def test_the_next_turns_prompt_extends_this_ones_so_the_prefix_cache_skips_it() -> None:
+    asked = ["What is albedo?", "Why is snow bright?"]
+    now = question_prompt("Chunk.", 5, asked, 500, SimpleTokenizer().count)
+    later = question_prompt("Chunk.", 5, [*asked, "What reflects least?"], 500, SimpleTokenizer().count)
+    assert later[-1]["content"].startswith(now[-1]["content"])
+    assert later[:-1] == now[:-1]
 
 
 def test_no_mask_section_without_asked_questions() -> None:
@@ -96,18 +104,25 @@ def test_no_mask_section_without_asked_questions() -> None:
     assert "Write 5 different questions" in messages[-1]["content"]
 
 
-def test_temperature_rises_on_duplicates_up_to_the_cap() -> None:
-    temperature = AdaptiveTemperature(0.7, 0.15, 1.0, 0.5)
-    temperature.observe(parsed=4, duplicates=1)
-    assert temperature.value == 0.7
-    temperature.observe(parsed=4, duplicates=2)
-    assert temperature.value == 0.85
-    temperature.observe(parsed=0, duplicates=0)
-    assert temperature.value == 0.85
-    temperature.observe(parsed=3, duplicates=3)
-    assert temperature.value == 1.0
-    temperature.observe(parsed=3, duplicates=3)
-    assert temperature.value == 1.0
+def test_temperature_is_judged_per_turn_raised_on_duplicates_and_lowered_on_chatter() -> None:
+    temperature = AdaptiveTemperature(0.7, 0.15, 1.0, 0.5, window=3, asked_per_round=5)
+    for written, duplicates in [(5, 5), (5, 5)]:
+        temperature.observe(written, duplicates)
+        assert temperature.value == 0.7, "not judged before a whole turn"
+    temperature.observe(5, 0)
+    assert temperature.value == 0.85, "10 of 15 duplicates over the turn"
+    for _ in range(3):
+        temperature.observe(5, 2)
+    assert temperature.value == 0.85, "6 of 15 is below the trigger"
+    for _ in range(6):
+        temperature.observe(5, 4)
+    assert temperature.value == 1.0, "capped"
+    for written in (1, 2, 3):
+        temperature.observe(written, 0)
+    assert temperature.value == 0.85, "6 questions of 15 asked for: chatter, cooled"
+    for _ in range(6):
+        temperature.observe(0, 0)
+    assert temperature.value == 0.7, "never below the start"
 
 
 def test_grounded_keeps_questions_about_the_document_and_drops_the_rest() -> None:

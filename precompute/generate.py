@@ -27,7 +27,13 @@ class ChunkProgress:
     """Where a chunk stands: replayed from the work log on resume."""
 
     asked: list[str] = field(default_factory=list)
-    outcomes: list[tuple[int, int]] = field(default_factory=list)  # (parsed, duplicates) of each round
+    # (round number, parsed, duplicates) of each recorded round; a round the upstream answered with garbage
+    # is not recorded, and the number says whose round each was all the same
+    outcomes: list[tuple[int, int, int]] = field(default_factory=list)
+
+    @property
+    def next_round(self) -> int:
+        return self.outcomes[-1][0] + 1 if self.outcomes else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,10 +87,10 @@ def generate_for_chunk(
         )
         for _ in chats
     ]
-    for number, (parsed_count, duplicates) in enumerate(progress.outcomes):
+    for number, parsed_count, duplicates in progress.outcomes:
         temperatures[round_plan(number, len(chats))[0]].observe(parsed_count, duplicates)
     prompt_budget = settings.context_tokens - settings.question_max_tokens
-    for number in range(len(progress.outcomes), settings.max_rounds_per_chunk):
+    for number in range(progress.next_round, settings.max_rounds_per_chunk):
         wanted = settings.max_queries_per_chunk - len(progress.asked)
         if wanted <= 0:
             break
@@ -114,8 +120,8 @@ def generate_for_chunk(
         )
         temperature.observe(len(written), duplicates)
         progress.asked.extend(accepted)
-        progress.outcomes.append((len(written), duplicates))
+        progress.outcomes.append((number, len(written), duplicates))
     return (
         len(progress.asked) >= settings.max_queries_per_chunk
-        or len(progress.outcomes) >= settings.max_rounds_per_chunk
+        or progress.next_round >= settings.max_rounds_per_chunk
     )

@@ -20,7 +20,7 @@ from typing import Any
 class Replay:
     """What the log says is done, by stage."""
 
-    outcomes: dict[str, list[tuple[int, int]]] = field(default_factory=lambda: defaultdict(list))
+    outcomes: dict[str, list[tuple[int, int, int]]] = field(default_factory=lambda: defaultdict(list))
     asked: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     chunks_done: set[str] = field(default_factory=set)
     queries: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -38,7 +38,7 @@ class Replay:
         self.tokens += int(record.get("tokens", 0))
         if kind == "round":
             chunk = record["chunk"]
-            self.outcomes[chunk].append((record["parsed"], record["duplicates"]))
+            self.outcomes[chunk].append((record["round"], record["parsed"], record["duplicates"]))
             self.parsed += record["parsed"]
             self.duplicates += record["duplicates"]
             for query in record["accepted"]:

@@ -19,7 +19,7 @@ from precompute.generate import (
     round_plan,
     round_seed,
 )
-from precompute.upstream import Completion
+from precompute.upstream import Completion, UpstreamGarbage
 from store import Store, scope_key
 from tests.conftest import _free_port
 from tests.precompute.conftest import WRITER_MODEL, make_settings
@@ -158,3 +158,28 @@ def test_each_writer_has_its_own_temperature_and_repeats_count_as_duplicates() -
     generate_for_chunk(chunk, progress, settings, len, chats, judge, lambda _exc: None)
     assert [t for w, t in heard if w == 0] == [round(hotter + step, 4)] * 3
     assert {t for w, t in heard if w == 1} == {start}
+
+
+def test_a_garbage_round_keeps_its_number_so_later_rounds_stay_with_their_writer() -> None:
+    chunk = Chunk("c", "Albedo is the fraction of sunlight that a surface reflects.", "a.txt", 0, 60)
+    calls: list[int] = []
+
+    def writer(index: int) -> ChatCall:
+        def chat(messages: list[dict[str, str]], temperature: float, tokens: int, seed: int) -> Completion:
+            calls.append(index)
+            if len(calls) == 2:
+                raise UpstreamGarbage("not a chat completion")
+            return Completion(f"What is albedo {len(calls)}?", 10, 10)
+
+        return chat
+
+    garbage: list[UpstreamGarbage] = []
+    progress = ChunkProgress()
+    settings = PrecomputeSettings(max_queries_per_chunk=100, max_rounds_per_chunk=4)
+    chats = [writer(0), writer(1)]
+    finished = generate_for_chunk(
+        chunk, progress, settings, len, chats, lambda r, w: (r.parsed, 0), garbage.append
+    )
+    assert calls == [0, 1, 0, 1] and len(garbage) == 1
+    assert [number for number, _, _ in progress.outcomes] == [0, 2, 3]
+    assert finished and progress.next_round == 4

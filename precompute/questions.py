@@ -1,10 +1,10 @@
 """Question generation prompts (with adaptive query masking), output parsing and adaptive temperature.
 
-StorInfer's generator: the questions already asked about a chunk go into the prompt, the newest as many as
-fit the context left after the instructions, the chunk and the answer room; the sampling temperature
-starts at 0.7 and rises by `step` (default 0.15, capped at 1.3) when at least `trigger` (default half) of
-the questions a writer wrote over its last turn of the prompt families were duplicates, and resets for
-every chunk (`AdaptiveTemperature`).
+StorInfer's generator: the questions already asked about a chunk go into the prompt (before the chunk, see
+`question_prompt`), newest first, as many as fit the context left after the instructions, the chunk and the
+answer room; the sampling temperature starts at 0.7 and rises by `step` (default 0.15, capped at 1.3) when
+at least `trigger` (default half) of the questions a writer wrote over its last turn of the prompt families
+were duplicates, and resets for every chunk (`AdaptiveTemperature`).
 
 Three prompt families take turns by round, because the store's hit rate is bounded by how many of the
 questions users ask it holds, and one prompt runs dry: the plain instruction, the same instruction after one
@@ -85,11 +85,12 @@ def question_prompt(
     count: Callable[[str], int],
     with_example: bool = False,
 ) -> list[dict[str, str]]:
-    """Chat messages asking for `wanted` new questions, after the worked example when `with_example`;
-    `asked` (oldest first) is masked: the newest that fit `budget_tokens`, listed oldest first, so that
-    the prompt of the same writer and family one turn later extends this one and the backend's prefix cache
-    skips the prefill of all of it (listed newest first, every round changed the prompt right after the
-    chunk, and a 60-question mask was prefilled anew each round)."""
+    """Chat messages asking for `wanted` new questions, after the worked example when `with_example`.
+
+    `asked` (oldest first) is masked newest first, as many as fit `budget_tokens`, *before* the document
+    and the instruction. Listed after them, right where the reply starts, the list was copied: over 12
+    rounds on four chunks with 20 rounds of questions masked, Qwen2.5-Coder-0.5B wrote 11 new questions
+    (39 of 50 were masked ones) and SmolLM2-135M 3; with the list first, 22 and 13."""
     example = (
         [
             {"role": "user", "content": _request(EXAMPLE_DOCUMENT, len(EXAMPLE_QUESTIONS))},
@@ -98,8 +99,8 @@ def question_prompt(
         if with_example
         else []
     )
-    head = _request(chunk, wanted)
-    used = count(GENERATOR_SYSTEM) + sum(count(m["content"]) for m in example) + count(head) + 24
+    request = _request(chunk, wanted)
+    used = count(GENERATOR_SYSTEM) + sum(count(m["content"]) for m in example) + count(request) + 24
     masked: list[str] = []
     for question in reversed(asked):
         cost = count(question) + 2
@@ -107,10 +108,10 @@ def question_prompt(
             break
         masked.append(question)
         used += cost
-    user = head
-    if masked:
-        listed = "\n".join(f"- {q}" for q in reversed(masked))
-        user += "\n\nThese were already asked; do not repeat them:\n" + listed
+    listed = "".join(f"- {q}\n" for q in masked)
+    user = (
+        f"These questions were already asked; do not repeat them:\n{listed}\n{request}" if masked else request
+    )
     return [{"role": "system", "content": GENERATOR_SYSTEM}, *example, {"role": "user", "content": user}]
 
 

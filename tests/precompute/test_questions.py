@@ -84,18 +84,16 @@ def test_masking_keeps_newest_questions_that_fit_the_budget() -> None:
     user = messages[-1]["content"]
     masked = [line[2:] for line in user.splitlines() if line.startswith("- ")]
     assert masked, "some questions must fit"
-    assert masked[-1] == asked[-1]
-    assert masked == asked[-len(masked) :], "the newest that fit, oldest first"
+    assert masked[0] == asked[-1]
+    assert masked == list(reversed(asked))[: len(masked)]
     assert len(masked) < len(asked)
     assert sum(tok.count(m["content"]) for m in messages) <= budget
 
 
-def test_the_next_turns_prompt_extends_this_ones_so_the_prefix_cache_skips_it() -> None:
-    asked = ["What is albedo?", "Why is snow bright?"]
-    now = question_prompt("Chunk.", 5, asked, 500, SimpleTokenizer().count)
-    later = question_prompt("Chunk.", 5, [*asked, "What reflects least?"], 500, SimpleTokenizer().count)
-    assert later[-1]["content"].startswith(now[-1]["content"])
-    assert later[:-1] == now[:-1]
+def test_the_mask_comes_before_the_document_so_the_reply_does_not_continue_it() -> None:
+    user = question_prompt("Albedo.", 5, ["What is albedo?"], 500, SimpleTokenizer().count)[-1]["content"]
+    assert user.index("- What is albedo?") < user.index("Document:\nAlbedo.")
+    assert user.endswith("one question per line.")
 
 
 def test_no_mask_section_without_asked_questions() -> None:

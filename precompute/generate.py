@@ -10,11 +10,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from precompute.chunking import Chunk
-from precompute.questions import AdaptiveTemperature, grounded, parse_questions, passage, question_prompt
+from precompute.questions import AdaptiveAsking, grounded, parse_questions, passage, question_prompt
 from precompute.settings import PrecomputeSettings
 from precompute.upstream import Completion, UpstreamGarbage
+from precompute.worklog import Outcome
 from store import normalise_text
 
 ChatCall = Callable[[list[dict[str, str]], float, int, int], Completion]
@@ -27,13 +29,11 @@ class ChunkProgress:
     """Where a chunk stands: replayed from the work log on resume."""
 
     asked: list[str] = field(default_factory=list)
-    # (round number, parsed, duplicates) of each recorded round; a round the upstream answered with garbage
-    # is not recorded, and the number says whose round each was all the same
-    outcomes: list[tuple[int, int, int]] = field(default_factory=list)
+    outcomes: list[Outcome] = field(default_factory=list)
 
     @property
     def next_round(self) -> int:
-        return self.outcomes[-1][0] + 1 if self.outcomes else 0
+        return self.outcomes[-1].number + 1 if self.outcomes else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,8 +43,24 @@ class Round:
     writer: int  # index into the question writers, 0 = the upstream
     parsed: list[str]  # the new questions, for the judge
     repeats: int  # questions written again word for word: duplicates the judge never sees
+    masked: int
     completion: Completion
     temperature: float
+
+    def summary(self, candidates: list[str], duplicates: int) -> dict[str, Any]:
+        """The round as the work log records it (Ray workers send it to the driver in this shape):
+        `candidates` still to judge against the store and `duplicates` found among the others so far."""
+        return {
+            "number": self.number,
+            "writer": self.writer,
+            "temperature": self.temperature,
+            "parsed": len(self.parsed) + self.repeats,
+            "duplicates": duplicates + self.repeats,
+            "repeats": self.repeats,
+            "masked": self.masked,
+            "accepted": candidates,
+            "tokens": self.completion.tokens,
+        }
 
 
 # Judge a round given how many questions are still wanted: record it, return (accepted, duplicates), the
@@ -73,11 +89,11 @@ def generate_for_chunk(
     on_garbage: Callable[[UpstreamGarbage], None],
 ) -> bool:
     """Run the remaining rounds of `chunk`; True when it is finished (enough questions, or every round
-    recorded). Each writer has its own temperature (a 135M model writes chatter where a 0.5B one still
-    writes questions), replayed from the recorded rounds, so a resumed chunk continues exactly where it
-    stopped."""
-    temperatures = [
-        AdaptiveTemperature(
+    recorded). Each writer is asked its own way (`AdaptiveAsking`: a 135M model writes chatter where a
+    0.5B one still writes questions, and copies the mask where another does not), replayed from the
+    recorded rounds, so a resumed chunk continues exactly where it stopped."""
+    asking = [
+        AdaptiveAsking(
             settings.temperature_start,
             settings.temperature_step,
             settings.temperature_cap,
@@ -87,26 +103,27 @@ def generate_for_chunk(
         )
         for _ in chats
     ]
-    for number, parsed_count, duplicates in progress.outcomes:
-        temperatures[round_plan(number, len(chats))[0]].observe(parsed_count, duplicates)
+    for outcome in progress.outcomes:
+        asking[round_plan(outcome.number, len(chats))[0]].observe(*outcome[1:])
     prompt_budget = settings.context_tokens - settings.question_max_tokens
     for number in range(progress.next_round, settings.max_rounds_per_chunk):
         wanted = settings.max_queries_per_chunk - len(progress.asked)
         if wanted <= 0:
             break
         writer, family, window = round_plan(number, len(chats))
-        temperature = temperatures[writer]
-        messages = question_prompt(
+        how = asking[writer]
+        prompt = question_prompt(
             passage(chunk.text, window) if family == "passage" else chunk.text,
             settings.questions_per_round,
             progress.asked,
             prompt_budget,
             count_tokens,
             with_example=family == "example",
+            mask_limit=how.mask_limit,
         )
         try:
             completion = chats[writer](
-                messages, temperature.value, settings.question_max_tokens, round_seed(chunk.id, number)
+                prompt.messages, how.temperature, settings.question_max_tokens, round_seed(chunk.id, number)
             )
         except UpstreamGarbage as exc:
             on_garbage(exc)
@@ -115,12 +132,12 @@ def generate_for_chunk(
         asked = {normalise_text(q) for q in progress.asked}
         parsed = [q for q in written if normalise_text(q) not in asked]
         repeats = len(written) - len(parsed)
-        accepted, duplicates = judge(
-            Round(chunk, number, writer, parsed, repeats, completion, temperature.value), wanted
-        )
-        temperature.observe(len(written), duplicates)
+        round_ = Round(chunk, number, writer, parsed, repeats, prompt.masked, completion, how.temperature)
+        accepted, duplicates = judge(round_, wanted)
+        outcome = Outcome(number, len(written), duplicates, repeats, prompt.masked)
+        how.observe(*outcome[1:])
         progress.asked.extend(accepted)
-        progress.outcomes.append((number, len(written), duplicates))
+        progress.outcomes.append(outcome)
     return (
         len(progress.asked) >= settings.max_queries_per_chunk
         or progress.next_round >= settings.max_rounds_per_chunk

@@ -29,6 +29,7 @@ from precompute.job import Job
 from precompute.settings import PrecomputeSettings
 from precompute.tokens import load_tokenizer
 from precompute.upstream import Completion, Upstream, UpstreamGarbage, UpstreamUnavailable
+from precompute.worklog import Outcome
 from store import Embedder
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ class QuestionWorker(_Worker):
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
         chunk = Chunk(**json.loads(row["chunk"]))
-        progress = ChunkProgress(json.loads(row["asked"]), [tuple(o) for o in json.loads(row["outcomes"])])
+        progress = ChunkProgress(json.loads(row["asked"]), [Outcome(*o) for o in json.loads(row["outcomes"])])
         dedup = Deduplicator(self.settings.dedup_threshold, self.embedder.dim)
         dedup.seed(progress.asked, self.embedder.encode(progress.asked))
         rounds: list[dict[str, Any]] = []
@@ -67,20 +68,9 @@ class QuestionWorker(_Worker):
 
         def judge(round_: Round, wanted: int) -> tuple[list[str], int]:
             kept, duplicates = dedup.accept(round_.parsed, self.embedder.encode(round_.parsed), wanted)
-            duplicates += round_.repeats
             accepted = [round_.parsed[i] for i in kept]
-            rounds.append(
-                {
-                    "number": round_.number,
-                    "writer": round_.writer,
-                    "temperature": round_.temperature,
-                    "parsed": len(round_.parsed) + round_.repeats,
-                    "duplicates": duplicates,
-                    "accepted": accepted,
-                    "tokens": round_.completion.tokens,
-                }
-            )
-            return accepted, duplicates
+            rounds.append(round_.summary(accepted, duplicates))
+            return accepted, duplicates + round_.repeats
 
         try:
             finished = generate_for_chunk(

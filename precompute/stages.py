@@ -25,49 +25,19 @@ log = logging.getLogger(__name__)
 
 def judge_round(job: Job, round_: Round, wanted: int) -> tuple[list[str], int]:
     """Dedup a round's questions against the store and this job, and record the round in one line."""
-    return record_round(
-        job,
-        round_.chunk.id,
-        round_.number,
-        round_.temperature,
-        len(round_.parsed) + round_.repeats,
-        round_.parsed,
-        round_.repeats,
-        round_.completion.tokens,
-        wanted,
-        job.writer_name(round_.writer),
-    )
+    return record_round(job, round_.chunk.id, round_.summary(round_.parsed, 0), wanted)
 
 
 def record_remote_round(job: Job, chunk_id: str, round_: dict[str, Any]) -> None:
     """A round judged by a Ray worker within its chunk only: dedup it against everything else here."""
     wanted = job.settings.max_queries_per_chunk - len(job.replay.asked.get(chunk_id, []))
-    record_round(
-        job,
-        chunk_id,
-        round_["number"],
-        round_["temperature"],
-        round_["parsed"],
-        round_["accepted"],
-        round_["duplicates"],
-        round_["tokens"],
-        wanted,
-        job.writer_name(round_["writer"]),
-    )
+    record_round(job, chunk_id, round_, wanted)
 
 
-def record_round(
-    job: Job,
-    chunk_id: str,
-    number: int,
-    temperature: float,
-    parsed: int,
-    candidates: list[str],
-    known_duplicates: int,
-    tokens: int,
-    wanted: int,
-    writer: str,
-) -> tuple[list[str], int]:
+def record_round(job: Job, chunk_id: str, round_: dict[str, Any], wanted: int) -> tuple[list[str], int]:
+    """Record a round (`Round.summary`) with those of its candidates that are no duplicates of anything in
+    the store or the job; return them and the round's duplicates."""
+    candidates = round_["accepted"]
     vectors = job.embedder.encode(candidates)
     kept, duplicates = job.dedup.accept(candidates, vectors, max(wanted, 0))
     accepted = [
@@ -76,22 +46,24 @@ def record_round(
             "query": candidates[i],
             "chunk": chunk_id,
             "origin": "generated",
-            "writer": writer,
+            "writer": job.writer_name(round_["writer"]),
         }
         for i in kept
     ]
     job.vectors.update((a["id"], vectors[i]) for a, i in zip(accepted, kept, strict=True))
-    duplicates += known_duplicates
+    duplicates += round_["duplicates"]
     job.record(
         {
             "t": "round",
             "chunk": chunk_id,
-            "round": number,
-            "temperature": temperature,
-            "parsed": parsed,
+            "round": round_["number"],
+            "temperature": round_["temperature"],
+            "parsed": round_["parsed"],
             "duplicates": duplicates,
+            "repeats": round_["repeats"],
+            "masked": round_["masked"],
             "accepted": accepted,
-            "tokens": tokens,
+            "tokens": round_["tokens"],
         }
     )
     for a in accepted:

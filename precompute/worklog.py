@@ -13,14 +13,25 @@ import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+
+
+class Outcome(NamedTuple):
+    """What one question round of a chunk gave; a round the upstream answered with garbage is not recorded,
+    and `number` still says whose turn each recorded round was."""
+
+    number: int
+    parsed: int
+    duplicates: int  # repeats included
+    repeats: int  # word for word
+    masked: int  # asked questions its prompt showed
 
 
 @dataclass(slots=True)
 class Replay:
     """What the log says is done, by stage."""
 
-    outcomes: dict[str, list[tuple[int, int, int]]] = field(default_factory=lambda: defaultdict(list))
+    outcomes: dict[str, list[Outcome]] = field(default_factory=lambda: defaultdict(list))
     asked: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     chunks_done: set[str] = field(default_factory=set)
     queries: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -38,7 +49,15 @@ class Replay:
         self.tokens += int(record.get("tokens", 0))
         if kind == "round":
             chunk = record["chunk"]
-            self.outcomes[chunk].append((record["round"], record["parsed"], record["duplicates"]))
+            self.outcomes[chunk].append(
+                Outcome(
+                    record["round"],
+                    record["parsed"],
+                    record["duplicates"],
+                    record.get("repeats", 0),
+                    record.get("masked", 0),
+                )
+            )
             self.parsed += record["parsed"]
             self.duplicates += record["duplicates"]
             for query in record["accepted"]:

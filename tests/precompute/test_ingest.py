@@ -90,7 +90,7 @@ def test_worklog_cuts_a_torn_line_and_replays(tmp_path: Path) -> None:
         handle.write(b'{"t":"written","id":"q')
     log, replay = WorkLog.open(tmp_path)
     assert replay.queries["q1"]["query"] == "What?"
-    assert replay.outcomes["c1"] == [(0, 3, 1)]
+    assert replay.outcomes["c1"] == [(0, 3, 1, 0, 0)]
     assert replay.answers["q1"]["answer"] == "A."
     assert replay.written == set()
     assert replay.tokens == 15

@@ -181,5 +181,5 @@ def test_a_garbage_round_keeps_its_number_so_later_rounds_stay_with_their_writer
         chunk, progress, settings, len, chats, lambda r, w: (r.parsed, 0), garbage.append
     )
     assert calls == [0, 1, 0, 1] and len(garbage) == 1
-    assert [number for number, _, _ in progress.outcomes] == [0, 2, 3]
+    assert [outcome.number for outcome in progress.outcomes] == [0, 2, 3]
     assert finished and progress.next_round == 4

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from precompute.questions import (
     EXAMPLE_QUESTIONS,
-    AdaptiveTemperature,
+    AdaptiveAsking,
     grounded,
     parse_questions,
     passage,
@@ -80,47 +80,68 @@ def test_masking_keeps_newest_questions_that_fit_the_budget() -> None:
     tok = SimpleTokenizer()
     asked = [f"What is fact number {i} of the chunk?" for i in range(50)]
     budget = 120
-    messages = question_prompt("The chunk text.", 3, asked, budget, tok.count)
+    messages, shown = question_prompt("The chunk text.", 3, asked, budget, tok.count)
     user = messages[-1]["content"]
     masked = [line[2:] for line in user.splitlines() if line.startswith("- ")]
     assert masked, "some questions must fit"
     assert masked[0] == asked[-1]
     assert masked == list(reversed(asked))[: len(masked)]
+    assert shown == len(masked)
     assert len(masked) < len(asked)
     assert sum(tok.count(m["content"]) for m in messages) <= budget
 
 
 def test_the_mask_comes_before_the_document_so_the_reply_does_not_continue_it() -> None:
-    user = question_prompt("Albedo.", 5, ["What is albedo?"], 500, SimpleTokenizer().count)[-1]["content"]
+    messages, _ = question_prompt("Albedo.", 5, ["What is albedo?"], 500, SimpleTokenizer().count)
+    user = messages[-1]["content"]
     assert user.index("- What is albedo?") < user.index("Document:\nAlbedo.")
     assert user.endswith("one question per line.")
 
 
 def test_no_mask_section_without_asked_questions() -> None:
-    messages = question_prompt("Chunk.", 5, [], 500, SimpleTokenizer().count)
+    messages, shown = question_prompt("Chunk.", 5, [], 500, SimpleTokenizer().count)
+    assert shown == 0
     assert "already asked" not in messages[-1]["content"]
     assert "Write 5 different questions" in messages[-1]["content"]
 
 
 def test_temperature_is_judged_per_turn_raised_on_duplicates_and_lowered_on_chatter() -> None:
-    temperature = AdaptiveTemperature(0.7, 0.15, 1.0, 0.5, window=3, asked_per_round=5)
+    asking = AdaptiveAsking(0.7, 0.15, 1.0, 0.5, window=3, asked_per_round=5)
     for written, duplicates in [(5, 5), (5, 5)]:
-        temperature.observe(written, duplicates)
-        assert temperature.value == 0.7, "not judged before a whole turn"
-    temperature.observe(5, 0)
-    assert temperature.value == 0.85, "10 of 15 duplicates over the turn"
+        asking.observe(written, duplicates, 0, 10)
+        assert asking.temperature == 0.7, "not judged before a whole turn"
+    asking.observe(5, 0, 0, 10)
+    assert asking.temperature == 0.85, "10 of 15 duplicates over the turn"
     for _ in range(3):
-        temperature.observe(5, 2)
-    assert temperature.value == 0.85, "6 of 15 is below the trigger"
+        asking.observe(5, 2, 0, 10)
+    assert asking.temperature == 0.85, "6 of 15 is below the trigger"
     for _ in range(6):
-        temperature.observe(5, 4)
-    assert temperature.value == 1.0, "capped"
+        asking.observe(5, 4, 0, 10)
+    assert asking.temperature == 1.0, "capped"
     for written in (1, 2, 3):
-        temperature.observe(written, 0)
-    assert temperature.value == 0.85, "6 questions of 15 asked for: chatter, cooled"
+        asking.observe(written, 0, 0, 10)
+    assert asking.temperature == 0.85, "6 questions of 15 asked for: chatter, cooled"
     for _ in range(6):
-        temperature.observe(0, 0)
-    assert temperature.value == 0.7, "never below the start"
+        asking.observe(0, 0, 0, 10)
+    assert asking.temperature == 0.7, "never below the start"
+    assert asking.mask_limit is None, "no copies: the mask stays whole"
+
+
+def test_a_writer_that_copies_the_mask_is_shown_half_as_many_each_turn() -> None:
+    asking = AdaptiveAsking(0.7, 0.15, 1.0, 0.5, window=3, asked_per_round=5)
+    for masked in (12, 14, 16):
+        asking.observe(5, 1, 1, masked)
+    assert asking.mask_limit is None, "3 copies of 15 is under a quarter"
+    for masked in (18, 20, 22):
+        asking.observe(5, 2, 2, masked)
+    assert asking.mask_limit == 9, "6 of 15 copied: half of the fewest shown in the turn"
+    for _ in range(3):
+        asking.observe(4, 4, 4, 9)
+    assert asking.mask_limit == 4
+    messages, shown = question_prompt("Chunk.", 5, [f"Old {i}?" for i in range(30)], 5000, len, mask_limit=4)
+    user = messages[-1]["content"]
+    assert shown == 4 and "- Old 29?" in user and "- Old 26?" in user and "- Old 25?" not in user
+    assert question_prompt("Chunk.", 5, ["Old?"], 5000, len, mask_limit=0).masked == 0
 
 
 def test_grounded_keeps_questions_about_the_document_and_drops_the_rest() -> None:
@@ -136,8 +157,10 @@ def test_grounded_keeps_questions_about_the_document_and_drops_the_rest() -> Non
 
 
 def test_prompt_families_differ_only_by_the_worked_example() -> None:
-    plain = question_prompt("Chunk.", 5, ["Asked before?"], 500, SimpleTokenizer().count)
-    example = question_prompt("Chunk.", 5, ["Asked before?"], 500, SimpleTokenizer().count, with_example=True)
+    plain = question_prompt("Chunk.", 5, ["Asked before?"], 500, SimpleTokenizer().count).messages
+    example = question_prompt(
+        "Chunk.", 5, ["Asked before?"], 500, SimpleTokenizer().count, with_example=True
+    ).messages
     assert [m["role"] for m in plain] == ["system", "user"]
     assert [m["role"] for m in example] == ["system", "user", "assistant", "user"]
     assert example[0] == plain[0] and example[-1] == plain[-1]

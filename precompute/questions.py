@@ -201,11 +201,11 @@ class AdaptiveAsking:
     instead (SmolLM2-135M at 1.3: 9 usable questions in 15 rounds).
 
     Mask: how many already-asked questions the prompt shows. All that fit, until a turn in which at least
-    `COPYING` of what the writer wrote were copies of asked questions; then half as many as that turn showed,
-    again after each such turn. The mask is there to steer a writer away from what was asked, and a model
-    that follows "do not repeat them" keeps it whole; small models copy the list instead: on four chunks
-    with 20 rounds of questions asked, Qwen2.5-Coder-0.5B wrote 34 questions, 12 of them copies and 8 more
-    within 0.9 cosine of one, where without the list it wrote 31, none of either.
+    `COPYING` of what the writer wrote were copies of asked questions; then half as many as the turn's last
+    round showed, again after each such turn. The mask is there to steer a writer away from what was
+    asked, and a model that follows "do not repeat them" keeps it whole; small models copy the list
+    instead: on four chunks with 20 rounds of questions asked, Qwen2.5-Coder-0.5B wrote 34 questions, 12 of
+    them copies and 8 more within 0.9 cosine of one, where without the list it wrote 31, none of either.
     """
 
     COPYING = 0.25
@@ -226,7 +226,7 @@ class AdaptiveAsking:
         if len(self._turn) < self._window:
             return
         written, duplicates, repeats = (sum(round_[i] for round_ in self._turn) for i in range(3))
-        shown = min(round_[3] for round_ in self._turn)
+        shown = self._turn[-1][3]  # the most, as the asked questions only grow
         self._turn.clear()
         if written and repeats >= self.COPYING * written:
             self.mask_limit = shown // 2

@@ -132,9 +132,9 @@ def test_a_writer_that_copies_the_mask_is_shown_half_as_many_each_turn() -> None
     for masked in (12, 14, 16):
         asking.observe(5, 1, 1, masked)
     assert asking.mask_limit is None, "3 copies of 15 is under a quarter"
-    for masked in (18, 20, 22):
+    for masked in (0, 16, 18):
         asking.observe(5, 2, 2, masked)
-    assert asking.mask_limit == 9, "6 of 15 copied: half of the fewest shown in the turn"
+    assert asking.mask_limit == 9, "6 of 15 copied: half of what the turn's last round showed"
     for _ in range(3):
         asking.observe(4, 4, 4, 9)
     assert asking.mask_limit == 4

@@ -26,7 +26,7 @@ held-out questions through the gateway and measure what storage saves against in
 
 Writes bench/results/precompute.json and prints a table.
 
-    python bench/precompute_bench.py [--articles 4] [--queries-per-chunk 64] [--heldout-per-chunk 8]
+    python bench/precompute_bench.py [--articles 4] [--queries-per-chunk 64] [--heldout-per-chunk 24]
         [--no-larger-writer] [--no-larger-model]
 """
 
@@ -235,7 +235,7 @@ def main() -> None:
     parser.add_argument("--queries-per-chunk", type=int, default=64)
     parser.add_argument("--chunk-tokens", type=int, default=PrecomputeSettings().chunk_tokens)
     parser.add_argument("--chunk-overlap", type=int, default=PrecomputeSettings().chunk_overlap)
-    parser.add_argument("--heldout-per-chunk", type=int, default=8)
+    parser.add_argument("--heldout-per-chunk", type=int, default=24)
     parser.add_argument("--max-tokens", type=int, default=64, help="answer length, stored and at inference")
     parser.add_argument(
         "--similarity-threshold", type=float, default=0.85, help="the gateway's cosine floor before the guard"

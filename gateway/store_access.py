@@ -32,12 +32,19 @@ def stream_position(stream_id: str) -> tuple[int, int]:
     return int(millis), int(seq or 0)
 
 
-class _Generation:
-    """One opened store and the reads running on it."""
+Mask = tuple[tuple[int, int], Invalidation]
 
-    def __init__(self, store: Store, snapshot: SnapshotInfo | None) -> None:
+
+class _Generation:
+    """One opened store, the invalidations it does not include yet (masks), and the reads running on it.
+
+    The masks belong to the store: a read is filtered with the masks of the store it read, so a read that
+    began on a snapshot which still holds an invalidated entry never sees the masks of its successor."""
+
+    def __init__(self, store: Store, snapshot: SnapshotInfo | None, masks: list[Mask] | None = None) -> None:
         self.store = store
         self.snapshot = snapshot
+        self.masks = masks or []
         self.readers = 0
         self.idle = asyncio.Event()
         self.idle.set()
@@ -52,11 +59,13 @@ class _Generation:
         if self.readers == 0:
             self.idle.set()
 
+    def hides(self, entry: Entry | HotEntry) -> bool:
+        return any(inv.removes(entry) for _, inv in self.masks)
+
 
 class StoreAccess:
     def __init__(self, store: Store, readers: int = 4, snapshot: SnapshotInfo | None = None) -> None:
         self._current = _Generation(store, snapshot)
-        self._masks: list[tuple[tuple[int, int], Invalidation]] = []
         self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="precog-store-read")
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="precog-store-write")
 
@@ -69,11 +78,12 @@ class StoreAccess:
         """The published snapshot being served (replicas), None for a store opened for writing."""
         return self._current.snapshot
 
-    async def _read(self, fn: Callable[[Store], T]) -> T:
+    async def _read(self, fn: Callable[[Store], T]) -> tuple[T, _Generation]:
+        """`fn` on the current store, and the generation it ran on (whose masks filter what it found)."""
         generation = self._current
         store = generation.enter()
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._readers, fn, store)
+            return await asyncio.get_running_loop().run_in_executor(self._readers, fn, store), generation
         finally:
             generation.leave()
 
@@ -89,39 +99,45 @@ class StoreAccess:
     async def swap(self, store: Store, snapshot: SnapshotInfo) -> None:
         """Serve `store` from now on; close the old one once its running reads are done. Masks that the
         new snapshot already includes (its writer applied them: `invalidations_applied`) are dropped."""
-        old, self._current = self._current, _Generation(store, snapshot)
+        old = self._current
         applied = snapshot.meta.get("invalidations_applied")
-        if applied:
-            upto = stream_position(applied)
-            self._masks = [(at, inv) for at, inv in self._masks if at > upto]
+        upto = stream_position(applied) if applied else (-1, -1)
+        self._current = _Generation(store, snapshot, [(at, inv) for at, inv in old.masks if at > upto])
         await old.idle.wait()
         await self._write(old.store.close)
 
     def mask(self, invalidation: Invalidation, stream_id: str) -> None:
         """Hide the entries `invalidation` removes until a snapshot that includes it is swapped in."""
-        self._masks.append((stream_position(stream_id), invalidation))
+        self._current.masks.append((stream_position(stream_id), invalidation))
 
     def masked(self, entry: Entry | HotEntry) -> bool:
-        return any(inv.removes(entry) for _, inv in self._masks)
+        """Whether an invalidation the served snapshot does not include yet removes `entry`."""
+        return self._current.hides(entry)
 
-    def _visible(self, entry: Entry | None) -> Entry | None:
-        return None if entry is None or self.masked(entry) else entry
+    async def _read_one(self, fn: Callable[[Store], Entry | None]) -> Entry | None:
+        entry, generation = await self._read(fn)
+        return None if entry is None or generation.hides(entry) else entry
 
     async def find_exact(self, scope: str, query: str) -> Entry | None:
-        return self._visible(await self._read(lambda s: s.find_exact(scope, query)))
+        return await self._read_one(lambda s: s.find_exact(scope, query))
 
     async def search(self, scope: str, vector: np.ndarray, k: int) -> list[tuple[Entry, float]]:
-        found = await self._read(lambda s: s.search(scope, vector, k))
-        return [(entry, score) for entry, score in found if not self.masked(entry)]
+        found, generation = await self._read(lambda s: s.search(scope, vector, k))
+        return [(entry, score) for entry, score in found if not generation.hides(entry)]
 
     async def get(self, entry_id: str) -> Entry | None:
-        return self._visible(await self._read(lambda s: s.get(entry_id)))
+        return await self._read_one(lambda s: s.get(entry_id))
 
     async def entries(self, scope: str | None, limit: int, offset: int, text: str | None) -> list[Entry]:
-        if not self._masks:
-            return await self._read(lambda s: s.entries(scope=scope, limit=limit, offset=offset, text=text))
-        found = await self._read(lambda s: s.entries(scope=scope, limit=limit + offset + 1000, text=text))
-        return [entry for entry in found if not self.masked(entry)][offset : offset + limit]
+        if not self._current.masks:
+            page, _ = await self._read(
+                lambda s: s.entries(scope=scope, limit=limit, offset=offset, text=text)
+            )
+            return page
+        found, generation = await self._read(
+            lambda s: s.entries(scope=scope, limit=limit + offset + 1000, text=text)
+        )
+        return [entry for entry in found if not generation.hides(entry)][offset : offset + limit]
 
     async def count_matching(self, invalidation: Invalidation) -> int:
         """Entries of the served snapshot that `invalidation` removes (what a replica reports)."""
@@ -133,7 +149,8 @@ class StoreAccess:
             matching = store.entries(scope=invalidation.scope, limit=1 << 30, text=invalidation.substring)
             return sum(1 for e in matching if invalidation.removes(e))
 
-        return await self._read(count)
+        counted, _ = await self._read(count)
+        return counted
 
     async def ping(self) -> None:
         """Raises when the store is closed or unreadable (a cheap point read)."""

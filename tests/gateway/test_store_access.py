@@ -45,8 +45,9 @@ async def test_a_read_begun_before_a_swap_stays_masked_by_the_snapshot_it_read(
     """The write-back's duplicate check read the old snapshot while the new one (without the invalidated
     entry) was swapped in: the old entry came back unmasked and the fresh answer was never stored."""
     snapshots = tmp_path / "snapshots"
+    stored = _entry(QUESTION)
     with Store.open(tmp_path / "writer", progress=False) as writer:
-        writer.put(_entry(QUESTION))
+        writer.put(stored)
         before = publish_snapshot(writer, snapshots)
         invalidation = Invalidation(substring="penicillin", at=time.time())
         writer.invalidate(substring="penicillin")
@@ -55,13 +56,14 @@ async def test_a_read_begun_before_a_swap_stays_masked_by_the_snapshot_it_read(
     access = StoreAccess(open_snapshot(before), snapshot=before)
     try:
         access.mask(invalidation, "5-0")
+        assert access.masked(stored)
         assert await access.find_exact(SCOPE, QUESTION) is None
         started, release = _delay_reads(access.store, monkeypatch)
         read = asyncio.create_task(access.find_exact(SCOPE, QUESTION))
         await asyncio.to_thread(started.wait, 10)
         swap = asyncio.create_task(access.swap(open_snapshot(after), after))
         await asyncio.sleep(0)
-        assert not access.masked(_entry(QUESTION)), "the new snapshot includes the invalidation"
+        assert not access.masked(stored), "the new snapshot includes the invalidation: no mask left"
         release.set()
         assert await read is None
         await swap

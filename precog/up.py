@@ -31,7 +31,9 @@ def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float) -> Non
 
 def _interrupt(signum: int, frame: object) -> None:
     """SIGTERM and SIGHUP stop `precog up` the way Ctrl-C does: through the clean-up that stops both services
-    (by default they would end this process alone and leave the services running, holding their ports)."""
+    (by default they would end this process alone and leave the services running, holding their ports).
+    SIGINT is set too: a process started from a background job of a script inherits it ignored, and would
+    then not stop on Ctrl-C at all."""
     raise KeyboardInterrupt
 
 
@@ -61,8 +63,8 @@ def up(
     bind = ["--host", host, "--store-path", str(store)]
     backend = [*exe, "backend", "serve", *bind, "--port", str(backend_port)]
     gateway = [*exe, "gateway", "serve", *bind, "--port", str(gateway_port)]
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGHUP, _interrupt)
+    for stop in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(stop, _interrupt)
     procs = [subprocess.Popen(backend, env=env)]
     try:
         wait_healthy(f"{backend_url}/healthz", procs[0], timeout=300)

@@ -33,8 +33,15 @@ def test_stopping_up_stops_the_backend_and_the_gateway(tmp_path: Path, stop: sig
     command = [sys.executable, "-m", "precog.cli", "up", "--store", str(store)]
     command += ["--backend-port", str(backend), "--gateway-port", str(gateway)]
     # Its own process group, so that nothing it started outlives the test even when the test fails.
+    # SIGINT starts out ignored, the way a background job of a script inherits it (CI runners, nohup):
+    # Ctrl-C must stop `precog up` all the same.
     up = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     try:
         assert up.stdout is not None

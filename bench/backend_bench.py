@@ -36,7 +36,7 @@ from rich.console import Console
 from rich.table import Table
 from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, LogitsProcessorList
 
-from backend import prepared_model_dir
+from precog.backend import prepared_model_dir
 
 RESULTS = Path(__file__).parent / "results" / "backend.json"
 DOCUMENT_FACTS = 64  # ~1K tokens of system prompt for the prefix-cache measurement

@@ -264,7 +264,7 @@ def _conversation(doc: str, answer: str) -> list[dict[str, str]]:
 
 def _seed_kv_entries(backend: str, store_path: Path, docs: list[str]) -> list[str]:
     """Answer each document's first question on the backend, export the conversation's KV, store both."""
-    from store import Embedder, Entry, KVBlob, Store, scope_key
+    from precog.store import Embedder, Entry, KVBlob, Store, scope_key
 
     embedder = Embedder()
     answers = []

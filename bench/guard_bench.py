@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/guard_bench.py          # GPTCache column needs `make peers` (.venv-peers)
 
-Question pairs: the held-out split of gateway.guard (seed 0, 40% of the 600 pairs, never used in fitting).
+Question pairs: the held-out split of the guard (seed 0, 40% of the 600 pairs, never used in fitting).
 Conversation pairs: all 240; our gateway keys entries by store.scope_key over the earlier turns, GPTCache
 by the last message only (its default `last_content` pre-processor). All sides embed with all-MiniLM-L6-v2.
 false-hit rate = share of must-not-hit pairs served; recall = share of should-hit pairs served.
@@ -54,7 +54,7 @@ def question_results(guard: Any, embedder: Any, seed: int) -> tuple[dict[str, An
     """Plain cosine and the guard on the held-out question pairs, with curves and per-stage latency."""
     import numpy as np
 
-    from gateway.guard.train import split_with_cosines
+    from precog.gateway.guard.train import split_with_cosines
 
     train_pairs, train_cosines, pairs, cosines = split_with_cosines(seed, embedder=embedder)
     labels = [p.same_answer for p in pairs]
@@ -98,8 +98,8 @@ def stage_latency(guard: Any, embedder: Any, triples: list[tuple[str, str, float
     """Per-check cost of each stage on this CPU, one pair at a time as the gateway calls it."""
     import numpy as np
 
-    from gateway.guard.comparison import compare
-    from gateway.guard.features import feature_vector
+    from precog.gateway.guard.comparison import compare
+    from precog.gateway.guard.features import feature_vector
 
     timings: dict[str, list[float]] = {
         "embed_query": [],
@@ -131,7 +131,7 @@ def conversation_results(guard: Any, embedder: Any, plain_threshold: float) -> d
     """Scope-keyed (ours) against last-message keyed lookups on the 240 conversation pairs."""
     from fow_cache import load_conversations
 
-    from store import Turn, scope_key
+    from precog.store import Turn, scope_key
 
     items = load_conversations()
     labels = [bool(item["same_answer"]) for item in items]
@@ -344,8 +344,8 @@ def main() -> None:
         return
 
     sys.path.insert(0, str(ROOT))
-    from gateway.guard import Guard
-    from store import Embedder
+    from precog.gateway.guard import Guard
+    from precog.store import Embedder
 
     embedder, guard = Embedder(), Guard()
     questions, test_pairs = question_results(guard, embedder, args.seed)

@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from rich.console import Console
 from rich.table import Table
 
-import kernels
-from kernels.dispatch import triton_installed
+from precog import kernels
+from precog.kernels.dispatch import triton_installed
 
 RESULTS = Path(__file__).parent / "results" / "kernels.json"
 NUM_Q_HEADS, NUM_KV_HEADS, HEAD_DIM, BLOCK_SIZE = 9, 3, 64, 16

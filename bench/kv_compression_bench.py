@@ -11,7 +11,7 @@ Beside it (bench/kv_quality/): passkey retrieval at the longest context the benc
 tokens; the key at depths 0.1/0.5/0.9), multi-instruction following with and without the Pitfalls
 protection of the system prompt and a marked user instruction, and, for the passkey runs, the KV bytes
 held once every prompt is prefilled and compressed and the decode tokens/s, each against the full
-cache in the same run. Every method of backend.compress.METHODS is run.
+cache in the same run. Every method of precog.backend.compress.METHODS is run.
 
 Writes bench/results/kv_compression.json and prints tables.
 
@@ -50,8 +50,8 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-from backend import Engine, EngineConfig, Request, SamplingParams
-from backend.compress import METHODS, OJAKV, KVCompression, rank_for_ratio
+from precog.backend import Engine, EngineConfig, Request, SamplingParams
+from precog.backend.compress import METHODS, OJAKV, KVCompression, rank_for_ratio
 
 RESULTS = Path(__file__).parent / "results" / "kv_compression.json"
 RATIOS = (0.25, 0.5, 0.75, 0.9)

@@ -44,8 +44,8 @@ from rich.console import Console
 from rich.table import Table
 from safetensors.torch import load_file
 
-from backend import Engine, EngineConfig, prepared_model_dir
-from backend.compress import PRESSES, KVCompression, LayerInputs, ScorerPress
+from precog.backend import Engine, EngineConfig, prepared_model_dir
+from precog.backend.compress import PRESSES, KVCompression, LayerInputs, ScorerPress
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "kvpress_compare.json"

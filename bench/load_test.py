@@ -1,6 +1,6 @@
 """Load and fault test of a scaled-out precog, all on loopback and bounded in time.
 
-The deployment of gateway/README.md "Scale-out": two `precog gateway serve` replicas (store_role
+The deployment of precog/gateway/README.md "Scale-out": two `precog gateway serve` replicas (store_role
 replica), the one `precog gateway writer`, redis-server with its append-only file, and an upstream; the
 load generator is the load balancer (round robin, and on a refused connection the other replica).
 

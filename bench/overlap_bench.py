@@ -32,7 +32,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from backend import AsyncEngine, Engine, EngineConfig, SamplingParams
+from precog.backend import AsyncEngine, Engine, EngineConfig, SamplingParams
 
 RESULTS = Path(__file__).parent / "results" / "overlap.json"
 TOPICS = [

@@ -53,8 +53,8 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from backend import MODELS, OfflineModel, default_model_dir, is_complete
-from precompute import (
+from precog.backend import MODELS, OfflineModel, default_model_dir, is_complete
+from precog.precompute import (
     PrecomputeSettings,
     QuestionWriter,
     grounded,
@@ -62,7 +62,7 @@ from precompute import (
     run_precompute,
     write_sample,
 )
-from store import Embedder, Store
+from precog.store import Embedder, Store
 
 RESULTS = Path(__file__).parent / "results" / "precompute.json"
 HELDOUT_SYSTEM = "You are a curious reader of an encyclopedia."

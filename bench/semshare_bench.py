@@ -37,9 +37,9 @@ from typing import Any
 import torch
 from text_metrics import rouge_l
 
-from backend import Completion, Engine, EngineConfig, Request, SamplingParams
-from backend.reuse import KVReuse, LSHConfig, RecomputeSchedule, match_tokens
-from store import KVBlob
+from precog.backend import Completion, Engine, EngineConfig, Request, SamplingParams
+from precog.backend.reuse import KVReuse, LSHConfig, RecomputeSchedule, match_tokens
+from precog.store import KVBlob
 
 RESULTS = Path(__file__).parent / "results" / "semshare.json"
 INSTRUCTION = "Summarise the text above in two sentences."

@@ -32,16 +32,16 @@ from typing import Any
 
 import torch
 
-from backend import Engine, EngineConfig, Request, SamplingParams
-from backend.engine.kv_cache import KVCache
-from backend.sparse import (
+from precog.backend import Engine, EngineConfig, Request, SamplingParams
+from precog.backend.engine.kv_cache import KVCache
+from precog.backend.sparse import (
     SparseAttention,
     SparseSettings,
     layer_segmented_prefill,
     page_upper_bounds,
     select_pages,
 )
-from kernels import paged_attention
+from precog.kernels import paged_attention
 
 RESULTS = Path(__file__).parent / "results" / "sparse.json"
 FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
@@ -289,7 +289,7 @@ def attention_latency(
     contexts: list[int], batch: int, budget_pages: int, repeats: int
 ) -> list[dict[str, Any]]:
     """One layer's decode attention alone, on synthetic KV of the model's shape (3 KV heads x 64, 9 query
-    heads): dense (kernels.paged_attention over every page) vs sparse (selection, fast-tier lookup and
+    heads): dense (precog.kernels.paged_attention over every page) vs sparse (selection, fast-tier lookup and
     the same kernel over the selected pages, warm tier), at contexts past what the model runs here."""
     rows = []
     bs, kvh, g, d = 16, 3, 3, 64

@@ -30,7 +30,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from store import Entry, IndexParams, Store
+from precog.store import Entry, IndexParams, Store
 
 DIM = 384
 LATENT = 64
@@ -61,7 +61,7 @@ def queries_near(rng: np.random.Generator, projection: np.ndarray, latent: np.nd
 OPEN_PROBE = """
 import json, sys, time
 from pathlib import Path
-from store import Store
+from precog.store import Store
 
 def rss():
     line = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith("VmRSS:"))
@@ -79,7 +79,7 @@ store.close()
 CRASHING_WRITER = """
 import os, signal, sys
 import numpy as np
-from store import Entry, Store
+from precog.store import Entry, Store
 
 store = Store.open(sys.argv[1], progress=False)
 vectors = np.random.default_rng(11).standard_normal((1000, 384)).astype(np.float32)

@@ -34,9 +34,9 @@ from rich.console import Console
 from rich.table import Table
 from text_metrics import rouge_l
 
-from backend import Engine, EngineConfig, SamplingParams
-from backend.compress import KVCompression
-from backend.outputs import Completion
+from precog.backend import Engine, EngineConfig, SamplingParams
+from precog.backend.compress import KVCompression
+from precog.backend.outputs import Completion
 
 RESULTS = Path(__file__).parent / "results" / "thinkv.json"
 SYSTEM = "Solve the problem step by step, one short sentence per step. End with 'Answer: <number>'."

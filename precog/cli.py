@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import typer
 
-from backend.cli import app as backend_app
-from backend.cli import model_app
-from gateway.cli import app as gateway_app
+from precog.backend.cli import app as backend_app
+from precog.backend.cli import model_app
+from precog.gateway.cli import app as gateway_app
+from precog.precompute.cli import app as precompute_app
+from precog.store.cli import app as store_app
 from precog.up import up
-from precompute.cli import app as precompute_app
-from store.cli import app as store_app
 
 app = typer.Typer(
     help="precog: a storage-assisted LLM inference gateway.",

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerBase
 
-from backend.server.prompts import chat_prompt
-from backend.server.protection import ProtectedPrompt
-from backend.server.protocol import ChatMessage
+from precog.backend.server.prompts import chat_prompt
+from precog.backend.server.protection import ProtectedPrompt
+from precog.backend.server.protocol import ChatMessage
 
 PERSONAS = [
     ("Zorblax", "Mars", "tulip", "Alice"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from backend import Completion, Engine, KVCompression, Request, SamplingParams
+from precog.backend import Completion, Engine, KVCompression, Request, SamplingParams
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import uvicorn
 
-from backend import Engine, EngineConfig, prepared_model_dir
-from backend.server import create_app
+from precog.backend import Engine, EngineConfig, prepared_model_dir
+from precog.backend.server import create_app
 
 # Sized for the tests: 512 blocks x 16 tokens = 8K tokens of KV (~370 MB), contexts up to 1K tokens.
 TEST_ENGINE = {"max_model_len": 1024, "num_kv_blocks": 512, "max_num_seqs": 32, "max_num_batched_tokens": 512}

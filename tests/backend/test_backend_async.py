@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from backend_prompts import QUESTIONS, chat_prompt_ids
 
-from backend import AsyncEngine, Engine, EngineShutdownError, SamplingParams, TokenEvent
+from precog.backend import AsyncEngine, Engine, EngineShutdownError, SamplingParams, TokenEvent
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=16)
 

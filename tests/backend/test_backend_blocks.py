@@ -9,10 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import AutoTokenizer
 
-from backend.engine.block_manager import BlockManager, chain_hash
-from backend.engine.detokenizer import IncrementalDetokenizer
-from backend.engine.sequence import Request, Sequence
-from backend.sampling_params import SamplingParams
+from precog.backend.engine.block_manager import BlockManager, chain_hash
+from precog.backend.engine.detokenizer import IncrementalDetokenizer
+from precog.backend.engine.sequence import Request, Sequence
+from precog.backend.sampling_params import SamplingParams
 
 
 def make_seq(tokens: list[int]) -> Sequence:

@@ -14,7 +14,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, PretrainedConfig, Qwen2Config
 
-from backend import Engine, EngineConfig, SamplingParams, UnsupportedModelError
+from precog.backend import Engine, EngineConfig, SamplingParams, UnsupportedModelError
 
 TOL = 1e-4
 SMALL = {
@@ -64,7 +64,7 @@ def test_tiny_checkpoint_matches_transformers(
     )
     assert engine.model_name == tmp_path.name and engine.max_model_len == 256
     prompt = engine.tokenizer.encode("Paged attention keeps the keys and values in blocks.")
-    with caplog.at_level(logging.INFO, logger="backend.engine"):
+    with caplog.at_level(logging.INFO, logger="precog.backend.engine"):
         [out] = engine.generate(
             [prompt], SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True, logprobs=2)
         )

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from backend_prompts import QUESTIONS, chat_prompt_ids
 
-from backend import Engine, EngineConfig, Request, SamplingParams
+from precog.backend import Engine, EngineConfig, Request, SamplingParams
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=16)
 
@@ -172,7 +172,7 @@ def test_duplicate_request_id_is_refused(engine: Engine, prompts: list[list[int]
 def test_decode_attention_through_the_kernels_package(
     model_dir: Path, prompts: list[list[int]], cold: list[list[int]]
 ) -> None:
-    """The "kernels" attention backend (kernels.paged_attention for decode rows) gives the same tokens."""
+    """The "kernels" attention backend (kernels.paged_attention, decode rows) gives the same tokens."""
     via_kernels = Engine(
         EngineConfig(model_dir=model_dir, max_model_len=256, num_kv_blocks=64, attention_backend="kernels")
     )

@@ -15,7 +15,7 @@ import torch
 from backend_prompts import QUESTIONS, chat_prompt_ids
 from transformers import AutoModelForCausalLM
 
-from backend import Engine, SamplingParams
+from precog.backend import Engine, SamplingParams
 
 LOGIT_TOL = 1e-3
 NEW_TOKENS = 64
@@ -77,9 +77,9 @@ def test_greedy_matches_transformers_generate(engine: Engine, hf_model: AutoMode
 
 def test_model_logits_match_transformers(engine: Engine, hf_model: AutoModelForCausalLM) -> None:
     """Full-vocabulary logits at every position: a prefill chunk, then decodes, through scattered blocks."""
-    from backend.engine.kv_cache import KVCache
-    from backend.layers.attention import AttentionMetadata
-    from backend.layers.paged_attention import plan_attention
+    from precog.backend.engine.kv_cache import KVCache
+    from precog.backend.layers.attention import AttentionMetadata
+    from precog.backend.layers.paged_attention import plan_attention
 
     ids = [*chat_prompt_ids(engine.tokenizer, QUESTIONS[1]), 504, 3458, 282]
     n, blocks = len(ids), -(-len(ids) // 16)

@@ -15,7 +15,7 @@ import pytest
 import torch
 from backend_prompts import QUESTIONS, chat_prompt_ids
 
-from backend import AsyncEngine, Completion, Engine, Request, SamplingParams
+from precog.backend import AsyncEngine, Completion, Engine, Request, SamplingParams
 
 LOGIT_TOL = 1e-3
 FORCED = 4

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from backend import MODELS, OfflineModel, PrepareError, default_model_dir, prepare_model
-from backend.model.prepare import gguf_parts
+from precog.backend import MODELS, OfflineModel, PrepareError, default_model_dir, prepare_model
+from precog.backend.model.prepare import gguf_parts
 from precog.cli import app
 
 

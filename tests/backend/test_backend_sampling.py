@@ -7,7 +7,7 @@ import math
 import pytest
 from backend_prompts import QUESTIONS, chat_prompt_ids
 
-from backend import Engine, SamplingParams
+from precog.backend import Engine, SamplingParams
 
 
 @pytest.fixture(scope="module")

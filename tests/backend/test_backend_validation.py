@@ -6,9 +6,9 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from backend import Engine, EngineConfig, SamplingParams
+from precog.backend import Engine, EngineConfig, SamplingParams
 from precog.settings import ConfigError
-from store import KVBlob
+from precog.store import KVBlob
 
 
 @pytest.mark.parametrize(

@@ -9,8 +9,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from backend import Engine, EngineConfig, Request, SamplingParams
-from backend.compress import KVCompression
+from precog.backend import Engine, EngineConfig, Request, SamplingParams
+from precog.backend.compress import KVCompression
 from tests.backend.conftest import wait_for_idle
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=8)

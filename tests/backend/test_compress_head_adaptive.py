@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import torch
 
-from backend import Engine, Request, SamplingParams
-from backend.compress import KnormPress, KVCompression, LayerInputs
-from backend.engine.sequence import Sequence
+from precog.backend import Engine, Request, SamplingParams
+from precog.backend.compress import KnormPress, KVCompression, LayerInputs
+from precog.backend.engine.sequence import Sequence
 from tests.backend.conftest import wait_for_idle
 
 REPEATED = "Repeat after me.\n" + "The quick brown fox jumps over the lazy dog.\n" * 12

@@ -12,11 +12,11 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from backend import Engine, EngineConfig, Request, SamplingParams
-from backend.compress import KVCompression, OjaKVSettings, oja_update, rank_for_ratio
-from backend.compress.oja import orthonormalise, principal_bases, reconstruction_error
-from backend.compress.oja_calibration import load_or_calibrate
-from backend.layers.lowrank_attention import coefficient_pages, tokens_per_page
+from precog.backend import Engine, EngineConfig, Request, SamplingParams
+from precog.backend.compress import KVCompression, OjaKVSettings, oja_update, rank_for_ratio
+from precog.backend.compress.oja import orthonormalise, principal_bases, reconstruction_error
+from precog.backend.compress.oja_calibration import load_or_calibrate
+from precog.backend.layers.lowrank_attention import coefficient_pages, tokens_per_page
 from tests.backend.conftest import wait_for_idle
 
 REPEATED = "Repeat after me.\n" + "The quick brown fox jumps over the lazy dog.\n" * 12

@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from backend import EngineConfig
-from backend.compress import (
+from precog.backend import EngineConfig
+from precog.backend.compress import (
     PRESSES,
     ExpectedAttentionPress,
     KnormPress,

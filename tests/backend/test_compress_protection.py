@@ -9,9 +9,9 @@ from contextlib import contextmanager
 
 import torch
 
-from backend import Completion, Engine, Request, SamplingParams
-from backend.compress import KVCompression
-from backend.engine.sequence import Sequence
+from precog.backend import Completion, Engine, Request, SamplingParams
+from precog.backend.compress import KVCompression
+from precog.backend.engine.sequence import Sequence
 from tests.backend.conftest import wait_for_idle
 
 REPEATED = "Repeat after me.\n" + "The quick brown fox jumps over the lazy dog.\n" * 12

@@ -9,9 +9,9 @@ import httpx
 import pytest
 import torch
 
-from backend import Engine, Request, SamplingParams
-from backend.compress import KVCompression
-from backend.compress.thinkv import (
+from precog.backend import Engine, Request, SamplingParams
+from precog.backend.compress import KVCompression
+from precog.backend.compress.thinkv import (
     FULL_BITS,
     ThinKVPolicy,
     ThinKVState,
@@ -28,9 +28,9 @@ from backend.compress.thinkv import (
     split_thoughts,
     token_bytes,
 )
-from backend.engine.detokenizer import IncrementalDetokenizer
-from backend.engine.sequence import Sequence
-from kernels import quantize
+from precog.backend.engine.detokenizer import IncrementalDetokenizer
+from precog.backend.engine.sequence import Sequence
+from precog.kernels import quantize
 from tests.backend.conftest import wait_for_idle
 
 R, E, T = ThoughtKind.REASONING, ThoughtKind.EXECUTION, ThoughtKind.TRANSITION

@@ -1,4 +1,4 @@
-"""Semantic KV reuse (backend.reuse): exactness where it must be exact, matching, refusals, and HTTP.
+"""Semantic KV reuse (precog.backend.reuse): exactness where it must be exact, matching, refusals, and HTTP.
 
 Runs on the session engine. Reuse requests neither read nor fill its prefix cache, so the plain runs
 they are compared with compute every token.
@@ -14,9 +14,16 @@ import httpx
 import pytest
 import torch
 
-from backend import Engine, Request, SamplingParams
-from backend.reuse import KVReuse, LSHConfig, RecomputeSchedule, match_tokens, rerotate_keys, reuse_prefill
-from store import KVBlob, Store
+from precog.backend import Engine, Request, SamplingParams
+from precog.backend.reuse import (
+    KVReuse,
+    LSHConfig,
+    RecomputeSchedule,
+    match_tokens,
+    rerotate_keys,
+    reuse_prefill,
+)
+from precog.store import KVBlob, Store
 from tests.backend.conftest import serving, wait_for_idle
 
 TEXT = (

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from backend import Engine
+from precog.backend import Engine
 from tests.backend.conftest import wait_for_idle
 
 pytestmark = pytest.mark.slow

@@ -8,7 +8,7 @@ import httpx
 import openai
 import pytest
 
-from backend import Engine
+from precog.backend import Engine
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from backend import Engine
+from precog.backend import Engine
 from tests.backend.conftest import wait_for_idle
 
 pytestmark = pytest.mark.slow

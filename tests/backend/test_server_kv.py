@@ -16,9 +16,9 @@ import httpx
 import pytest
 import torch
 
-from backend import Engine, EngineConfig
-from backend.server.kv_source import REOPEN_INTERVAL_S
-from store import KVBlob, Store
+from precog.backend import Engine, EngineConfig
+from precog.backend.server.kv_source import REOPEN_INTERVAL_S
+from precog.store import KVBlob, Store
 from tests.backend.conftest import TEST_ENGINE, serving, wait_for_idle
 
 pytestmark = pytest.mark.slow

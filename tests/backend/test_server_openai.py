@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from backend import Completion, Engine, SamplingParams
+from precog.backend import Completion, Engine, SamplingParams
 from tests.backend.conftest import wait_for_idle
 
 pytestmark = pytest.mark.slow

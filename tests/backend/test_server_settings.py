@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from backend import EngineConfig
-from backend.server import BackendSettings
 from precog import ConfigError, load_settings
+from precog.backend import EngineConfig
+from precog.backend.server import BackendSettings
 
 
 @pytest.fixture

@@ -9,11 +9,11 @@ from contextlib import contextmanager
 
 import torch
 
-from backend import Engine, Request, SamplingParams
-from backend.engine.kv_cache import KVCache
-from backend.layers.attention import AttentionMetadata
-from backend.layers.paged_attention import plan_attention
-from backend.sparse import SparseSettings, WorkingSetBudget, layer_segmented_prefill
+from precog.backend import Engine, Request, SamplingParams
+from precog.backend.engine.kv_cache import KVCache
+from precog.backend.layers.attention import AttentionMetadata
+from precog.backend.layers.paged_attention import plan_attention
+from precog.backend.sparse import SparseSettings, WorkingSetBudget, layer_segmented_prefill
 from tests.backend.conftest import wait_for_idle
 
 TEXT = (

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from backend import EngineConfig
-from backend.sparse import FastTier, SparseAttention, SparseSettings, page_upper_bounds, select_pages
-from kernels import paged_attention_ref
+from precog.backend import EngineConfig
+from precog.backend.sparse import FastTier, SparseAttention, SparseSettings, page_upper_bounds, select_pages
+from precog.kernels import paged_attention_ref
 
 
 def test_page_upper_bound_is_at_least_every_score_in_the_page() -> None:

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 import yaml
 
-from backend import EngineConfig
-from backend.server import BackendSettings
-from gateway import GatewaySettings
 from precog import ServiceSettings
-from precompute import PrecomputeSettings
+from precog.backend import EngineConfig
+from precog.backend.server import BackendSettings
+from precog.gateway import GatewaySettings
+from precog.precompute import PrecomputeSettings
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 SETTINGS: dict[str, type[ServiceSettings]] = {
@@ -60,6 +60,6 @@ def load_every_section(config: Path, monkeypatch: pytest.MonkeyPatch) -> dict[st
 
 def gateway_paths() -> set[str]:
     """The HTTP paths the real gateway app serves (from its OpenAPI document; nothing is started)."""
-    from gateway import GatewaySettings, create_app
+    from precog.gateway import GatewaySettings, create_app
 
     return set(create_app(GatewaySettings()).openapi()["paths"])

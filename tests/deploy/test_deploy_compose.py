@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway import GatewaySettings
+from precog.gateway import GatewaySettings
 from tests.deploy.manifests import DEPLOY, gateway_paths, unknown_setting_variables, yaml_documents
 
 COMPOSE_FILES = [DEPLOY / "compose.yaml", DEPLOY / "compose.gpu.yaml", DEPLOY / "compose.external.yaml"]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.compress import METHODS
+from precog.backend.compress import METHODS
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "bench" / "gpu_check.sh"

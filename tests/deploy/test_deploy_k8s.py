@@ -14,7 +14,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from gateway.metrics import GatewayMetrics
+from precog.gateway.metrics import GatewayMetrics
 from tests.deploy.manifests import DEPLOY, gateway_paths, load_every_section, unknown_setting_variables
 from tests.deploy.manifests import yaml_documents as documents_of
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from gateway import GatewaySettings, create_app
-from store import Embedder
+from precog.gateway import GatewaySettings, create_app
+from precog.store import Embedder
 from tests.gateway.fake_upstream import UpstreamState, create_upstream
 from tests.gateway.support import ServerThread
 
@@ -21,7 +21,7 @@ def embedder() -> Embedder:
 
 @pytest.fixture(scope="session")
 def guard() -> Any:
-    from gateway.guard import Guard
+    from precog.gateway.guard import Guard
 
     return Guard()
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway import GatewaySettings
-from store import Store
+from precog.gateway import GatewaySettings
+from precog.store import Store
 from tests.gateway.conftest import GatewayFactory
 from tests.gateway.support import chat, wait_for
 

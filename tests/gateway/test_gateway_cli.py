@@ -24,7 +24,7 @@ def test_bad_setting_names_its_environment_variable() -> None:
 def test_a_replica_or_writer_without_redis_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
-    from gateway.cli import app
+    from precog.gateway.cli import app
 
     monkeypatch.delenv("PRECOG_GATEWAY_REDIS_URL", raising=False)
     result = CliRunner().invoke(app, ["serve"], env={"PRECOG_GATEWAY_STORE_ROLE": "replica"})

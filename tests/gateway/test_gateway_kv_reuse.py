@@ -8,7 +8,7 @@ import httpx
 import numpy as np
 import torch
 
-from store import Embedder, Entry, KVBlob, Store, scope_key
+from precog.store import Embedder, Entry, KVBlob, Store, scope_key
 from tests.gateway.conftest import GatewayFactory
 from tests.gateway.fake_upstream import UpstreamState
 from tests.gateway.support import chat

@@ -10,7 +10,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from gateway import GatewaySettings, create_app
+from precog.gateway import GatewaySettings, create_app
 from tests.gateway.support import ServerThread
 
 ADMIN = "fuzz-admin"

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from store import Embedder, Entry, KVBlob, Store, scope_key
+from precog.store import Embedder, Entry, KVBlob, Store, scope_key
 from tests.gateway.conftest import GatewayFactory
 from tests.gateway.fake_upstream import UpstreamState
 from tests.gateway.support import chat

@@ -9,12 +9,12 @@ import time
 import numpy as np
 import pytest
 
-from gateway.batcher import EmbeddingBatcher
-from gateway.breaker import BreakerState, CircuitBreaker
-from gateway.openai_format import DONE, AnswerCollector, StoredAnswer
-from gateway.query import chat_query, completion_query
-from gateway.ratelimit import RateLimiter
-from gateway.schemas import ChatCompletionRequest, CompletionRequest
+from precog.gateway.batcher import EmbeddingBatcher
+from precog.gateway.breaker import BreakerState, CircuitBreaker
+from precog.gateway.openai_format import DONE, AnswerCollector, StoredAnswer
+from precog.gateway.query import chat_query, completion_query
+from precog.gateway.ratelimit import RateLimiter
+from precog.gateway.schemas import ChatCompletionRequest, CompletionRequest
 
 
 def _chat(*messages: tuple[str, object], **extra: object) -> ChatCompletionRequest:

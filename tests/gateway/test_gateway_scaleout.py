@@ -26,8 +26,8 @@ import numpy as np
 import pytest
 import redis
 
-from gateway.write_queue import WRITEBACKS, WRITER_GROUP, encode_entry
-from store import Entry, Source, Store, StoreError, current_snapshot
+from precog.gateway.write_queue import WRITEBACKS, WRITER_GROUP, encode_entry
+from precog.store import Entry, Source, Store, StoreError, current_snapshot
 from tests.gateway.fake_upstream import UpstreamState, create_upstream
 from tests.gateway.support import RedisProcess, ServerThread, chat, entries, free_port, wait_for
 
@@ -49,11 +49,11 @@ def _env(**settings: Any) -> dict[str, str]:
 
 
 def _gateway_cli(*args: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    """`precog gateway ARGS` as its own process, run as `python -m gateway.cli` (the same typer app)
+    """`precog gateway ARGS` as its own process, run as `python -m precog.gateway.cli` (the same typer app)
     so that it does not import the backend's engine, which is all that `precog` would add."""
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", *args], env=env, cwd=ROOT, stdout=out, stderr=out
+            [sys.executable, "-m", "precog.gateway.cli", *args], env=env, cwd=ROOT, stdout=out, stderr=out
         )
 
 

@@ -202,11 +202,11 @@ def test_scope_separates_system_prompts_conversations_and_tenants(start_gateway:
 def test_every_request_logs_one_line_that_says_why(
     gateway_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level("INFO", logger="gateway.proxy")
+    caplog.set_level("INFO", logger="precog.gateway.proxy")
     _post(gateway_url, chat("Is a tomato a fruit?"))
     wait_for(lambda: len(entries(gateway_url)) == 1)
     _post(gateway_url, chat("Is a tomato a fruit?"))
-    lines = [r for r in caplog.records if r.name == "gateway.proxy" and r.getMessage() == "request"]
+    lines = [r for r in caplog.records if r.name == "precog.gateway.proxy" and r.getMessage() == "request"]
     assert [r.outcome for r in lines] == ["miss", "hit"]  # type: ignore[attr-defined]
     assert lines[0].reason == "no stored question in this scope"  # type: ignore[attr-defined]
     assert lines[1].reason.startswith(entries(gateway_url)[0]["id"])  # type: ignore[attr-defined]

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gateway.guard import Guard, GuardVerdict
-from gateway.guard.classifier import PairClassifier, Tree
-from gateway.guard.comparison import compare
-from gateway.guard.features import FEATURE_NAMES
-from gateway.guard.quantities import extract_quantities
-from gateway.guard.text import tokenize
+from precog.gateway.guard import Guard, GuardVerdict
+from precog.gateway.guard.classifier import PairClassifier, Tree
+from precog.gateway.guard.comparison import compare
+from precog.gateway.guard.features import FEATURE_NAMES
+from precog.gateway.guard.quantities import extract_quantities
+from precog.gateway.guard.text import tokenize
 
 
 @pytest.fixture(scope="module")

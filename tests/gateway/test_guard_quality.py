@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gateway.guard import Guard
-from gateway.guard.classifier import PairClassifier
-from gateway.guard.evaluation import best_threshold, rates
-from gateway.guard.pairs import LabelledPair
-from gateway.guard.train import held_out_rates, split_with_cosines, train
-from store import Embedder, Turn, scope_key
+from precog.gateway.guard import Guard
+from precog.gateway.guard.classifier import PairClassifier
+from precog.gateway.guard.evaluation import best_threshold, rates
+from precog.gateway.guard.pairs import LabelledPair
+from precog.gateway.guard.train import held_out_rates, split_with_cosines, train
+from precog.store import Embedder, Turn, scope_key
 
 pytestmark = pytest.mark.slow
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gateway.shared_tier import Invalidation
-from gateway.snapshot_follower import open_snapshot
-from gateway.store_access import StoreAccess
-from store import MODEL_DIM, Entry, Store, publish_snapshot
+from precog.gateway.shared_tier import Invalidation
+from precog.gateway.snapshot_follower import open_snapshot
+from precog.gateway.store_access import StoreAccess
+from precog.store import MODEL_DIM, Entry, Store, publish_snapshot
 
 SCOPE = "scope"
 QUESTION = "Who discovered penicillin?"

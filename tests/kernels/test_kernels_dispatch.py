@@ -11,7 +11,7 @@ import textwrap
 import pytest
 import torch
 
-from kernels.dispatch import use_triton
+from precog.kernels.dispatch import use_triton
 
 
 def _run_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -38,7 +38,7 @@ def test_package_works_without_triton_installed():
         import sys
         sys.modules["triton"] = None  # makes `import triton` fail, as on a machine without it
         import torch
-        import kernels
+        from precog import kernels
         q = torch.zeros(1, 2, 8)
         cache = torch.randn(2, 4, 1, 8)
         out = kernels.paged_attention(q, cache, cache, torch.tensor([[1]]), torch.tensor([3]))
@@ -57,7 +57,7 @@ def test_forcing_triton_on_cpu_needs_the_interpreter():
     result = _run_python(
         """
         import torch
-        import kernels
+        from precog import kernels
         try:
             kernels.quantize(torch.randn(2, 8), 4, 8, backend="triton")
         except RuntimeError as error:

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from kernels import expected_attention_scores, expected_attention_scores_ref
+from precog.kernels import expected_attention_scores, expected_attention_scores_ref
 
 
 def test_without_query_information_every_key_weighs_its_value_norm():

@@ -7,7 +7,7 @@ import pytest
 import torch
 from kernel_cases import paginate
 
-from kernels import lowrank_attention, lowrank_attention_ref, merge_attention, paged_attention_ref
+from precog.kernels import lowrank_attention, lowrank_attention_ref, merge_attention, paged_attention_ref
 
 # (context lengths, query heads, KV heads, head_dim, key rank, value rank, block_size)
 CASES = [

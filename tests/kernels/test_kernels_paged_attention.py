@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from kernel_cases import paginate
 
-from kernels import AttentionOutput, merge_attention, paged_attention, paged_attention_ref
+from precog.kernels import AttentionOutput, merge_attention, paged_attention, paged_attention_ref
 
 # (context lengths, query heads, KV heads, head_dim, block_size)
 CASES = [

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels import dequantize, dequantize_ref, pack_codes, quantize, quantize_ref, unpack_codes
+from precog.kernels import dequantize, dequantize_ref, pack_codes, quantize, quantize_ref, unpack_codes
 
 FLOAT16_UNIT_ROUNDOFF = 2.0**-11
 

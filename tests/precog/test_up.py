@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from store import Store
+from precog.store import Store
 from tests.gateway.support import free_port, wait_for
 
 pytestmark = pytest.mark.slow

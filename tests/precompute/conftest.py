@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from precompute import PrecomputeSettings
+from precog.precompute import PrecomputeSettings
 from tests.conftest import _free_port
 from tests.precompute.fake_upstream import MODEL, FakeUpstream
 

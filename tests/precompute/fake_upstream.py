@@ -21,7 +21,7 @@ import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from store import KVBlob
+from precog.store import KVBlob
 
 MODEL = "fake-model"
 ASK = "What does the document say about {}?"

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from precompute.chunking import chunk_documents, chunk_id
-from precompute.ingest import CorpusError, read_corpus, read_query_log
-from precompute.tokens import SimpleTokenizer
-from precompute.worklog import WorkLog
+from precog.precompute.chunking import chunk_documents, chunk_id
+from precog.precompute.ingest import CorpusError, read_corpus, read_query_log
+from precog.precompute.tokens import SimpleTokenizer
+from precog.precompute.worklog import WorkLog
 
 
 def test_reads_every_format_and_skips_unreadable_files(tmp_path: Path) -> None:

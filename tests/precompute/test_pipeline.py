@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from precompute import PrecomputeError, run_precompute
-from precompute.tokens import SimpleTokenizer
-from store import Embedder, KVBlob, Source, Store, scope_key
+from precog.precompute import PrecomputeError, run_precompute
+from precog.precompute.tokens import SimpleTokenizer
+from precog.store import Embedder, KVBlob, Source, Store, scope_key
 from tests.precompute.conftest import make_settings
 from tests.precompute.fake_upstream import MODEL, FakeUpstream
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from store import Store, current_snapshot
+from precog.store import Store, current_snapshot
 from tests.precompute.fake_upstream import MODEL, FakeUpstream
 
 pytestmark = pytest.mark.slow

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from precog import load_settings
-from precompute import PrecomputeError, PrecomputeSettings, run_precompute
-from precompute.chunking import Chunk
-from precompute.generate import (
+from precog.precompute import PrecomputeError, PrecomputeSettings, run_precompute
+from precog.precompute.chunking import Chunk
+from precog.precompute.generate import (
     FAMILIES,
     ChatCall,
     ChunkProgress,
@@ -19,8 +19,8 @@ from precompute.generate import (
     round_plan,
     round_seed,
 )
-from precompute.upstream import Completion, UpstreamGarbage
-from store import Store, scope_key
+from precog.precompute.upstream import Completion, UpstreamGarbage
+from precog.store import Store, scope_key
 from tests.conftest import _free_port
 from tests.precompute.conftest import WRITER_MODEL, make_settings
 from tests.precompute.fake_upstream import MODEL, FakeUpstream

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from precompute.questions import (
+from precog.precompute.questions import (
     EXAMPLE_QUESTIONS,
     AdaptiveAsking,
     grounded,
@@ -10,7 +10,7 @@ from precompute.questions import (
     passage,
     question_prompt,
 )
-from precompute.tokens import SimpleTokenizer
+from precog.precompute.tokens import SimpleTokenizer
 
 
 def test_parses_numbered_bulleted_and_run_together_questions() -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import ray
 
-from precompute import run_precompute
-from store import Store
+from precog.precompute import run_precompute
+from precog.store import Store
 from tests.precompute.conftest import make_settings
 from tests.precompute.fake_upstream import FakeUpstream
 

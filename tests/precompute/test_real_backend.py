@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from precompute import run_precompute
-from store import Embedder, KVBlob, Store, scope_key
+from precog.precompute import run_precompute
+from precog.store import Embedder, KVBlob, Store, scope_key
 from tests.precompute.conftest import make_settings
 
 pytestmark = pytest.mark.slow

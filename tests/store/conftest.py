@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from store import Entry, Store
+from precog.store import Entry, Store
 
 DIM = 384
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from store import Entry, KVBlob, Store
+from precog.store import Entry, KVBlob, Store
 
 
 def expected_entry(round_no: int, item: int) -> tuple[Entry, KVBlob | None]:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from store import KVBlob, NotAStoreError, Store, StoreError
+from precog.store import KVBlob, NotAStoreError, Store, StoreError
 
 
 @pytest.mark.parametrize("target", ["export-dir", "export.tar.gz"])

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from store import EmbeddingMismatchError, NotAStoreError, ReadOnlyStoreError, Store
+from precog.store import EmbeddingMismatchError, NotAStoreError, ReadOnlyStoreError, Store
 
 
 def _snapshot(store: Store) -> tuple[int, bool, list[str]]:

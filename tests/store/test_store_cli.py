@@ -8,8 +8,8 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-from store import Store
-from store.cli import app, parse_age
+from precog.store import Store
+from precog.store.cli import app, parse_age
 
 runner = CliRunner()
 
@@ -85,7 +85,7 @@ def test_clear_errors(tmp_path) -> None:
 def test_verify_exits_1_on_damage(store_path, filled) -> None:
     import rocksdict
 
-    from store.db import COLUMN_FAMILIES
+    from precog.store.db import COLUMN_FAMILIES
 
     options = rocksdict.Options(raw_mode=True)
     families = {name: rocksdict.Options(raw_mode=True) for name in COLUMN_FAMILIES}

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from store import IndexParams, Store, StoreError
+from precog.store import IndexParams, Store, StoreError
 
 
 def test_searches_from_many_threads_during_writes(store_path, make_entry, unit_vectors) -> None:
@@ -58,7 +58,7 @@ def test_reader_process_alongside_a_writer_process(store_path: Path, make_entry)
     holder = textwrap.dedent(
         """
         import sys
-        from store import Store
+        from precog.store import Store
         store = Store.open(sys.argv[1], progress=False)
         print("holding", flush=True)
         sys.stdin.readline()

@@ -8,8 +8,8 @@ import pytest
 import rocksdict
 import torch
 
-from store import CorruptBlobError, CorruptRecordError, KVBlob, Store
-from store.db import COLUMN_FAMILIES
+from precog.store import CorruptBlobError, CorruptRecordError, KVBlob, Store
+from precog.store.db import COLUMN_FAMILIES
 
 
 def _blob(tokens: int = 64) -> KVBlob:

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from store_crash_writer import expected_entry
 
-from store import Store
+from precog.store import Store
 
 HERE = Path(__file__).parent
 ROUNDS = 30
@@ -98,7 +98,7 @@ def test_full_disk_refuses_the_write_and_keeps_the_store(tmp_path: Path, make_en
         """
         import resource, signal, sys
         import numpy as np, torch
-        from store import Entry, KVBlob, Store, StoreWriteError
+        from precog.store import Entry, KVBlob, Store, StoreWriteError
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         store = Store.open(sys.argv[1], progress=False)
         resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from store import Entry, KVBlob, Source, Store
+from precog.store import Entry, KVBlob, Source, Store
 
 
 def _blob(tokens: int = 5) -> KVBlob:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from store import Embedder, Entry, Store
+from precog.store import Embedder, Entry, Store
 
 
 @pytest.fixture(scope="module")

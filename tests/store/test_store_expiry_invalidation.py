@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from store import Store
+from precog.store import Store
 
 
 def test_expired_entries_are_not_served_but_listed_until_compacted(store: Store, make_entry) -> None:

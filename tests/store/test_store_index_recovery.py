@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from store import IndexParams, Store
+from precog.store import IndexParams, Store
 
 
 def _fill(path: Path, make_entry, n: int = 40) -> list:
@@ -85,7 +85,7 @@ def test_corrupt_index_is_rebuilt(store_path, make_entry, caplog, damage) -> Non
 
 
 def test_scope_switches_to_hnsw_and_survives_reopen(store_path, unit_vectors) -> None:
-    from store import Entry
+    from precog.store import Entry
 
     params = IndexParams(hnsw_threshold=300, min_tombstones_to_compact=50)
     vectors = unit_vectors(600)
@@ -151,7 +151,7 @@ def test_index_behind_the_records_catches_up_from_the_change_log(store_path, mak
         """
         import os, signal, sys
         import numpy as np
-        from store import Entry, Store
+        from precog.store import Entry, Store
         store = Store.open(sys.argv[1], progress=False)
         ids = [e.id for e in store.entries(limit=1000)]
         rng = np.random.default_rng(5)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from store import Entry, IndexParams, Store, Turn, scope_key
+from precog.store import Entry, IndexParams, Store, Turn, scope_key
 
 
 def test_an_entry_of_scope_a_is_never_returned_for_scope_b(store: Store, make_entry) -> None:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from store import Entry, Store, current_snapshot, publish_snapshot
-from store.cli import app
+from precog.store import Entry, Store, current_snapshot, publish_snapshot
+from precog.store.cli import app
 
 
 def _queries(path: Path) -> set[str]:

@@ -1,5 +1,0 @@
-"""The guard: rejects near matches that differ in numbers, dates, negation, names, units or direction."""
-
-from gateway.guard.guard import Guard, GuardVerdict
-
-__all__ = ["Guard", "GuardVerdict"]

@@ -1,1 +1,0 @@
-"""Triton kernels; importing any module here imports triton, so only kernels.dispatch-approved calls do."""

@@ -1,0 +1,179 @@
+"""OjaKV in the engine: a sequence's middle tokens leave the full-rank blocks for low-rank pages.
+
+After the prefill, the first n_sink tokens, protected ranges and the n_recent most recent tokens stay
+in full-rank blocks (compacted to the front of the sequence's block table: fixed ones first, then the
+recent window; keys keep the RoPE of their positions, so order does not matter to attention). Every
+other prompt token becomes coefficients c = Uᵀk, e = Uᵀv in per-layer/per-head bases that start from
+the offline PCA calibration and get a full Oja update on those very tokens; the coefficients go to
+pages taken from the same block pool, and the full-rank blocks they held are freed.
+
+In decode, once the recent window has grown by `migrate_every` tokens, its oldest ones follow: a light
+Oja update (one step, decode_eta) on exactly those tokens, the stored coefficients re-expressed in the
+new basis (c ← U'ᵀU c, the only loss being what leaves the subspace), the new tokens appended, and the
+full-rank entries after them shifted down so a full-rank block is freed.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from precog.backend.compress import KVCompression
+from precog.backend.compress.oja import OjaKVSettings, oja_update, rank_for_ratio
+from precog.backend.compress.oja_calibration import (
+    CALIBRATION_FILE,
+    CALIBRATION_TOKENS,
+    PCABases,
+    calibration_text,
+    load_or_calibrate,
+)
+from precog.backend.engine.block_manager import BlockManager
+from precog.backend.engine.kv_cache import KVCache
+from precog.backend.engine.lowrank_cache import new_state, read_coefficients, write_coefficients
+from precog.backend.engine.sequence import Sequence
+from precog.backend.layers.attention import AttentionMetadata
+from precog.backend.layers.lowrank_attention import tokens_per_page
+from precog.backend.layers.paged_attention import plan_attention
+from precog.backend.model.llama import LlamaModel
+from precog.backend.model.spec import ModelSpec
+
+log = logging.getLogger(__name__)
+
+
+def prefill_kv(
+    model: LlamaModel, spec: ModelSpec, token_ids: list[int], block_size: int = 16
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Per-layer keys (RoPE applied) and values [KVH, T, D] of one prompt, in a private scratch cache."""
+    n = len(token_ids)
+    cache = KVCache(spec, -(-n // block_size), block_size)
+    table = list(range(-(-n // block_size)))
+    meta = AttentionMetadata(
+        positions=torch.arange(n),
+        slot_mapping=cache.slots(table, 0, n),
+        plan=plan_attention([table], [n], [n], block_size),
+        logit_rows=torch.tensor([n - 1]),
+    )
+    with torch.inference_mode():
+        model(torch.tensor(token_ids), cache.layers, meta)
+    return cache.read(table, n)
+
+
+class OjaKV:
+    """Moves sequences' middle tokens to low-rank pages (`compress`) and keeps the window sliding
+    (`migrate`); the calibration bases load (or are computed and cached) on first use."""
+
+    def __init__(
+        self,
+        model: LlamaModel,
+        kv_cache: KVCache,
+        block_manager: BlockManager,
+        tokenizer: PreTrainedTokenizerBase,
+        calibration_dir: Path,
+        settings: OjaKVSettings | None = None,
+    ) -> None:
+        self.model = model
+        self.kv_cache = kv_cache
+        self.block_manager = block_manager
+        self.tokenizer = tokenizer
+        self.calibration_path = calibration_dir / CALIBRATION_FILE
+        self.settings = settings or OjaKVSettings()
+        self.lowrank_tokens = 0
+        self._bases: PCABases | None = None
+
+    def bases(self) -> PCABases:
+        """The PCA calibration (cached on disk beside the checkpoint)."""
+        if self._bases is None:
+            limit = min(CALIBRATION_TOKENS, int(self.model.rope.cos.shape[0]))
+            ids = list(self.tokenizer.encode(calibration_text()))[:limit]
+
+            def collect(token_ids: list[int]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+                return prefill_kv(self.model, self.model.spec, token_ids, self.kv_cache.block_size)
+
+            self._bases = load_or_calibrate(self.calibration_path, ids, collect)
+        return self._bases
+
+    @torch.inference_mode()
+    def compress(self, seq: Sequence, compression: KVCompression) -> None:
+        """Right after seq's prefill: middle tokens to coefficient pages, their full-rank blocks freed."""
+        settings, bm = self.settings, self.block_manager
+        num_tokens = seq.num_cached_tokens
+        head_dim = self.model.spec.head_dim
+        rank = rank_for_ratio(compression.ratio, head_dim)
+        positions = torch.arange(num_tokens)
+        fixed = positions < settings.n_sink
+        for start, end in compression.protected:
+            fixed[start : min(end, num_tokens)] = True
+        recent = (positions >= num_tokens - settings.n_recent) & ~fixed
+        middle = ~(fixed | recent)
+        num_middle = int(middle.sum())
+        num_full = num_tokens - num_middle
+        pages = -(-num_middle // tokens_per_page(bm.block_size, head_dim, rank))
+        if pages > len(seq.block_table) - bm.blocks_for(num_full) + bm.num_free:
+            log.warning("ojakv skipped: no free blocks for its pages", extra={"request_id": seq.request_id})
+            return
+        keys, values = self.kv_cache.read(seq.block_table, num_tokens)
+        order = torch.cat([fixed.nonzero()[:, 0], recent.nonzero()[:, 0]])
+        bases = self.bases()
+        basis_k, basis_v, coeff_k, coeff_v = [], [], [], []
+        for layer, (k, v) in enumerate(zip(keys, values, strict=True)):
+            start_k, start_v = bases.top(layer, rank)
+            xk, xv = k[:, middle], v[:, middle]
+            uk = oja_update(start_k, xk, settings.prefill_eta, settings.prefill_steps)
+            uv = oja_update(start_v, xv, settings.prefill_eta, settings.prefill_steps)
+            basis_k.append(uk)
+            basis_v.append(uv)
+            coeff_k.append(xk @ uk)
+            coeff_v.append(xv @ uv)
+        self.kv_cache.write(
+            seq.block_table, 0, num_full, [k[:, order] for k in keys], [v[:, order] for v in values]
+        )
+        bm.truncate(seq, num_full)
+        state = new_state(basis_k, basis_v, int(fixed.sum()), bm.block_size)
+        state.block_table = bm.take(pages) or []
+        write_coefficients(self.kv_cache.layers, state, 0, coeff_k, coeff_v)
+        state.num_tokens = num_middle
+        seq.num_evicted += num_middle
+        seq.lowrank = state
+        self.lowrank_tokens += num_middle
+
+    @torch.inference_mode()
+    def migrate(self, seq: Sequence) -> None:
+        """After a decode step: if the recent window is `migrate_every` over its size, move its oldest
+        tokens to the low-rank store (skipped, to retry later, while no page is free for them)."""
+        state, settings, bm = seq.lowrank, self.settings, self.block_manager
+        if state is None:
+            return
+        cached, m = seq.num_cached_tokens, settings.migrate_every
+        if cached - state.num_fixed < settings.n_recent + m:
+            return
+        missing = state.pages_for(state.num_tokens + m) - len(state.block_table)
+        if missing > 0:
+            pages = bm.take(missing)
+            if pages is None:
+                return
+            state.block_table.extend(pages)
+        keys, values = self.kv_cache.read(seq.block_table, cached)
+        old_k, old_v = read_coefficients(self.kv_cache.layers, state)
+        lo, hi = state.num_fixed, state.num_fixed + m
+        coeff_k, coeff_v = [], []
+        for layer in range(len(keys)):
+            xk, xv = keys[layer][:, lo:hi], values[layer][:, lo:hi]
+            uk = oja_update(state.basis_k[layer], xk, settings.decode_eta)
+            uv = oja_update(state.basis_v[layer], xv, settings.decode_eta)
+            to_new_k = state.basis_k[layer].transpose(1, 2) @ uk  # [KVH, r, r]: c' = U'ᵀ U c
+            to_new_v = state.basis_v[layer].transpose(1, 2) @ uv
+            coeff_k.append(torch.cat([old_k[layer] @ to_new_k, xk @ uk], dim=1))
+            coeff_v.append(torch.cat([old_v[layer] @ to_new_v, xv @ uv], dim=1))
+            state.basis_k[layer], state.basis_v[layer] = uk, uv
+        write_coefficients(self.kv_cache.layers, state, 0, coeff_k, coeff_v)
+        state.num_tokens += m
+        state.decode_updates += 1
+        shifted_k = [torch.cat([k[:, :lo], k[:, hi:]], dim=1) for k in keys]
+        shifted_v = [torch.cat([v[:, :lo], v[:, hi:]], dim=1) for v in values]
+        self.kv_cache.write(seq.block_table, lo, cached - m, shifted_k, shifted_v)
+        bm.truncate(seq, cached - m)
+        seq.num_evicted += m
+        self.lowrank_tokens += m

@@ -1,0 +1,176 @@
+"""The lookup pipeline, stage by stage, each stage timed: scope → exact tier → embed → search → guard.
+
+Modelled on GPTCache's pre-process / embed / search / evaluate split, but as an object per gateway
+(no global cache) whose result says why it missed, so a cache that never hits can be diagnosed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from precog.gateway.batcher import EmbeddingBatcher
+from precog.gateway.metrics import GatewayMetrics
+from precog.gateway.openai_format import estimate_tokens
+from precog.gateway.query import CacheQuery
+from precog.gateway.shared_tier import HotEntry, SharedTier
+from precog.gateway.store_access import StoreAccess
+from precog.store import Entry
+
+Tier = Literal["exact", "shared", "semantic"]
+
+
+class Verdict(Protocol):
+    accept: bool
+    reason: str
+    score: float
+
+
+class CandidateGuard(Protocol):
+    """Decides whether a close stored question really asks the same thing (numbers, negation, ...)."""
+
+    def check(self, query: str, candidate: str, similarity: float) -> Verdict: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    entry_id: str
+    query: str
+    answer: str
+    similarity: float
+    tier: Tier
+    kv_blob_id: str | None = None
+    completion_tokens: int | None = None
+
+    @classmethod
+    def of(cls, entry: Entry | HotEntry, similarity: float, tier: Tier) -> Hit:
+        tokens = (
+            entry.completion_tokens if isinstance(entry, HotEntry) else entry.meta.get("completion_tokens")
+        )
+        return cls(
+            entry_id=entry.id,
+            query=entry.query,
+            answer=entry.answer,
+            similarity=similarity,
+            tier=tier,
+            kv_blob_id=entry.kv_blob_id,
+            completion_tokens=int(tokens) if tokens else None,
+        )
+
+
+@dataclass(slots=True)
+class LookupResult:
+    """`near_kv_blob_id`: the KV blob of the closest candidate over the reuse floor (a near miss feeds
+    the upstream's semantic KV reuse); None when reuse is off or no candidate qualifies."""
+
+    hit: Hit | None = None
+    reason: str = ""
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    near_kv_blob_id: str | None = None
+
+
+class Lookup:
+    def __init__(
+        self,
+        store: StoreAccess,
+        batcher: EmbeddingBatcher,
+        guard: CandidateGuard,
+        threshold_for: Callable[[str], float],
+        metrics: GatewayMetrics,
+        shared: SharedTier | None = None,
+        k: int = 4,
+        reuse_floor: float | None = None,
+    ) -> None:
+        self._store = store
+        self._batcher = batcher
+        self._guard = guard
+        self._threshold_for = threshold_for
+        self._metrics = metrics
+        self._shared = shared
+        self._k = k
+        self._reuse_floor = reuse_floor
+
+    @contextmanager
+    def _stage(self, result: LookupResult, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            seconds = time.perf_counter() - start
+            result.timings_ms[name] = round(seconds * 1000, 3)
+            self._metrics.stage_seconds.labels(name).observe(seconds)
+
+    async def run(self, query: CacheQuery) -> LookupResult:
+        """Find a stored answer for `query`; a found one that does not fit the request is a miss."""
+        result = await self._find(query)
+        hit = result.hit
+        if hit is not None:
+            misfit = query.misfit(hit.answer, hit.completion_tokens or estimate_tokens(hit.answer))
+            if misfit is not None:
+                result.hit, result.reason = None, misfit
+        return result
+
+    async def _find(self, query: CacheQuery) -> LookupResult:
+        result = LookupResult()
+        with self._stage(result, "scope"):
+            scope = query.scope
+        with self._stage(result, "exact"):
+            hit = await self._exact(scope, query.question)
+        if hit is not None:
+            result.hit, result.reason = hit, f"exact match in the {hit.tier} tier"
+            return result
+        with self._stage(result, "embed"):
+            vector = await self._batcher.embed(query.question)
+        with self._stage(result, "search"):
+            candidates = await self._store.search(scope, vector, self._k)
+        result.near_kv_blob_id = self._near_kv(candidates)
+        threshold = self._threshold_for(query.tenant)
+        close = [(entry, score) for entry, score in candidates if score >= threshold and not entry.expired()]
+        if not close:
+            best = max((score for _, score in candidates), default=None)
+            result.reason = (
+                "no stored question in this scope"
+                if best is None
+                else f"best similarity {best:.3f} is below the threshold {threshold:.3f}"
+            )
+            return result
+        with self._stage(result, "guard"):
+            verdicts = await asyncio.to_thread(self._judge, query.question, close)
+        for (entry, score), verdict in zip(close, verdicts, strict=False):
+            if verdict.accept:
+                result.hit = Hit.of(entry, score, "semantic")
+                result.reason = f"similarity {score:.3f}, guard: {verdict.reason}"
+                return result
+        result.reason = f"guard rejected {len(close)} close candidate(s): {verdicts[0].reason}"
+        return result
+
+    def _near_kv(self, candidates: list[tuple[Entry, float]]) -> str | None:
+        """The KV blob of the best-scored live candidate that has one and reaches the reuse floor."""
+        if self._reuse_floor is None:
+            return None
+        usable = [(score, e.kv_blob_id) for e, score in candidates if e.kv_blob_id and not e.expired()]
+        best = max(usable, default=None)
+        return best[1] if best is not None and best[0] >= self._reuse_floor else None
+
+    def _judge(self, question: str, close: list[tuple[Entry, float]]) -> list[Verdict]:
+        """Guard verdicts, best candidate first, stopping at the first accepted one."""
+        verdicts: list[Verdict] = []
+        for entry, score in close:
+            verdicts.append(self._guard.check(question, entry.query, score))
+            if verdicts[-1].accept:
+                break
+        return verdicts
+
+    async def _exact(self, scope: str, question: str) -> Hit | None:
+        if self._shared is not None:
+            hot = await self._shared.get_exact(scope, question)
+            if hot is not None and not self._store.masked(hot):
+                return Hit.of(hot, 1.0, "shared")
+        entry = await self._store.find_exact(scope, question)
+        if entry is None or entry.expired():
+            return None
+        return Hit.of(entry, 1.0, "exact")

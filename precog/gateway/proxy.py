@@ -1,0 +1,281 @@
+"""One completion request, end to end: look up, and serve from storage or relay to the upstream.
+
+StorInfer's parallel path: the upstream request starts when the request arrives (or after
+`parallel_delay_ms`, see precog.gateway.pending) while the lookup runs. A hit cancels it; a miss finds it
+already under way, so a miss pays almost nothing for having looked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from typing import Any
+
+import httpx
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from precog.gateway.cache_control import CacheControl, header_safe
+from precog.gateway.conversation import NextTurnIndex
+from precog.gateway.errors import GatewayError
+from precog.gateway.lookup import Hit, Lookup, LookupResult
+from precog.gateway.metrics import GatewayMetrics
+from precog.gateway.openai_format import AnswerCollector, StoredAnswer, estimate_tokens
+from precog.gateway.pending import PendingRequest, start_request
+from precog.gateway.query import CacheQuery
+from precog.gateway.settings import GatewaySettings
+from precog.gateway.shared_tier import SharedTier
+from precog.gateway.stats import Stats
+from precog.gateway.store_access import StoreAccess
+from precog.gateway.upstream import Upstream
+from precog.gateway.writeback import WriteBack
+
+log = logging.getLogger(__name__)
+
+_PATHS = {"chat": "/v1/chat/completions", "completion": "/v1/completions"}
+# Only the gateway may point the upstream at a stored KV cache: a client naming a blob id could read
+# another tenant's conversation through it.
+_GATEWAY_ONLY = frozenset({"kv_blob_id", "kv_blob", "kv_reuse_blob_id", "kv_reuse_blob"})
+_KV_PARAMS = frozenset({"kv_blob_id", "kv_reuse_blob_id"})
+
+
+class CompletionProxy:
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        store: StoreAccess,
+        lookup: Lookup,
+        upstream: Upstream,
+        writeback: WriteBack,
+        next_turns: NextTurnIndex,
+        stats: Stats,
+        metrics: GatewayMetrics,
+        shared: SharedTier | None = None,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._lookup = lookup
+        self._upstream = upstream
+        self._writeback = writeback
+        self._next_turns = next_turns
+        self._stats = stats
+        self._metrics = metrics
+        self._shared = shared
+        self._background: set[asyncio.Task[Any]] = set()
+
+    async def handle(
+        self,
+        query: CacheQuery,
+        body: dict[str, Any],
+        stream: bool,
+        include_usage: bool,
+        control: CacheControl | None,
+    ) -> Response:
+        started = time.perf_counter()
+        plain = {key: value for key, value in body.items() if key not in _GATEWAY_ONLY}
+        body, without_kv = plain, None
+        if query.kind == "chat" and query.earlier_turns and self._settings.upstream_kv_import:
+            blob = await self._next_turns.blob_for(query.scope)
+            if blob is not None:
+                body, without_kv = {**plain, "kv_blob_id": blob}, plain
+        if control == "bypass" or query.uncacheable:
+            reason = (
+                "client asked to bypass" if control == "bypass" else f"not cacheable: {query.uncacheable}"
+            )
+            bypass = self._start(query, body, 0.0, without_kv)
+            return await self._relay(query, bypass, stream, "bypass", reason, started, writeback=False)
+        if control == "refresh":
+            refresh = self._start(query, body, 0.0, without_kv)
+            return await self._relay(
+                query, refresh, stream, "miss", "client asked to refresh", started, replace=True
+            )
+
+        early = None
+        if self._settings.parallel_path and not self._settings.kv_reuse and control != "only-if-cached":
+            early = self._start(query, body, self._settings.parallel_delay_ms / 1000.0, without_kv)
+        try:
+            result = await self._lookup.run(query)
+        except asyncio.CancelledError:
+            if early is not None:
+                await early.discard()
+            raise
+        except Exception:  # a broken lookup degrades to a miss, it never fails the request
+            log.exception("lookup failed, relaying", extra={"scope": query.scope})
+            result = LookupResult(reason="lookup failed")
+        if result.hit is not None:
+            if early is not None:
+                await early.discard()
+            return await self._serve_hit(query, result, result.hit, stream, include_usage, started)
+        if control == "only-if-cached":
+            self._count(query, "miss", started, result.reason)
+            raise GatewayError(
+                504,
+                f"no stored answer and only-if-cached was asked ({result.reason})",
+                code="cache_miss",
+                headers={"x-precog-cache": "miss", "x-precog-cache-reason": header_safe(result.reason)},
+            )
+        if early is None and result.near_kv_blob_id and "kv_blob_id" not in body:
+            body, without_kv = {**body, "kv_reuse_blob_id": result.near_kv_blob_id}, body
+        relay = early or self._start(query, body, 0.0, without_kv)
+        return await self._relay(query, relay, stream, "miss", result.reason, started, result=result)
+
+    def _start(
+        self,
+        query: CacheQuery,
+        body: dict[str, Any],
+        delay_s: float,
+        without_kv: dict[str, Any] | None = None,
+    ) -> PendingRequest:
+        return start_request(self._upstream, _PATHS[query.kind], body, delay_s, without_kv)
+
+    def _count(
+        self, query: CacheQuery, outcome: str, started: float, reason: str, tokens_saved: int = 0
+    ) -> None:
+        """Metrics, statistics and one structured log line per request (why it hit or missed)."""
+        elapsed = time.perf_counter() - started
+        self._metrics.requests.labels(query.kind, outcome).inc()
+        self._metrics.request_seconds.labels(outcome).observe(elapsed)
+        self._stats.record(query.tenant, query.model, outcome, elapsed * 1000, tokens_saved)
+        if self._shared is not None:
+            self._shared.count(query.tenant, query.model, outcome)
+        log.info(
+            "request",
+            extra={
+                "outcome": outcome,
+                "ms": round(elapsed * 1000, 2),
+                "tenant": query.tenant,
+                "model": query.model,
+                "kind": query.kind,
+                "reason": reason,
+            },
+        )
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _record_hit(self, hit: Hit) -> None:
+        try:
+            await self._store.record_hit(hit.entry_id)
+        except Exception as exc:  # an entry known only to the shared tier, or a store write failure
+            log.debug("hit not recorded", extra={"entry": hit.entry_id, "error": repr(exc)})
+
+    async def _serve_hit(
+        self,
+        query: CacheQuery,
+        result: LookupResult,
+        hit: Hit,
+        stream: bool,
+        include_usage: bool,
+        started: float,
+    ) -> Response:
+        answer = StoredAnswer(
+            kind=query.kind,
+            model=query.model,
+            text=hit.answer,
+            prompt_tokens=estimate_tokens(
+                query.system_prompt + " ".join(t.content for t in query.earlier_turns) + query.question
+            ),
+            completion_tokens=hit.completion_tokens or estimate_tokens(hit.answer),
+        )
+        if self._settings.store_role == "local":  # a replica's snapshot is read-only
+            self._spawn(self._record_hit(hit))
+        if hit.kv_blob_id and query.kind == "chat":
+            self._spawn(self._next_turns.remember(query.next_turn_scope(hit.answer), hit.kv_blob_id))
+        tokens_saved = answer.prompt_tokens + answer.completion_tokens
+        self._count(query, "hit", started, f"{hit.entry_id}: {result.reason}", tokens_saved)
+        headers = {
+            "x-precog-cache": "hit",
+            "x-precog-entry-id": hit.entry_id,
+            "x-precog-similarity": f"{hit.similarity:.4f}",
+            "x-precog-tier": hit.tier,
+            "x-precog-cache-reason": header_safe(result.reason),
+            "server-timing": ", ".join(f"{name};dur={ms}" for name, ms in result.timings_ms.items()),
+        }
+        if stream:
+            return StreamingResponse(
+                answer.sse(include_usage), media_type="text/event-stream", headers=headers
+            )
+        return JSONResponse(answer.completion(), headers=headers)
+
+    async def _response(self, query: CacheQuery, relay: PendingRequest) -> httpx.Response:
+        """The upstream's response. Stored KV only saves time, so a request whose KV reference the
+        upstream refuses (no such blob, no store configured, store unavailable) is sent once more
+        without it; an error response means nothing was generated, so this cannot generate twice."""
+        try:
+            return await relay.response()
+        except GatewayError as exc:
+            if relay.without_kv is None or not (exc.param in _KV_PARAMS or exc.status == 503):
+                raise
+            self._metrics.upstream_errors.labels("kv_blob_refused").inc()
+            log.warning("upstream refused the stored KV, relaying without it", extra={"error": exc.message})
+            return await self._start(query, relay.without_kv, 0.0).response()
+
+    async def _relay(
+        self,
+        query: CacheQuery,
+        relay: PendingRequest,
+        stream: bool,
+        outcome: str,
+        reason: str,
+        started: float,
+        writeback: bool = True,
+        replace: bool = False,
+        result: LookupResult | None = None,
+    ) -> Response:
+        headers = {"x-precog-cache": outcome, "x-precog-cache-reason": header_safe(reason)}
+        if result is not None and result.timings_ms:
+            headers["server-timing"] = ", ".join(f"{name};dur={ms}" for name, ms in result.timings_ms.items())
+        try:
+            response = await self._response(query, relay)
+        except GatewayError as exc:
+            self._count(query, "error", started, exc.message)
+            exc.headers = {**exc.headers, **headers}
+            raise
+        self._count(query, outcome, started, reason)
+        if stream:
+            return StreamingResponse(
+                self._pipe(query, response, writeback, replace),
+                status_code=response.status_code,
+                media_type="text/event-stream",
+                headers={**headers, "cache-control": "no-cache"},
+            )
+        try:
+            content = await response.aread()
+        except httpx.HTTPError as exc:
+            self._metrics.upstream_errors.labels("read").inc()
+            raise GatewayError(
+                502, f"the upstream connection broke: {exc!r}", code="upstream_disconnected"
+            ) from exc
+        finally:
+            await response.aclose()
+        if writeback:
+            collector = AnswerCollector(query.kind)
+            with contextlib.suppress(ValueError):
+                collector.take_body(json.loads(content))
+            self._writeback.offer(query, collector, replace=replace)
+        return Response(
+            content, status_code=response.status_code, media_type="application/json", headers=headers
+        )
+
+    async def _pipe(self, query: CacheQuery, response: httpx.Response, writeback: bool, replace: bool) -> Any:
+        """Relay SSE bytes as they come (the client's pace is the upstream's pace), collecting the answer."""
+        collector = AnswerCollector(query.kind)
+        finished = False
+        try:
+            async for chunk in response.aiter_raw():
+                collector.feed_sse(chunk)
+                yield chunk
+            finished = True
+        except httpx.HTTPError as exc:
+            self._metrics.upstream_errors.labels("stream_broken").inc()
+            log.warning("upstream stream broke", extra={"error": repr(exc)})
+            error = GatewayError(502, "the upstream stream broke off", code="upstream_disconnected")
+            yield b"data: " + json.dumps(error.body()).encode() + b"\n\n"
+        finally:
+            await response.aclose()
+        if finished and writeback:
+            self._writeback.offer(query, collector, replace=replace)

@@ -1,0 +1,42 @@
+"""Checks on an entry before any of it is written: a bad field must never reach RocksDB or FAISS."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from precog.store.entry import Entry, Source
+from precog.store.records import check_id
+from precog.store.vectors import normalised
+
+
+def _finite_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def validated_embedding(entry: Entry, dim: int) -> np.ndarray:
+    """Raise ValueError naming the first bad field; return the entry's unit embedding."""
+    check_id("entry id", entry.id)
+    if not isinstance(entry.scope, str) or not entry.scope or "\x00" in entry.scope:
+        raise ValueError("entry scope must be a non-empty string without NUL characters")
+    for name in ("query", "answer", "model"):
+        if not isinstance(getattr(entry, name), str):
+            raise ValueError(f"entry {name} must be a string")
+    if not entry.query.strip():
+        raise ValueError("entry query must not be empty")
+    if entry.expires is not None and not _finite_number(entry.expires):
+        raise ValueError("entry expires must be a finite epoch time or None")
+    if not _finite_number(entry.created):
+        raise ValueError("entry created must be a finite epoch time")
+    try:
+        Source(entry.source)
+    except ValueError:
+        raise ValueError(f"entry source must be one of {[s.value for s in Source]}") from None
+    if not isinstance(entry.meta, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in entry.meta.items()
+    ):
+        raise ValueError("entry meta must map strings to strings")
+    if entry.kv_blob_id is not None:
+        check_id("kv_blob_id", entry.kv_blob_id)
+    return normalised(entry.embedding, dim)

@@ -1,0 +1,69 @@
+"""What we install: one top-level import name, so that Hugging Face's `kernels` (which transformers
+imports) and our packages never shadow each other, whatever the working directory."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _python(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`code` in a fresh interpreter started in `cwd`: `python -c` puts the working directory first on
+    sys.path, which is where a repository-root package would shadow an installed one."""
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out),
+         str(ROOT)],
+        check=True, capture_output=True, text=True, timeout=300,
+    )
+    (built,) = out.glob("precog-*.whl")
+    return built
+
+
+def test_wheel_installs_only_the_precog_import_name(wheel: Path) -> None:
+    names = zipfile.ZipFile(wheel).namelist()
+    top_level = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
+    assert top_level == {"precog"}
+    for part in ("store", "backend", "gateway", "precompute", "kernels"):
+        assert f"precog/{part}/__init__.py" in names
+    assert "precog/gateway/dashboard/index.html" in names  # package data travels too
+
+
+@pytest.mark.parametrize("cwd", [ROOT, Path("/")], ids=["repository-root", "elsewhere"])
+def test_hf_kernels_and_ours_import_side_by_side(cwd: Path) -> None:
+    result = _python(
+        "import transformers.integrations.hub_kernels as hub, kernels, precog.kernels as ours\n"
+        "assert hub.get_kernel_hub is kernels.get_kernel\n"
+        "from precog.backend import Engine\n"
+        "print(kernels.__file__)\n"
+        "print(ours.paged_attention.__module__)\n",
+        cwd,
+    )
+    assert result.returncode == 0, result.stderr
+    hf_file, ours_module = result.stdout.split()
+    assert "site-packages" in hf_file
+    assert not Path(hf_file).is_relative_to(ROOT / "precog")
+    assert ours_module == "precog.kernels.paged_attention"
+
+
+@pytest.mark.parametrize("module", ["precog", "precog.gateway.cli", "precog.backend.cli"])
+def test_python_dash_m_from_the_repository_root(module: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", module, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Usage" in result.stdout

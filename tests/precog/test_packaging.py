@@ -3,12 +3,17 @@ imports) and our packages never shadow each other, whatever the working director
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -63,3 +68,38 @@ def test_python_dash_m_from_the_repository_root(module: str) -> None:
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr
     assert "Usage" in result.stdout
+
+
+def _pins() -> list[tuple[str, str]]:
+    """(name, version) of every pin in requirements/lock.txt (`make lock` writes it), in file order."""
+    return re.findall(r"^([A-Za-z0-9._-]+)==([^ ;\\]+)", (ROOT / "requirements/lock.txt").read_text(), re.M)
+
+
+def _locked() -> dict[str, str]:
+    return {canonicalize_name(name): version for name, version in _pins()}
+
+
+def test_every_lower_bound_is_the_locked_version() -> None:
+    """A range in pyproject.toml starts at a version CI ran: the one in the lock."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"].values()
+    requirements = [*project["dependencies"], *(line for extra in extras for line in extra)]
+    locked = _locked()
+    for line in requirements:
+        requirement = Requirement(line)
+        name = canonicalize_name(requirement.name)
+        if name == "precog":
+            continue
+        bounds = [s.version for s in requirement.specifier if s.operator in (">=", "==")]
+        assert bounds, f"{line}: no lower bound"
+        if name in locked:
+            assert Version(bounds[0]) == Version(locked[name].split("+")[0]), f"{line} vs lock {locked[name]}"
+
+
+def test_constraints_and_images_follow_the_lock() -> None:
+    locked = _locked()
+    constraints = (ROOT / "requirements/constraints.txt").read_text().split()
+    assert constraints == [f"{n}=={v}" for n, v in _pins() if canonicalize_name(n) != "torch"]
+    torch = locked["torch"].split("+")[0]
+    for dockerfile in (ROOT / "deploy/docker").glob("Dockerfile.*"):
+        assert f"ARG TORCH_VERSION={torch}\n" in dockerfile.read_text(), dockerfile.name

@@ -500,7 +500,7 @@ def acknowledged_check(d: Deployment, answered_misses: int) -> dict[str, Any]:
     stream: Any = client.xrange(WRITEBACKS)
     acknowledged = [json.loads(fields[b"entry"])["id"] for _, fields in stream]
     code = (
-        "import json, sys; from store import Store\n"
+        "import json, sys; from precog.store import Store\n"
         f"with Store.open({str(d.store)!r}, read_only=True, create=False, progress=False) as s:\n"
         "    ids = json.load(sys.stdin); print(json.dumps([i for i in ids if s.get(i) is None]))"
     )

@@ -10,7 +10,7 @@ SNAPSHOTS="${PRECOG_GATEWAY_SNAPSHOT_ROOT:-/var/lib/precog/snapshots}"
 ENGINE="${PRECOG_PRECOMPUTE_ENGINE:-local}"
 WAIT_S="${PRECOG_STORE_WAIT_S:-300}"
 waited=0
-until python -c 'import sys; from store import Store; Store.open(sys.argv[1], progress=False).close()' \
+until python -c 'import sys; from precog.store import Store; Store.open(sys.argv[1], progress=False).close()' \
     "$STORE" 2>/dev/null; do
     if [ "$waited" -ge "$WAIT_S" ]; then
         echo "precompute-job: $STORE is still open for writing after ${WAIT_S}s; stop the writer first" >&2

@@ -14,7 +14,7 @@ MODEL_DIM = 384
 class Embedder:
     """Turns texts into L2-normalised float32 vectors; the model loads once, on first construction.
 
-    sentence-transformers is imported here, not at module import, so that `import store` stays fast.
+    sentence-transformers is imported here, not at module import, so that `import precog.store` stays fast.
     """
 
     def __init__(self, device: str = "cpu") -> None:

@@ -48,9 +48,6 @@ class Hit:
 
     @classmethod
     def of(cls, entry: Entry | HotEntry, similarity: float, tier: Tier) -> Hit:
-        tokens = (
-            entry.completion_tokens if isinstance(entry, HotEntry) else entry.meta.get("completion_tokens")
-        )
         return cls(
             entry_id=entry.id,
             query=entry.query,
@@ -58,7 +55,7 @@ class Hit:
             similarity=similarity,
             tier=tier,
             kv_blob_id=entry.kv_blob_id,
-            completion_tokens=int(tokens) if tokens else None,
+            completion_tokens=entry.completion_tokens,
         )
 
 

@@ -31,6 +31,7 @@ def encode_entry(entry: Entry) -> dict[str, bytes]:
         "created": entry.created,
         "expires": entry.expires,
         "meta": entry.meta,
+        "completion_tokens": entry.completion_tokens,
     }
     vector = np.ascontiguousarray(entry.embedding, dtype=np.float32)
     return {"entry": json.dumps(fields).encode(), "vector": vector.tobytes()}
@@ -50,4 +51,5 @@ def decode_entry(fields: Mapping[Any, Any]) -> Entry:
         created=float(data["created"]),
         expires=data["expires"],
         meta=dict(data["meta"]),
+        completion_tokens=data.get("completion_tokens"),
     )

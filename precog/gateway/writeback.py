@@ -39,7 +39,6 @@ class _Pending:
 
 
 def hot_entry(entry: Entry) -> HotEntry:
-    tokens = entry.meta.get("completion_tokens")
     return HotEntry(
         id=entry.id,
         scope=entry.scope,
@@ -49,7 +48,7 @@ def hot_entry(entry: Entry) -> HotEntry:
         created=entry.created,
         expires=entry.expires,
         kv_blob_id=entry.kv_blob_id,
-        completion_tokens=int(tokens) if tokens else None,
+        completion_tokens=entry.completion_tokens,
     )
 
 
@@ -133,9 +132,6 @@ class WriteBack:
             return
         vector = await self._batcher.embed(query.question)
         ttl = self._settings.writeback_ttl_s
-        meta = {"tenant": query.tenant}
-        if pending.completion_tokens:
-            meta["completion_tokens"] = str(pending.completion_tokens)
         entry = Entry(
             scope=scope,
             query=query.question,
@@ -144,7 +140,8 @@ class WriteBack:
             model=query.model,
             source=Source.WRITE_BACK,
             expires=time.time() + ttl if ttl else None,
-            meta=meta,
+            meta={"tenant": query.tenant},
+            completion_tokens=pending.completion_tokens or None,
         )
         if self._replica and self._shared is not None:
             if await self._shared.enqueue_write(entry) is None:

@@ -215,9 +215,8 @@ def write_entry(job: Job, qid: str) -> None:
                 "origin": query["origin"],
                 **({"writer": query["writer"]} if "writer" in query else {}),
                 "tenant": job.settings.tenant,
-                # the gateway serves an answer only to requests whose max_tokens it fits
-                "completion_tokens": str(job.replay.answers[qid]["completion_tokens"]),
             },
+            completion_tokens=int(job.replay.answers[qid]["completion_tokens"]),
         )
         job.store.put(entry, blob=None if raw is None else KVBlob.from_bytes(raw))
     job.record({"t": "written", "id": qid, "kv_bytes": len(raw) if raw else 0})

@@ -80,6 +80,7 @@ def _entry_dict(entry: Entry, full: bool = False) -> dict[str, Any]:
         "hits": entry.hits,
         "kv_blob_id": entry.kv_blob_id,
         "meta": entry.meta,
+        "completion_tokens": entry.completion_tokens,
     }
     if full:
         data["embedding_head"] = [round(float(x), 4) for x in entry.embedding[:8]]

@@ -21,6 +21,8 @@ class Entry:
 
     `embedding` is a float32 vector of the store's embedding dimension, L2-normalised on insert.
     `expires` is an epoch time or None (never). `meta` carries provenance (chunk id, request id).
+    `completion_tokens` is the answer's length in the model's tokens, so that the gateway serves it only
+    to requests whose max_tokens it fits; None: unknown (the gateway estimates it).
     """
 
     scope: str
@@ -35,6 +37,7 @@ class Entry:
     hits: int = 0
     kv_blob_id: str | None = None
     meta: dict[str, str] = field(default_factory=dict)
+    completion_tokens: int | None = None
 
     def expired(self, now: float | None = None) -> bool:
         return self.expires is not None and (now if now is not None else time.time()) >= self.expires

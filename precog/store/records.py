@@ -59,6 +59,7 @@ def encode_entry(entry: Entry, owns_blob: bool) -> bytes:
         "expires": entry.expires,
         "kv_blob_id": entry.kv_blob_id,
         "meta": entry.meta,
+        "completion_tokens": entry.completion_tokens,
         "owns_blob": owns_blob,
     }
     head = json.dumps(header, ensure_ascii=False, separators=(",", ":")).encode()
@@ -78,6 +79,10 @@ def decode_entry(data: bytes, hits: int = 0) -> StoredEntry:
     try:
         header = json.loads(str(body[start : start + head_len], "utf-8"))
         vector = np.frombuffer(body[start + head_len :], dtype=np.float32).copy()
+        meta = dict(header["meta"])
+        tokens = header.get("completion_tokens")
+        if tokens is None and "completion_tokens" in meta:  # stores written before it was a field
+            tokens = int(meta.pop("completion_tokens"))
         entry = Entry(
             id=header["id"],
             scope=header["scope"],
@@ -90,7 +95,8 @@ def decode_entry(data: bytes, hits: int = 0) -> StoredEntry:
             expires=header["expires"],
             hits=hits,
             kv_blob_id=header["kv_blob_id"],
-            meta=dict(header["meta"]),
+            meta=meta,
+            completion_tokens=tokens,
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise CorruptRecordError(f"record does not parse: {exc}") from exc

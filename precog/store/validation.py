@@ -37,6 +37,9 @@ def validated_embedding(entry: Entry, dim: int) -> np.ndarray:
         isinstance(k, str) and isinstance(v, str) for k, v in entry.meta.items()
     ):
         raise ValueError("entry meta must map strings to strings")
+    tokens = entry.completion_tokens
+    if tokens is not None and (not isinstance(tokens, int) or isinstance(tokens, bool) or tokens < 0):
+        raise ValueError("entry completion_tokens must be a non-negative integer or None")
     if entry.kv_blob_id is not None:
         check_id("kv_blob_id", entry.kv_blob_id)
     return normalised(entry.embedding, dim)

@@ -59,7 +59,7 @@ def test_builds_entries_the_gateway_finds_in_its_scope(
             assert entry.expires is not None and entry.kv_blob_id is not None
             assert isinstance(store.get_blob(entry.kv_blob_id), KVBlob)
             assert entry.meta["file"] in ("rivers.txt", "volcanoes.md")
-            assert int(entry.meta["completion_tokens"]) > 0
+            assert entry.completion_tokens is not None and entry.completion_tokens > 0
         probe = entries[0].query
         hits = store.search(scope, embedder.encode([probe])[0], 1)
         assert hits[0][0].query == probe and hits[0][1] > 0.99
@@ -159,7 +159,7 @@ def test_an_answer_cut_off_keeps_its_whole_sentences(
     assert len(entries) == report["entries_written"] == report["answers"] > 0
     for entry in entries:  # 16 words hold three whole sentences and the start of a fourth
         assert entry.answer == " ".join(["The delta floods in spring."] * 3)
-        assert entry.meta["completion_tokens"] == str(SimpleTokenizer().count(entry.answer))
+        assert entry.completion_tokens == SimpleTokenizer().count(entry.answer)
 
 
 def test_answers_without_a_whole_sentence_are_dropped_never_stored_and_not_asked_again(

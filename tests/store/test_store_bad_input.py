@@ -49,6 +49,8 @@ def test_bad_vectors_are_rejected_before_anything_is_written(
         ({"expires": "tomorrow"}, "expires"),
         ({"source": "guess"}, "source"),
         ({"meta": {"n": 1}}, "meta"),
+        ({"completion_tokens": -1}, "completion_tokens"),
+        ({"completion_tokens": "12"}, "completion_tokens"),
     ],
 )
 def test_bad_entry_fields_are_rejected(store: Store, make_entry, fields, message) -> None:

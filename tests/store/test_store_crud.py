@@ -137,3 +137,13 @@ def test_read_only_open_alongside_a_writer(store: Store, store_path, make_entry)
     with Store.open(store_path, read_only=True, progress=False) as reader:
         assert len(reader.entries()) == 1
         assert isinstance(reader.entries()[0], Entry)
+
+
+def test_completion_tokens_is_a_field_and_old_records_still_give_it(store: Store, make_entry) -> None:
+    new = make_entry(completion_tokens=42)
+    got = store.get(store.put(new))
+    assert got is not None and got.completion_tokens == 42 and "completion_tokens" not in got.meta
+    # A record from before the field kept the count as a string in meta; it reads back as the field.
+    old = make_entry(meta={"completion_tokens": "12", "chunk": "3"})
+    got = store.get(store.put(old))
+    assert got is not None and got.completion_tokens == 12 and got.meta == {"chunk": "3"}

@@ -45,6 +45,7 @@ class EntryView(BaseModel):
     hits: int
     kv_blob_id: str | None
     meta: dict[str, str]
+    completion_tokens: int | None
 
     @classmethod
     def of(cls, entry: Entry) -> EntryView:
@@ -60,6 +61,7 @@ class EntryView(BaseModel):
             hits=entry.hits,
             kv_blob_id=entry.kv_blob_id,
             meta=dict(entry.meta),
+            completion_tokens=entry.completion_tokens,
         )
 
 

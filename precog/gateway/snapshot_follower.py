@@ -53,7 +53,6 @@ class SnapshotFollower:
         self._root = root
         self._poll_s = poll_s
         self._task: asyncio.Task[None] | None = None
-        self.swaps = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="snapshot-follower")
@@ -80,6 +79,5 @@ class SnapshotFollower:
             return False
         store = await asyncio.to_thread(open_snapshot, info)
         await self._access.swap(store, info)
-        self.swaps += 1
         log.info("snapshot swapped in", extra={"snapshot": info.name, "entries": len(store)})
         return True

@@ -17,6 +17,8 @@ import pytest
 
 from precog.store import IndexParams, Store
 
+STORE_LOGGER = "precog.store"
+
 
 def _fill(path: Path, make_entry, n: int = 40) -> list:
     entries = [make_entry(scope=f"s{i % 4}") for i in range(n)]
@@ -27,7 +29,7 @@ def _fill(path: Path, make_entry, n: int = 40) -> list:
 
 def _assert_searchable(path: Path, entries: list, caplog, reason: str | None) -> None:
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="precog.store"), Store.open(path, progress=False) as store:
+    with caplog.at_level(logging.INFO, logger=STORE_LOGGER), Store.open(path, progress=False) as store:
         assert len(store) == len(entries)
         for entry in entries:
             assert store.search(entry.scope, entry.embedding, k=1)[0][0].id == entry.id
@@ -133,7 +135,7 @@ def test_read_only_store_builds_its_index_only_when_needed_and_writes_nothing(
     entries = _fill(store_path, make_entry)
     shutil.rmtree(store_path / "index")
     with (
-        caplog.at_level(logging.INFO, logger="precog.store"),
+        caplog.at_level(logging.INFO, logger=STORE_LOGGER),
         Store.open(store_path, read_only=True, progress=False) as reader,
     ):
         assert len(reader.entries(limit=100)) == len(entries)
@@ -173,7 +175,7 @@ def test_index_behind_the_records_catches_up_from_the_change_log(store_path, mak
     )
     gone, moved = sorted(e.id for e in entries)[:2]
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="precog.store"), Store.open(store_path, progress=False) as store:
+    with caplog.at_level(logging.INFO, logger=STORE_LOGGER), Store.open(store_path, progress=False) as store:
         loaded = [r for r in caplog.records if r.getMessage() == "vector index loaded"]
         assert loaded and loaded[0].caught_up_epochs == 8
         assert not [r for r in caplog.records if r.getMessage() == "rebuilding vector index"]

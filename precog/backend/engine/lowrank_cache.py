@@ -32,7 +32,6 @@ class LowRankState:
     num_fixed: int
     block_table: list[int] = field(default_factory=list)
     num_tokens: int = 0
-    decode_updates: int = 0
 
     def pages_for(self, num_tokens: int) -> int:
         return -(-num_tokens // self.per_page)

@@ -80,7 +80,6 @@ class OjaKV:
         self.tokenizer = tokenizer
         self.calibration_path = calibration_dir / CALIBRATION_FILE
         self.settings = settings or OjaKVSettings()
-        self.lowrank_tokens = 0
         self._bases: PCABases | None = None
 
     def bases(self) -> PCABases:
@@ -137,7 +136,6 @@ class OjaKV:
         state.num_tokens = num_middle
         seq.num_evicted += num_middle
         seq.lowrank = state
-        self.lowrank_tokens += num_middle
 
     @torch.inference_mode()
     def migrate(self, seq: Sequence) -> None:
@@ -170,10 +168,8 @@ class OjaKV:
             state.basis_k[layer], state.basis_v[layer] = uk, uv
         write_coefficients(self.kv_cache.layers, state, 0, coeff_k, coeff_v)
         state.num_tokens += m
-        state.decode_updates += 1
         shifted_k = [torch.cat([k[:, :lo], k[:, hi:]], dim=1) for k in keys]
         shifted_v = [torch.cat([v[:, :lo], v[:, hi:]], dim=1) for v in values]
         self.kv_cache.write(seq.block_table, lo, cached - m, shifted_k, shifted_v)
         bm.truncate(seq, cached - m)
         seq.num_evicted += m
-        self.lowrank_tokens += m

@@ -12,13 +12,12 @@ from precog.store import KVBlob
 
 @dataclass(slots=True)
 class ReuseStats:
-    """What one reuse prefill did: tokens, matched tokens, tokens computed per layer, and its times."""
+    """What one reuse prefill did: tokens, matched tokens, tokens computed per layer, and the match time."""
 
     num_tokens: int
     matched: int
     computed_per_layer: list[int]
     match_seconds: float
-    prefill_seconds: float
 
     @property
     def computed_share(self) -> float:

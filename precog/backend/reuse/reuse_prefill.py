@@ -113,7 +113,6 @@ def reuse_prefill(model: LlamaModel, token_ids: list[int], reuse: KVReuse) -> Re
         matched=num_matched,
         computed_per_layer=computed,
         match_seconds=matched_at - started,
-        prefill_seconds=time.perf_counter() - matched_at,
     )
     return ReuseResult(keys, values, logits, match, stats)
 

@@ -5,22 +5,14 @@ The app is imported lazily, so that `import precog.gateway.guard` (used offline 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from precog.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from precog.gateway.app import create_app
     from precog.gateway.settings import GatewaySettings
 
 __all__ = ["GatewaySettings", "create_app"]
-
-
-def __getattr__(name: str) -> Any:
-    if name == "create_app":
-        from precog.gateway.app import create_app
-
-        return create_app
-    if name == "GatewaySettings":
-        from precog.gateway.settings import GatewaySettings
-
-        return GatewaySettings
-    raise AttributeError(f"module 'gateway' has no attribute {name!r}")
+_EXPORTS = {"GatewaySettings": "precog.gateway.settings", "create_app": "precog.gateway.app"}
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -6,8 +6,9 @@ that importing this package (e.g. for `precog --help`) stays fast.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from precog.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from precog.store.embedding import MODEL_DIM, MODEL_NAME, Embedder
@@ -84,11 +85,4 @@ __all__ = [
     "scope_key",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'store' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -12,6 +12,8 @@ import pytest
 import uvicorn
 
 from precog.backend import Engine, EngineConfig, prepared_model_dir
+from precog.backend.engine.kv import PressState
+from precog.backend.engine.sequence import Sequence
 from precog.backend.server import create_app
 
 # Sized for the tests: 512 blocks x 16 tokens = 8K tokens of KV (~370 MB), contexts up to 1K tokens.
@@ -27,6 +29,12 @@ def model_dir() -> Path:
 def engine(model_dir: Path) -> Engine:
     # One thread: the test machine's cores are shared, and spinning OpenMP threads then cost far more.
     return Engine(EngineConfig(model_dir=model_dir, num_threads=1, **TEST_ENGINE))
+
+
+def press_state(seq: Sequence) -> PressState:
+    """seq's token-scoring press state (the test asked for a press)."""
+    assert isinstance(seq.kv_state, PressState), seq.kv_state
+    return seq.kv_state
 
 
 def wait_for_idle(engine: Engine, timeout: float = 10.0) -> None:

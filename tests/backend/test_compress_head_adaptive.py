@@ -9,7 +9,7 @@ import torch
 from precog.backend import Engine, Request, SamplingParams
 from precog.backend.compress import KnormPress, KVCompression, LayerInputs
 from precog.backend.engine.sequence import Sequence
-from tests.backend.conftest import wait_for_idle
+from tests.backend.conftest import press_state, wait_for_idle
 
 REPEATED = "Repeat after me.\n" + "The quick brown fox jumps over the lazy dog.\n" * 12
 
@@ -64,17 +64,18 @@ def test_head_adaptive_keeps_the_total_budget_and_masks_the_rest(engine: Engine)
     for garbage in (False, True):
         logits: list[torch.Tensor] = []
         seq = compress_one_step(engine, f"adaptive-{garbage}", ids, logits)
-        assert seq.kv_head_valid is not None
-        width = seq.kv_head_valid[0].shape[1]
+        head_valid = press_state(seq).kv_head_valid
+        assert head_valid is not None
+        width = head_valid[0].shape[1]
         assert seq.num_cached_tokens == width and len(seq.block_table) == -(
             -width // engine.config.block_size
         )
-        assert all(int(valid.sum()) == valid.shape[0] * n_kept for valid in seq.kv_head_valid)
-        assert any(len(set(valid.sum(-1).tolist())) > 1 for valid in seq.kv_head_valid)  # really uneven
+        assert all(int(valid.sum()) == valid.shape[0] * n_kept for valid in head_valid)
+        assert any(len(set(valid.sum(-1).tolist())) > 1 for valid in head_valid)  # really uneven
         assert width > n_kept
         if garbage:  # what sits in a head's unheld slots must not matter
             slots = engine.kv_cache.slots(seq.block_table, 0, width)
-            for (k_cache, v_cache), valid in zip(engine.kv_cache.layers, seq.kv_head_valid, strict=True):
+            for (k_cache, v_cache), valid in zip(engine.kv_cache.layers, head_valid, strict=True):
                 for cache in (k_cache, v_cache):
                     flat = cache.view(-1, *cache.shape[2:])
                     heads, index = (~valid).nonzero(as_tuple=True)

@@ -12,7 +12,7 @@ import torch
 from precog.backend import Completion, Engine, Request, SamplingParams
 from precog.backend.compress import KVCompression
 from precog.backend.engine.sequence import Sequence
-from tests.backend.conftest import wait_for_idle
+from tests.backend.conftest import press_state, wait_for_idle
 
 REPEATED = "Repeat after me.\n" + "The quick brown fox jumps over the lazy dog.\n" * 12
 
@@ -37,9 +37,10 @@ def assert_cache_holds(
     """Every cached key/value of every layer and head is the full prefill's at its tracked position (up to
     the rounding of a prefill split into other chunks than the full one, when part comes from the prefix
     cache; a wrong position differs by orders of magnitude more)."""
-    assert seq.kv_positions is not None
+    kv_positions = press_state(seq).kv_positions
+    assert kv_positions is not None
     keys, values = engine.kv_cache.read(seq.block_table, seq.num_cached_tokens)
-    for k, v, positions, k_full, v_full in zip(keys, values, seq.kv_positions, *full, strict=True):
+    for k, v, positions, k_full, v_full in zip(keys, values, kv_positions, *full, strict=True):
         index = positions[..., None].expand(-1, -1, k.shape[-1])
         n = positions.shape[1]
         torch.testing.assert_close(k[:, :n], k_full.gather(1, index), rtol=1e-4, atol=1e-4)
@@ -59,9 +60,10 @@ def test_protected_positions_keep_their_kv_through_compression(engine: Engine) -
         request = Request(f"protect-{protect}", ids, params, compression=compression)
         with compressed(engine, request) as seq:
             assert_cache_holds(engine, seq, full)
-            assert seq.kv_positions is not None
+            kv_positions = press_state(seq).kv_positions
+            assert kv_positions is not None
             wanted = torch.arange(*span)
-            lost.append(sum(int((~torch.isin(wanted, p)).sum()) for p in seq.kv_positions))
+            lost.append(sum(int((~torch.isin(wanted, p)).sum()) for p in kv_positions))
     assert lost[0] == 0 and lost[1] > 0
 
 
@@ -79,11 +81,12 @@ def test_decode_time_compression_keeps_generating_frees_blocks_and_protection(en
         while engine.has_work():
             computed_before = seq.num_computed_tokens
             engine.step()
-            if seq.compressed_at > computed_before and not finished:  # a decode-time compaction ran
+            state = press_state(seq)
+            if state.compressed_at > computed_before and not finished:  # a decode-time compaction ran
                 cached_after.append((seq.num_computed_tokens, seq.num_cached_tokens))
                 blocks_after.append(len(seq.block_table))
-                assert seq.kv_positions is not None
-                for positions in seq.kv_positions:  # the protected prompt positions survive every round
+                assert state.kv_positions is not None
+                for positions in state.kv_positions:  # the protected prompt positions survive every round
                     assert bool(torch.isin(torch.arange(12), positions).all(dim=-1).all())
     assert len(cached_after) == (max_tokens - 1) // interval
     for computed, cached in cached_after:

@@ -29,6 +29,7 @@ from precog.backend.compress.thinkv import (
     token_bytes,
 )
 from precog.backend.engine.detokenizer import IncrementalDetokenizer
+from precog.backend.engine.kv import ThinKVSequence
 from precog.backend.engine.sequence import Sequence
 from precog.kernels import quantize
 from tests.backend.conftest import wait_for_idle
@@ -174,12 +175,12 @@ def test_in_the_engine_ratio_zero_is_exact_and_eviction_frees_blocks(engine: Eng
     while engine.has_work():
         engine.step()
         seq = engine._seqs.get("thinkv-75")
-        if seq is None or seq.thinkv is None:
+        if seq is None or not isinstance(seq.kv_state, ThinKVSequence):
             continue
         held = len(seq.block_table)
         assert held == -(-seq.num_cached_tokens // block_size)
-        assert sorted(seq.thinkv.positions)[: len(ids)] == list(range(len(ids)))  # the prompt stays
-        assert len(set(seq.thinkv.positions)) == seq.num_cached_tokens
+        assert sorted(seq.kv_state.thinkv.positions)[: len(ids)] == list(range(len(ids)))  # the prompt stays
+        assert len(set(seq.kv_state.thinkv.positions)) == seq.num_cached_tokens
         blocks_saved = max(blocks_saved, -(-seq.num_computed_tokens // block_size) - held)
     assert done["thinkv-0"] == done["plain"]
     assert blocks_saved >= 1
@@ -215,7 +216,7 @@ def test_eviction_moves_tail_tokens_into_the_freed_slots_and_returns_blocks(engi
         Thought(s, s + 10, k, 0.0, list(range(s, s + 10)))
         for s, k in zip(range(4, 64, 10), kinds, strict=True)
     ]
-    seq.thinkv = state
+    seq.kv_state = ThinKVSequence(runner, KVCompression("thinkv", 0.75), state)
     free_before = bm.num_free
     try:
         runner.evict(seq, transition=True)

@@ -64,7 +64,7 @@ def compactions(caplog: pytest.LogCaptureFixture, request_id: str) -> list[Any]:
 def test_the_server_protects_the_system_prompt_and_marked_spans_token_exactly(
     server_url: str, engine: Engine, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="precog.backend.engine.compaction")
+    caplog.set_level(logging.DEBUG, logger="precog.backend.engine.kv.press")
     user = USER.replace("<kv-protect>", "").replace("</kv-protect>", "")
     plain = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
     rendered = str(engine.tokenizer.apply_chat_template(plain, tokenize=False, add_generation_prompt=True))

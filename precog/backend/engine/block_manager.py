@@ -124,11 +124,10 @@ class BlockManager:
                 self._free[block_id] = None
 
     def free(self, seq: Sequence) -> None:
-        """Drop seq's references (its low-rank pages too); blocks nobody uses go to the free list."""
+        """Drop seq's references (a KV method's side pages too); blocks nobody uses go to the free list."""
         self.release(seq.block_table)
-        if seq.lowrank is not None:
-            self.release(seq.lowrank.block_table)
-            seq.lowrank.block_table = []
+        if seq.kv_state is not None:
+            self.release(seq.kv_state.release_side_blocks())
         seq.block_table = []
         seq.block_hashes = []
 

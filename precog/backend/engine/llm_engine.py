@@ -19,21 +19,19 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from precog.backend.compress import OJAKV, KVCompression
+from precog.backend.compress import KVCompression
 from precog.backend.config import EngineConfig
 from precog.backend.engine.block_manager import BlockManager
-from precog.backend.engine.compaction import KVCompactor
 from precog.backend.engine.detokenizer import IncrementalDetokenizer
+from precog.backend.engine.kv import EngineParts, KVCounters, KVPolicies
 from precog.backend.engine.kv_cache import KVCache
 from precog.backend.engine.limits import resolve_limits
 from precog.backend.engine.model_runner import ModelRunner
-from precog.backend.engine.ojakv import OjaKV
 from precog.backend.engine.output_processor import OutputProcessor
 from precog.backend.engine.request_check import RequestChecker
 from precog.backend.engine.sampler import sample
-from precog.backend.engine.scheduler import Scheduler
+from precog.backend.engine.scheduler import ScheduledBatch, Scheduler
 from precog.backend.engine.sequence import Request, Sequence, Status
-from precog.backend.engine.thinking import ThinKVRunner
 from precog.backend.engine.throughput import ThroughputLog
 from precog.backend.model.loader import load_model
 from precog.backend.model.prepare import prepared_model_dir
@@ -87,9 +85,12 @@ class Engine:
         self.sparse: SparseAttention | None = None
         if self.config.attention == "sparse":
             self.set_attention(self._sparse_settings())
-        ojakv = OjaKV(self.model, self.kv_cache, self.block_manager, self.tokenizer, model_dir)
-        self._compactor = KVCompactor(self.model, self.kv_cache, self.block_manager, ojakv)
-        self.thinkv = ThinKVRunner(self.model, self.kv_cache, self.block_manager, self.tokenizer)
+        self.kv = KVPolicies(
+            EngineParts(
+                self.model, self.kv_cache, self.block_manager, self.tokenizer, model_dir, KVCounters()
+            )
+        )
+        self.thinkv = self.kv.thinkv
         self.default_compression = self.config.kv_compression()
         self._checker = RequestChecker(spec, self.model_name, self.max_model_len)
         self._outputs = OutputProcessor(
@@ -162,10 +163,7 @@ class Engine:
             compression.validate()
             if kv_reuse is not None and compression.active:
                 raise ValueError("a request that reuses a similar prompt's KV cannot also compress it")
-            if compression.method == OJAKV and self.sparse is not None:
-                raise ValueError("kv_compression method 'ojakv' needs dense attention (this engine: sparse)")
-            if compression.head_adaptive and self.sparse is not None:
-                raise ValueError("kv_compression head_adaptive needs dense attention (this engine: sparse)")
+            self.kv.check(compression, sparse=self.sparse is not None)
 
     def submit(self, request: Request) -> None:
         """Queue a request (checked first; raises ValueError). Its callbacks run on the stepping thread."""
@@ -220,29 +218,31 @@ class Engine:
         batch = self.scheduler.schedule()
         if not batch:
             return []
-        decode_tokens = sum(
-            1
-            for seq, n in zip(batch.seqs, batch.num_new, strict=True)
-            if n == 1 and seq.num_computed_tokens >= seq.num_prompt_tokens
-        )
-        prefill_tokens = sum(batch.num_new) - decode_tokens
         sampled, logits = self.runner.run(batch)
         self.scheduler.update(batch)
         for seq in sampled:
-            if seq.needs_compression:
-                self._compactor.compress(seq)
-                if self.sparse is not None:
-                    self.sparse.rewritten(seq.block_table, self.kv_cache.layers)
-            elif seq.lowrank is not None:
-                self._compactor.ojakv.migrate(seq)
-            if seq.thinkv is not None and self.thinkv.after_step(seq) and self.sparse is not None:
-                self.sparse.rewritten(seq.block_table, self.kv_cache.layers)
+            self._after_step(seq)
+        tokens = sample(logits, sampled)
         events = [
-            self._append(seq, token, logits[i])
-            for i, (seq, token) in enumerate(zip(sampled, sample(logits, sampled), strict=True))
+            self._append(seq, token, row) for seq, token, row in zip(sampled, tokens, logits, strict=True)
         ]
+        self._record(batch, len(sampled))
+        return events
+
+    def _after_step(self, seq: Sequence) -> None:
+        """The KV method's hook; pages it rewrote in place get fresh sparse-attention summaries."""
+        if seq.kv_state is not None and seq.kv_state.policy.after_step(seq) and self.sparse is not None:
+            self.sparse.rewritten(seq.block_table, self.kv_cache.layers)
+
+    def _record(self, batch: ScheduledBatch, num_sampled: int) -> None:
+        decode_tokens = sum(
+            1
+            for seq, n in zip(batch.seqs, batch.num_new, strict=True)
+            if n == 1 and seq.num_computed_tokens - 1 >= seq.num_prompt_tokens
+        )
+        prefill_tokens = sum(batch.num_new) - decode_tokens
         self.prompt_tokens += prefill_tokens
-        self.generation_tokens += len(sampled)
+        self.generation_tokens += num_sampled
         self._throughput.record(
             prefill_tokens,
             decode_tokens,
@@ -250,7 +250,6 @@ class Engine:
             waiting=len(self.scheduler.waiting),
             kv_blocks_free=self.block_manager.num_free,
         )
-        return events
 
     def _drain_inbox(self) -> None:
         while True:
@@ -272,9 +271,7 @@ class Engine:
                     seed = int(torch.randint(0, 2**62, (1,), generator=self._default_generator).item())
                 generator = torch.Generator().manual_seed(seed)
             seq = Sequence(item, IncrementalDetokenizer(self.tokenizer, params.stop), generator)
-            seq.compression = self._compression_for(item)
-            if seq.compression is not None and seq.compression.method == "thinkv":
-                seq.thinkv = self.thinkv.start(seq, seq.compression.ratio)
+            seq.kv_state = self.kv.start(seq, self._compression_for(item))
             self._seqs[item.request_id] = seq
             self.scheduler.add(seq)
 
@@ -435,6 +432,6 @@ class Engine:
             prompt_tokens=self.prompt_tokens,
             generation_tokens=self.generation_tokens,
             preemptions=self.scheduler.preemptions,
-            kv_compressed_requests=self._compactor.compressed_requests,
-            kv_tokens_evicted=self._compactor.tokens_evicted + self.thinkv.tokens_evicted,
+            kv_compressed_requests=self.kv.counters.compressed_requests,
+            kv_tokens_evicted=self.kv.counters.tokens_evicted,
         )

@@ -23,14 +23,23 @@ from precog.backend.engine.block_manager import BlockManager
 from precog.backend.engine.sequence import Sequence, Status
 
 
+@dataclass(frozen=True, slots=True)
+class KVImport:
+    """Positions [start, end) of seq's KV to write before the step (a KV-prefix copy, or a
+    semantic-reuse prefill)."""
+
+    seq: Sequence
+    start: int
+    end: int
+
+
 @dataclass(slots=True)
 class ScheduledBatch:
-    """seqs[i] computes num_new[i] tokens this step; imports: (seq, start, end) KV to write first (a
-    KV-prefix copy, or a semantic-reuse prefill)."""
+    """seqs[i] computes num_new[i] tokens this step, after the imports are written."""
 
     seqs: list[Sequence] = field(default_factory=list)
     num_new: list[int] = field(default_factory=list)
-    imports: list[tuple[Sequence, int, int]] = field(default_factory=list)
+    imports: list[KVImport] = field(default_factory=list)
 
     def add(self, seq: Sequence, num_new: int) -> None:
         self.seqs.append(seq)
@@ -138,7 +147,7 @@ class Scheduler:
         bm.admit(seq, hits)
         bm.grow(seq, computed + n)
         if computed > start:
-            batch.imports.append((seq, start, computed))
+            batch.imports.append(KVImport(seq, start, computed))
             seq.num_computed_tokens = computed
         self.prefix_cache_queries += seq.num_tokens
         self.prefix_cache_hits += start

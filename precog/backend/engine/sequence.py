@@ -5,17 +5,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum, auto
+from typing import TYPE_CHECKING
 
 import torch
 
-from precog.backend.compress import OJAKV, KVCompression
-from precog.backend.compress.thinkv import ThinKVState
+from precog.backend.compress import KVCompression
 from precog.backend.engine.detokenizer import IncrementalDetokenizer
-from precog.backend.engine.lowrank_cache import LowRankState
 from precog.backend.outputs import Completion, FinishReason, TokenEvent, TokenLogprob
 from precog.backend.reuse import KVReuse
 from precog.backend.sampling_params import SamplingParams
 from precog.store import KVBlob
+
+if TYPE_CHECKING:
+    from precog.backend.engine.kv import KVState
 
 
 class Status(Enum):
@@ -62,23 +64,11 @@ class Sequence:
     cached_tokens: int | None = None
     logprobs: list[TokenLogprob] = field(default_factory=list)
     finish_reason: FinishReason | None = None
-    # KV compression: the press to run after the prefill (None: none), whether it ran, how many tokens
-    # it evicted (positions stay logical: token i keeps RoPE position i), and the attention inputs per
-    # layer that it scores with (the prefill's; with decode-time compression, a window of the latest).
-    # After a compaction, kv_positions[layer] [KVH, n] holds the logical position of each cached token
-    # (each head keeps its own) and compressed_at the number of computed tokens at that time.
-    # OjaKV's low-rank store holds tokens that left the full-rank blocks too (num_evicted counts them).
-    compression: KVCompression | None = None
-    compressed: bool = False
+    # What the request's KV method tracks (precog.backend.engine.kv; None: every token is kept), and how
+    # many computed tokens left the blocks (positions stay logical: token i keeps RoPE position i, and
+    # new tokens go to cache index i - num_evicted).
+    kv_state: KVState | None = None
     num_evicted: int = 0
-    prompt_hidden: list[list[torch.Tensor]] = field(default_factory=list)
-    kv_positions: list[torch.Tensor] | None = None
-    # Head-adaptive compression: per layer, [KVH, n] whether cache index i holds a token for that head
-    # (the later tokens hold one for every head); None: every slot does.
-    kv_head_valid: list[torch.Tensor] | None = None
-    compressed_at: int = 0
-    lowrank: LowRankState | None = None
-    thinkv: ThinKVState | None = None  # decode-time ThinKV compression (precog/backend/engine/thinking.py)
 
     def __post_init__(self) -> None:
         self.token_ids = list(self.request.prompt_token_ids)
@@ -109,29 +99,10 @@ class Sequence:
         return self.num_computed_tokens - self.num_evicted
 
     @property
-    def needs_compression(self) -> bool:
-        """Whether the press is due: after the prefill, then every decode_interval computed tokens."""
-        compression = self.compression
-        if compression is None or not compression.after_prefill:
-            return False
-        if not self.compressed:
-            return True
-        interval = compression.decode_interval
-        return interval > 0 and self.num_computed_tokens - self.compressed_at >= interval
-
-    @property
-    def captures_hidden(self) -> bool:
-        """Whether the model runner must keep this sequence's attention inputs for a later compaction."""
-        compression = self.compression
-        if compression is None or not compression.after_prefill or compression.method == OJAKV:
-            return False  # OjaKV reads only the cached K/V; decode-time methods capture their own
-        return not self.compressed or compression.decode_interval > 0
-
-    @property
     def private_kv(self) -> bool:
         """Whether seq's blocks stay out of the prefix cache: compaction rewrites them in place, and a
         reuse prefill's KV is approximate, so neither may be served for a plain prefix."""
-        return self.compression is not None or self.request.kv_reuse is not None
+        return self.kv_state is not None or self.request.kv_reuse is not None
 
     @property
     def num_uncomputed(self) -> int:
@@ -155,15 +126,9 @@ class Sequence:
         self.num_computed_tokens = 0
         self.block_table = []
         self.block_hashes = []
-        self.compressed = False
         self.num_evicted = 0
-        self.prompt_hidden = []
-        self.kv_positions = None
-        self.kv_head_valid = None
-        self.compressed_at = 0
-        self.lowrank = None
-        if self.thinkv is not None:
-            self.thinkv.reset()
+        if self.kv_state is not None:
+            self.kv_state.reset()
 
     def completion(self) -> Completion:
         return Completion(

@@ -84,24 +84,35 @@ def _table(tables: list[list[int]]) -> torch.Tensor:
     return out
 
 
-def plan_lowrank(rows: list[tuple[int, list[int], int, LowRankState]]) -> LowRankPlan | None:
-    """(flat row, full-rank block table, full-rank tokens, store) of each decode row -> a plan by rank."""
-    by_rank: dict[int, list[tuple[int, list[int], int, LowRankState]]] = {}
+@dataclass(frozen=True, slots=True)
+class LowRankRow:
+    """A decode row that reads low-rank pages too: its flat row, full-rank block table and token count,
+    and its store."""
+
+    row: int
+    block_table: list[int]
+    num_full: int
+    state: LowRankState
+
+
+def plan_lowrank(rows: list[LowRankRow]) -> LowRankPlan | None:
+    """The step's low-rank decode rows, grouped by rank (None: no row has stored tokens)."""
+    by_rank: dict[int, list[LowRankRow]] = {}
     for row in rows:
-        if row[3].num_tokens:
-            by_rank.setdefault(row[3].rank, []).append(row)
+        if row.state.num_tokens:
+            by_rank.setdefault(row.state.rank, []).append(row)
     if not by_rank:
         return None
     groups = []
     for rank, members in by_rank.items():
-        states = [m[3] for m in members]
+        states = [m.state for m in members]
         num_layers = len(states[0].basis_k)
         groups.append(
             LowRankGroup(
                 rank=rank,
-                rows=torch.tensor([m[0] for m in members], dtype=torch.long),
-                tables=_table([m[1] for m in members]),
-                lens=torch.tensor([m[2] for m in members], dtype=torch.long),
+                rows=torch.tensor([m.row for m in members], dtype=torch.long),
+                tables=_table([m.block_table for m in members]),
+                lens=torch.tensor([m.num_full for m in members], dtype=torch.long),
                 coeff_tables=_table([s.block_table for s in states]),
                 coeff_lens=torch.tensor([s.num_tokens for s in states], dtype=torch.long),
                 basis_k=[torch.stack([s.basis_k[i] for s in states]) for i in range(num_layers)],

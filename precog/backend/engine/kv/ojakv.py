@@ -16,10 +16,9 @@ full-rank entries after them shifted down so a full-rank block is freed.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
-from transformers import PreTrainedTokenizerBase
 
 from precog.backend.compress import KVCompression
 from precog.backend.compress.oja import OjaKVSettings, oja_update, rank_for_ratio
@@ -30,9 +29,22 @@ from precog.backend.compress.oja_calibration import (
     calibration_text,
     load_or_calibrate,
 )
-from precog.backend.engine.block_manager import BlockManager
+from precog.backend.engine.kv.base import (
+    AttentionExtras,
+    EngineParts,
+    KVPolicy,
+    KVState,
+    RowSpan,
+    state_of,
+)
+from precog.backend.engine.kv.lowrank_cache import (
+    LowRankRow,
+    LowRankState,
+    new_state,
+    read_coefficients,
+    write_coefficients,
+)
 from precog.backend.engine.kv_cache import KVCache
-from precog.backend.engine.lowrank_cache import new_state, read_coefficients, write_coefficients
 from precog.backend.engine.sequence import Sequence
 from precog.backend.layers.attention import AttentionMetadata
 from precog.backend.layers.lowrank_attention import tokens_per_page
@@ -61,26 +73,58 @@ def prefill_kv(
     return cache.read(table, n)
 
 
-class OjaKV:
+@dataclass(eq=False)
+class OjaKVState(KVState):
+    """compressed: whether the prefill's move ran (it may have found no free pages: then lowrank stays
+    None and the sequence keeps full-rank KV); lowrank: the coefficient store."""
+
+    compressed: bool = False
+    lowrank: LowRankState | None = None
+
+    def reset(self) -> None:
+        self.compressed, self.lowrank = False, None
+
+    def release_side_blocks(self) -> list[int]:
+        if self.lowrank is None:
+            return []
+        pages, self.lowrank.block_table = self.lowrank.block_table, []
+        return pages
+
+
+class OjaKV(KVPolicy):
     """Moves sequences' middle tokens to low-rank pages (`compress`) and keeps the window sliding
     (`migrate`); the calibration bases load (or are computed and cached) on first use."""
 
-    def __init__(
-        self,
-        model: LlamaModel,
-        kv_cache: KVCache,
-        block_manager: BlockManager,
-        tokenizer: PreTrainedTokenizerBase,
-        calibration_dir: Path,
-        settings: OjaKVSettings | None = None,
-    ) -> None:
-        self.model = model
-        self.kv_cache = kv_cache
-        self.block_manager = block_manager
-        self.tokenizer = tokenizer
-        self.calibration_path = calibration_dir / CALIBRATION_FILE
+    def __init__(self, parts: EngineParts, settings: OjaKVSettings | None = None) -> None:
+        super().__init__(parts)
+        self.tokenizer = parts.tokenizer
+        self.calibration_path = parts.model_dir / CALIBRATION_FILE
         self.settings = settings or OjaKVSettings()
         self._bases: PCABases | None = None
+
+    def dense_only(self, compression: KVCompression) -> str | None:
+        return "kv_compression method 'ojakv'"
+
+    def start(self, seq: Sequence, compression: KVCompression) -> KVState:
+        return OjaKVState(self, compression)
+
+    def contribute(self, seq: Sequence, span: RowSpan, extras: AttentionExtras) -> None:
+        lowrank = state_of(seq, OjaKVState).lowrank
+        if lowrank is None:
+            return
+        if span.num_new != 1:
+            raise RuntimeError(f"{seq.request_id}: low-rank KV is only read by single-token decodes")
+        extras.lowrank_rows.append(LowRankRow(span.row, seq.block_table, span.end - seq.num_evicted, lowrank))
+
+    def after_step(self, seq: Sequence) -> bool:
+        """Right after the prefill the move; after each later step the window's slide."""
+        state = state_of(seq, OjaKVState)
+        if not state.compressed:
+            state.compressed = True
+            self.compress(seq, state)
+            self.counters.compressed_requests += 1
+            return True
+        return self.migrate(seq, state)
 
     def bases(self) -> PCABases:
         """The PCA calibration (cached on disk beside the checkpoint)."""
@@ -95,9 +139,9 @@ class OjaKV:
         return self._bases
 
     @torch.inference_mode()
-    def compress(self, seq: Sequence, compression: KVCompression) -> None:
+    def compress(self, seq: Sequence, state: OjaKVState) -> None:
         """Right after seq's prefill: middle tokens to coefficient pages, their full-rank blocks freed."""
-        settings, bm = self.settings, self.block_manager
+        settings, bm, compression = self.settings, self.block_manager, state.compression
         num_tokens = seq.num_cached_tokens
         head_dim = self.model.spec.head_dim
         rank = rank_for_ratio(compression.ratio, head_dim)
@@ -130,28 +174,28 @@ class OjaKV:
             seq.block_table, 0, num_full, [k[:, order] for k in keys], [v[:, order] for v in values]
         )
         bm.truncate(seq, num_full)
-        state = new_state(basis_k, basis_v, int(fixed.sum()), bm.block_size)
-        state.block_table = bm.take(pages) or []
-        write_coefficients(self.kv_cache.layers, state, 0, coeff_k, coeff_v)
-        state.num_tokens = num_middle
+        lowrank = new_state(basis_k, basis_v, int(fixed.sum()), bm.block_size)
+        lowrank.block_table = bm.take(pages) or []
+        write_coefficients(self.kv_cache.layers, lowrank, 0, coeff_k, coeff_v)
+        lowrank.num_tokens = num_middle
         seq.num_evicted += num_middle
-        seq.lowrank = state
+        state.lowrank = lowrank
 
     @torch.inference_mode()
-    def migrate(self, seq: Sequence) -> None:
+    def migrate(self, seq: Sequence, seq_state: OjaKVState) -> bool:
         """After a decode step: if the recent window is `migrate_every` over its size, move its oldest
         tokens to the low-rank store (skipped, to retry later, while no page is free for them)."""
-        state, settings, bm = seq.lowrank, self.settings, self.block_manager
+        state, settings, bm = seq_state.lowrank, self.settings, self.block_manager
         if state is None:
-            return
+            return False
         cached, m = seq.num_cached_tokens, settings.migrate_every
         if cached - state.num_fixed < settings.n_recent + m:
-            return
+            return False
         missing = state.pages_for(state.num_tokens + m) - len(state.block_table)
         if missing > 0:
             pages = bm.take(missing)
             if pages is None:
-                return
+                return False
             state.block_table.extend(pages)
         keys, values = self.kv_cache.read(seq.block_table, cached)
         old_k, old_v = read_coefficients(self.kv_cache.layers, state)
@@ -173,3 +217,4 @@ class OjaKV:
         self.kv_cache.write(seq.block_table, lo, cached - m, shifted_k, shifted_v)
         bm.truncate(seq, cached - m)
         seq.num_evicted += m
+        return True

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import cast
 
 import torch
-from transformers import PreTrainedTokenizerBase
 
+from precog.backend.compress import KVCompression
 from precog.backend.compress.thinkv import (
     FULL_BITS,
     ThinKVPolicy,
@@ -37,38 +38,48 @@ from precog.backend.compress.thinkv import (
     split_thoughts,
     token_bytes,
 )
-from precog.backend.engine.block_manager import BlockManager
-from precog.backend.engine.kv_cache import KVCache
+from precog.backend.engine.kv.base import (
+    AttentionExtras,
+    EngineParts,
+    KVPolicy,
+    KVState,
+    RowSpan,
+    state_of,
+)
 from precog.backend.engine.sequence import Sequence
-from precog.backend.model.llama import LlamaModel, SelfAttention
+from precog.backend.model.llama import SelfAttention
 from precog.backend.model.rope import apply_rope
 
 log = logging.getLogger(__name__)
 REPORTS_KEPT = 256
 
 
-class ThinKVRunner:
+@dataclass(eq=False)
+class ThinKVSequence(KVState):
+    """A sequence's ThinKV bookkeeping (precog.backend.compress.thinkv.ThinKVState)."""
+
+    thinkv: ThinKVState
+
+    def reset(self) -> None:
+        self.thinkv.reset()
+
+
+def thinkv_of(seq: Sequence) -> ThinKVState:
+    return state_of(seq, ThinKVSequence).thinkv
+
+
+class ThinKVRunner(KVPolicy):
     """Engine-side ThinKV. `policy` applies to sequences started after it is set (evaluation swaps it
     for the uniform-quantisation baseline); `report(request_id)` tells what happened to a request."""
 
-    def __init__(
-        self,
-        model: LlamaModel,
-        kv_cache: KVCache,
-        block_manager: BlockManager,
-        tokenizer: PreTrainedTokenizerBase,
-        policy: ThinKVPolicy | None = None,
-    ) -> None:
-        self.model = model
-        self.kv_cache = kv_cache
-        self.block_manager = block_manager
-        self.tokenizer = tokenizer
+    def __init__(self, parts: EngineParts, policy: ThinKVPolicy | None = None) -> None:
+        super().__init__(parts)
+        self.tokenizer = parts.tokenizer
         self.policy = policy or ThinKVPolicy()
-        self.tokens_evicted = 0
         self._delimiters: frozenset[int] | None = None
         self._reports: OrderedDict[str, ThinKVReport] = OrderedDict()
-        k_cache = kv_cache.layers[0][0]
-        self._num_layers = len(kv_cache.layers)
+        k_cache = self.kv_cache.layers[0][0]
+        self._num_layers = len(self.kv_cache.layers)
         self._kv_heads, self._head_dim = int(k_cache.shape[2]), int(k_cache.shape[3])
         self._full_token_bytes = token_bytes(FULL_BITS, self._num_layers, self._kv_heads, self._head_dim, 1)
 
@@ -79,13 +90,21 @@ class ThinKVRunner:
             self._delimiters = delimiter_ids((i, str(self.tokenizer.decode([i]))) for i in vocab)
         return self._delimiters
 
-    def start(self, seq: Sequence, ratio: float) -> ThinKVState:
+    def start(self, seq: Sequence, compression: KVCompression) -> KVState:
         self.policy.validate()
-        state = ThinKVState(self.policy, ratio, seq.num_prompt_tokens)
+        state = ThinKVState(self.policy, compression.ratio, seq.num_prompt_tokens)
         self._reports[seq.request_id] = state.report
         while len(self._reports) > REPORTS_KEPT:
             self._reports.popitem(last=False)
-        return state
+        return ThinKVSequence(self, compression, state)
+
+    def contribute(self, seq: Sequence, span: RowSpan, extras: AttentionExtras) -> None:
+        """ThinKV types generated thoughts by their attention: keep the generated rows' inputs."""
+        if span.end <= seq.num_prompt_tokens:
+            return
+        first = max(span.start, seq.num_prompt_tokens)
+        hidden = thinkv_of(seq).capture(first, len(self.kv_cache.layers))
+        extras.capture.spans.append((hidden, span.row + first - span.start, span.row + span.num_new))
 
     def report(self, request_id: str) -> ThinKVReport | None:
         return self._reports.get(request_id)
@@ -99,9 +118,7 @@ class ThinKVRunner:
     def after_step(self, seq: Sequence) -> bool:
         """Call after the step that computed seq's latest tokens (their attention inputs captured);
         True when it rewrote cached KV (quantised or moved tokens)."""
-        state = seq.thinkv
-        if state is None:
-            return False
+        state = thinkv_of(seq)
         policy = state.policy
         if not state.started:  # the prompt is complete now (it may have arrived in parts)
             state.num_prompt_tokens = state.open_start = seq.num_prompt_tokens
@@ -138,7 +155,7 @@ class ThinKVRunner:
         return rewrote and state.compresses
 
     def _classify(self, seq: Sequence, start: int, end: int, layers: list[int]) -> Thought:
-        state = cast(ThinKVState, seq.thinkv)
+        state = thinkv_of(seq)
         kept = list(range(start, end))
         if state.policy.uniform_bits is not None:
             return Thought(start, end, ThoughtKind.REASONING, float("nan"), kept)
@@ -173,7 +190,7 @@ class ThinKVRunner:
 
     def _quantise(self, seq: Sequence, indices: list[int], bits: int) -> None:
         """Round the K/V at these cache indices to `bits` (group scales) and write them back."""
-        state = cast(ThinKVState, seq.thinkv)
+        state = thinkv_of(seq)
         if bits == FULL_BITS or not indices:
             return
         slots = self._slots(seq, indices)
@@ -191,7 +208,7 @@ class ThinKVRunner:
 
     def evict(self, seq: Sequence, transition: bool) -> None:
         """At a transition (or far over budget) evict down to the budget and free emptied blocks."""
-        state = cast(ThinKVState, seq.thinkv)
+        state = thinkv_of(seq)
         prompt = state.num_prompt_tokens
         budget = generated_budget(seq.num_computed_tokens - prompt, state.ratio)
         excess = len(state.positions) - prompt - budget
@@ -222,7 +239,7 @@ class ThinKVRunner:
         before = len(seq.block_table)
         self.block_manager.truncate(seq, n_kept)
         seq.num_evicted += len(evicted)
-        self.tokens_evicted += len(evicted)
+        self.counters.tokens_evicted += len(evicted)
         state.report.tokens_evicted += len(evicted)
         log.debug(
             "thinkv evicted",

@@ -1,0 +1,41 @@
+"""Which policy runs a request's `kv_compression` method: the one place the engine names a method.
+
+A new method is one module with a KVPolicy and one line in `KVPolicies.__init__`.
+"""
+
+from __future__ import annotations
+
+from precog.backend.compress import PRESSES, KVCompression
+from precog.backend.engine.kv.base import EngineParts, KVPolicy, KVState
+from precog.backend.engine.kv.ojakv import OjaKV
+from precog.backend.engine.kv.press import PressPolicy
+from precog.backend.engine.kv.thinkv import ThinKVRunner
+from precog.backend.engine.sequence import Sequence
+
+
+class KVPolicies:
+    """One policy per method, built once per engine; `thinkv` is public for its per-request reports."""
+
+    def __init__(self, parts: EngineParts) -> None:
+        self.counters = parts.counters
+        self.thinkv = ThinKVRunner(parts)
+        presses = PressPolicy(parts)
+        self.by_method: dict[str, KVPolicy] = {
+            **dict.fromkeys(PRESSES, presses),
+            "ojakv": OjaKV(parts),
+            "thinkv": self.thinkv,
+        }
+
+    def check(self, compression: KVCompression, sparse: bool) -> None:
+        """Raise ValueError if this engine's attention cannot serve the (validated) option."""
+        if not compression.active or not sparse:
+            return
+        option = self.by_method[compression.method].dense_only(compression)
+        if option is not None:
+            raise ValueError(f"{option} needs dense attention (this engine: sparse)")
+
+    def start(self, seq: Sequence, compression: KVCompression | None) -> KVState | None:
+        """seq's KV state for an active option (None: keep every token)."""
+        if compression is None or not compression.active:
+            return None
+        return self.by_method[compression.method].start(seq, compression)

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from precog.backend.config import EngineConfig
     from precog.backend.engine.async_engine import AsyncEngine, EngineShutdownError
     from precog.backend.engine.llm_engine import Engine
+    from precog.backend.engine.request_check import RequestError
     from precog.backend.engine.sequence import Request
     from precog.backend.model.prepare import (
         MODELS,
@@ -44,6 +45,7 @@ _EXPORTS = {
     "AsyncEngine": "precog.backend.engine.async_engine",
     "EngineShutdownError": "precog.backend.engine.async_engine",
     "Engine": "precog.backend.engine.llm_engine",
+    "RequestError": "precog.backend.engine.request_check",
     "Request": "precog.backend.engine.sequence",
     "MODELS": "precog.backend.model.prepare",
     "OfflineModel": "precog.backend.model.prepare",
@@ -75,6 +77,7 @@ __all__ = [
     "OfflineModel",
     "PrepareError",
     "Request",
+    "RequestError",
     "SamplingParams",
     "TokenEvent",
     "TokenLogprob",

@@ -15,7 +15,7 @@ from typing import Literal, Protocol
 
 from precog.gateway.batcher import EmbeddingBatcher
 from precog.gateway.metrics import GatewayMetrics
-from precog.gateway.openai_format import estimate_tokens
+from precog.gateway.openai_format import StoredAnswer, estimate_tokens
 from precog.gateway.query import CacheQuery
 from precog.gateway.shared_tier import HotEntry, SharedTier
 from precog.gateway.store_access import StoreAccess
@@ -56,6 +56,18 @@ class Hit:
             tier=tier,
             kv_blob_id=entry.kv_blob_id,
             completion_tokens=entry.completion_tokens,
+        )
+
+    @property
+    def answer_tokens(self) -> int:
+        """The answer's length in tokens as stored; estimated for entries stored without it."""
+        return self.completion_tokens or estimate_tokens(self.answer)
+
+    def served_to(self, query: CacheQuery) -> StoredAnswer:
+        """The one way a stored answer becomes an OpenAI response (whole or streamed) to `query`."""
+        context = query.system_prompt + " ".join(t.content for t in query.earlier_turns) + query.question
+        return StoredAnswer(
+            query.kind, query.model, self.answer, estimate_tokens(context), self.answer_tokens
         )
 
 
@@ -106,7 +118,7 @@ class Lookup:
         result = await self._find(query)
         hit = result.hit
         if hit is not None:
-            misfit = query.misfit(hit.answer, hit.completion_tokens or estimate_tokens(hit.answer))
+            misfit = query.misfit(hit.answer, hit.answer_tokens)
             if misfit is not None:
                 result.hit, result.reason = None, misfit
         return result

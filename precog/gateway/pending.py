@@ -1,4 +1,4 @@
-"""An upstream request started before the gateway knows whether it is needed (StorInfer's parallel path).
+"""An upstream request, started before the gateway knows whether it is needed (StorInfer's parallel path).
 
 It is sent at once or after a delay; a hit discards it (cancelled while waiting or sending, or its
 response closed if it already came), a miss awaits it.
@@ -8,12 +8,46 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Literal
 
 import httpx
 
 from precog.gateway.upstream import Upstream
+
+# Only the gateway may point the upstream at a stored KV cache: a client naming a blob id could read
+# another tenant's conversation through it.
+_GATEWAY_ONLY = frozenset({"kv_blob_id", "kv_blob", "kv_reuse_blob_id", "kv_reuse_blob"})
+KVParam = Literal["kv_blob_id", "kv_reuse_blob_id"]  # import a conversation's KV; reuse a near one's
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamRequest:
+    """What the gateway sends upstream: the client's fields, and at most one stored KV reference, which only
+    saves time, so the upstream may refuse it and get the request again without."""
+
+    path: str
+    fields: Mapping[str, Any]
+    kv_param: KVParam | None = None
+    kv_blob_id: str | None = None
+
+    @classmethod
+    def of(cls, path: str, body: Mapping[str, Any]) -> UpstreamRequest:
+        return cls(path, MappingProxyType({k: v for k, v in body.items() if k not in _GATEWAY_ONLY}))
+
+    def with_kv(self, param: KVParam, blob_id: str) -> UpstreamRequest:
+        return UpstreamRequest(self.path, self.fields, param, blob_id)
+
+    def without_kv(self) -> UpstreamRequest:
+        return UpstreamRequest(self.path, self.fields)
+
+    def json(self) -> dict[str, Any]:
+        body = dict(self.fields)
+        if self.kv_param is not None:
+            body[self.kv_param] = self.kv_blob_id
+        return body
 
 
 @dataclass(slots=True)
@@ -22,7 +56,7 @@ class PendingRequest:
 
     task: asyncio.Task[httpx.Response]
     go: asyncio.Event
-    without_kv: dict[str, Any] | None = None  # the same request without the stored KV reference
+    request: UpstreamRequest
 
     async def response(self) -> httpx.Response:
         self.go.set()
@@ -39,20 +73,14 @@ class PendingRequest:
             await response.aclose()
 
 
-def start_request(
-    upstream: Upstream,
-    path: str,
-    body: dict[str, Any],
-    delay_s: float,
-    without_kv: dict[str, Any] | None = None,
-) -> PendingRequest:
-    """Send `body` to `path` after `delay_s` (0: now), unless the lookup decides sooner."""
+def start_request(upstream: Upstream, request: UpstreamRequest, delay_s: float) -> PendingRequest:
+    """Send `request` after `delay_s` (0: now), unless the lookup decides sooner."""
     go = asyncio.Event()
 
     async def send() -> httpx.Response:
         if delay_s > 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(go.wait(), delay_s)
-        return await upstream.post(path, body)
+        return await upstream.post(request.path, request.json())
 
-    return PendingRequest(asyncio.create_task(send(), name="upstream-request"), go, without_kv)
+    return PendingRequest(asyncio.create_task(send(), name="upstream-request"), go, request)

@@ -12,7 +12,7 @@ import contextlib
 import json
 import logging
 import time
-from typing import Any
+from typing import Any, get_args
 
 import httpx
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -22,8 +22,8 @@ from precog.gateway.conversation import NextTurnIndex
 from precog.gateway.errors import GatewayError
 from precog.gateway.lookup import Hit, Lookup, LookupResult
 from precog.gateway.metrics import GatewayMetrics
-from precog.gateway.openai_format import AnswerCollector, StoredAnswer, estimate_tokens
-from precog.gateway.pending import PendingRequest, start_request
+from precog.gateway.openai_format import AnswerCollector
+from precog.gateway.pending import KVParam, PendingRequest, UpstreamRequest, start_request
 from precog.gateway.query import CacheQuery
 from precog.gateway.settings import GatewaySettings
 from precog.gateway.shared_tier import SharedTier
@@ -35,10 +35,7 @@ from precog.gateway.writeback import WriteBack
 log = logging.getLogger(__name__)
 
 _PATHS = {"chat": "/v1/chat/completions", "completion": "/v1/completions"}
-# Only the gateway may point the upstream at a stored KV cache: a client naming a blob id could read
-# another tenant's conversation through it.
-_GATEWAY_ONLY = frozenset({"kv_blob_id", "kv_blob", "kv_reuse_blob_id", "kv_reuse_blob"})
-_KV_PARAMS = frozenset({"kv_blob_id", "kv_reuse_blob_id"})
+_KV_PARAMS = frozenset(get_args(KVParam))
 
 
 class CompletionProxy:
@@ -74,27 +71,26 @@ class CompletionProxy:
         control: CacheControl | None,
     ) -> Response:
         started = time.perf_counter()
-        plain = {key: value for key, value in body.items() if key not in _GATEWAY_ONLY}
-        body, without_kv = plain, None
+        request = UpstreamRequest.of(_PATHS[query.kind], body)
         if query.kind == "chat" and query.earlier_turns and self._settings.upstream_kv_import:
             blob = await self._next_turns.blob_for(query.scope)
             if blob is not None:
-                body, without_kv = {**plain, "kv_blob_id": blob}, plain
+                request = request.with_kv("kv_blob_id", blob)
         if control == "bypass" or query.uncacheable:
             reason = (
                 "client asked to bypass" if control == "bypass" else f"not cacheable: {query.uncacheable}"
             )
-            bypass = self._start(query, body, 0.0, without_kv)
+            bypass = self._start(request, 0.0)
             return await self._relay(query, bypass, stream, "bypass", reason, started, writeback=False)
         if control == "refresh":
-            refresh = self._start(query, body, 0.0, without_kv)
+            refresh = self._start(request, 0.0)
             return await self._relay(
                 query, refresh, stream, "miss", "client asked to refresh", started, replace=True
             )
 
         early = None
         if self._settings.parallel_path and not self._settings.kv_reuse and control != "only-if-cached":
-            early = self._start(query, body, self._settings.parallel_delay_ms / 1000.0, without_kv)
+            early = self._start(request, self._settings.parallel_delay_ms / 1000.0)
         try:
             result = await self._lookup.run(query)
         except asyncio.CancelledError:
@@ -116,19 +112,13 @@ class CompletionProxy:
                 code="cache_miss",
                 headers={"x-precog-cache": "miss", "x-precog-cache-reason": header_safe(result.reason)},
             )
-        if early is None and result.near_kv_blob_id and "kv_blob_id" not in body:
-            body, without_kv = {**body, "kv_reuse_blob_id": result.near_kv_blob_id}, body
-        relay = early or self._start(query, body, 0.0, without_kv)
+        if early is None and result.near_kv_blob_id and request.kv_param is None:
+            request = request.with_kv("kv_reuse_blob_id", result.near_kv_blob_id)
+        relay = early or self._start(request, 0.0)
         return await self._relay(query, relay, stream, "miss", result.reason, started, result=result)
 
-    def _start(
-        self,
-        query: CacheQuery,
-        body: dict[str, Any],
-        delay_s: float,
-        without_kv: dict[str, Any] | None = None,
-    ) -> PendingRequest:
-        return start_request(self._upstream, _PATHS[query.kind], body, delay_s, without_kv)
+    def _start(self, request: UpstreamRequest, delay_s: float) -> PendingRequest:
+        return start_request(self._upstream, request, delay_s)
 
     def _count(
         self, query: CacheQuery, outcome: str, started: float, reason: str, tokens_saved: int = 0
@@ -172,15 +162,7 @@ class CompletionProxy:
         include_usage: bool,
         started: float,
     ) -> Response:
-        answer = StoredAnswer(
-            kind=query.kind,
-            model=query.model,
-            text=hit.answer,
-            prompt_tokens=estimate_tokens(
-                query.system_prompt + " ".join(t.content for t in query.earlier_turns) + query.question
-            ),
-            completion_tokens=hit.completion_tokens or estimate_tokens(hit.answer),
-        )
+        answer = hit.served_to(query)
         if self._settings.store_role == "local":  # a replica's snapshot is read-only
             self._spawn(self._record_hit(hit))
         if hit.kv_blob_id and query.kind == "chat":
@@ -201,18 +183,18 @@ class CompletionProxy:
             )
         return JSONResponse(answer.completion(), headers=headers)
 
-    async def _response(self, query: CacheQuery, relay: PendingRequest) -> httpx.Response:
+    async def _response(self, relay: PendingRequest) -> httpx.Response:
         """The upstream's response. Stored KV only saves time, so a request whose KV reference the
         upstream refuses (no such blob, no store configured, store unavailable) is sent once more
         without it; an error response means nothing was generated, so this cannot generate twice."""
         try:
             return await relay.response()
         except GatewayError as exc:
-            if relay.without_kv is None or not (exc.param in _KV_PARAMS or exc.status == 503):
+            if relay.request.kv_param is None or not (exc.param in _KV_PARAMS or exc.status == 503):
                 raise
             self._metrics.upstream_errors.labels("kv_blob_refused").inc()
             log.warning("upstream refused the stored KV, relaying without it", extra={"error": exc.message})
-            return await self._start(query, relay.without_kv, 0.0).response()
+            return await self._start(relay.request.without_kv(), 0.0).response()
 
     async def _relay(
         self,
@@ -230,7 +212,7 @@ class CompletionProxy:
         if result is not None and result.timings_ms:
             headers["server-timing"] = ", ".join(f"{name};dur={ms}" for name, ms in result.timings_ms.items())
         try:
-            response = await self._response(query, relay)
+            response = await self._response(relay)
         except GatewayError as exc:
             self._count(query, "error", started, exc.message)
             exc.headers = {**exc.headers, **headers}

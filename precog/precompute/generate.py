@@ -47,20 +47,39 @@ class Round:
     completion: Completion
     temperature: float
 
-    def summary(self, candidates: list[str], duplicates: int) -> dict[str, Any]:
-        """The round as the work log records it (Ray workers send it to the driver in this shape):
-        `candidates` still to judge against the store and `duplicates` found among the others so far."""
-        return {
-            "number": self.number,
-            "writer": self.writer,
-            "temperature": self.temperature,
-            "parsed": len(self.parsed) + self.repeats,
-            "duplicates": duplicates + self.repeats,
-            "repeats": self.repeats,
-            "masked": self.masked,
-            "accepted": candidates,
-            "tokens": self.completion.tokens,
-        }
+    def summary(self, candidates: list[str], duplicates: int) -> RoundSummary:
+        """The round as the work log records it: `candidates` still to judge against the store and
+        `duplicates` found among the others so far."""
+        return RoundSummary(
+            number=self.number,
+            writer=self.writer,
+            temperature=self.temperature,
+            parsed=len(self.parsed) + self.repeats,
+            duplicates=duplicates + self.repeats,
+            repeats=self.repeats,
+            masked=self.masked,
+            candidates=tuple(candidates),
+            tokens=self.completion.tokens,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RoundSummary:
+    """A judged round before the final dedup against the store (Ray workers send it to the driver as JSON)."""
+
+    number: int
+    writer: int
+    temperature: float
+    parsed: int
+    duplicates: int
+    repeats: int
+    masked: int
+    candidates: tuple[str, ...]
+    tokens: int
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RoundSummary:
+        return cls(**{**data, "candidates": tuple(data["candidates"])})
 
 
 # Judge a round given how many questions are still wanted: record it, return (accepted, duplicates), the

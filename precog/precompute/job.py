@@ -23,6 +23,7 @@ from precog.precompute.chunking import Chunk, chunk_documents
 from precog.precompute.dedup import Deduplicator
 from precog.precompute.generate import ChunkProgress
 from precog.precompute.ingest import CorpusError, read_corpus, read_query_log
+from precog.precompute.records import Record
 from precog.precompute.settings import PrecomputeSettings, QuestionWriter
 from precog.precompute.tokens import Tokenizer, load_tokenizer
 from precog.precompute.upstream import Completion, Upstream, UpstreamGarbage, UpstreamUnavailable
@@ -101,7 +102,7 @@ class Listeners:
     """Engine callbacks, so the local engine can queue answers and move progress bars as records land."""
 
     on_query: Callable[[str], None] = lambda _id: None
-    on_record: Callable[[dict[str, Any]], None] = lambda _record: None
+    on_record: Callable[[Record], None] = lambda _record: None
 
 
 @dataclass(slots=True)
@@ -226,9 +227,9 @@ class Job:
 
     def _seed_dedup(self) -> None:
         known = list(self.replay.queries.values())
-        texts = [q["query"] for q in known]
+        texts = [q.query for q in known]
         vectors = self.embedder.encode(texts)
-        self.vectors.update((q["id"], v) for q, v in zip(known, vectors, strict=True))
+        self.vectors.update((q.id, v) for q, v in zip(known, vectors, strict=True))
         self.dedup.seed(texts, vectors)
 
     # ---- what is left -------------------------------------------------------------------------------------
@@ -246,7 +247,7 @@ class Job:
         return [
             qid
             for qid, q in self.replay.queries.items()
-            if qid not in self.replay.written and q["chunk"] in self.chunks
+            if qid not in self.replay.written and q.chunk in self.chunks
         ]
 
     # ---- stopping -----------------------------------------------------------------------------------------
@@ -312,7 +313,7 @@ class Job:
             self.stop(f"the backend is down: {exc}", failed=True)
             raise Stopped from exc
 
-    def record(self, record: dict[str, Any]) -> None:
+    def record(self, record: Record) -> None:
         """Append to the work log and apply to the replayed state (the one way state changes)."""
         with self._lock:
             self.worklog.append(record)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
 
 from tqdm import tqdm
 
+from precog.precompute.records import Record
 from precog.precompute.worklog import Replay
 
 
@@ -34,8 +34,8 @@ class StageBars:
                     self._bars[name].total += 1
                     self._bars[name].refresh()
 
-    def on_record(self, record: dict[str, Any]) -> None:
-        bar = self._bars.get(record["t"])
+    def on_record(self, record: Record) -> None:
+        bar = self._bars.get(record.kind)
         if bar is not None:
             with self._lock:
                 bar.update()

@@ -12,9 +12,11 @@ checked as results reach the driver, so in-flight work may pass them by at most 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,7 @@ from precog.precompute import stages
 from precog.precompute.answer import answer_messages, exchange_messages, stored_answer
 from precog.precompute.chunking import Chunk
 from precog.precompute.dedup import Deduplicator
-from precog.precompute.generate import ChunkProgress, Round, generate_for_chunk
+from precog.precompute.generate import ChunkProgress, Round, RoundSummary, generate_for_chunk
 from precog.precompute.job import Job
 from precog.precompute.settings import PrecomputeSettings
 from precog.precompute.tokens import load_tokenizer
@@ -33,6 +35,56 @@ from precog.precompute.worklog import Outcome
 from precog.store import Embedder
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkResult:
+    """What a question worker sends back for one chunk."""
+
+    rounds: tuple[RoundSummary, ...]
+    finished: bool
+    garbage: tuple[str, ...]
+    error: str | None  # a writer's server was down
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> ChunkResult:
+        data = json.loads(text)
+        rounds = tuple(RoundSummary.from_json(r) for r in data["rounds"])
+        return cls(rounds, data["finished"], tuple(data["garbage"]), data["error"])
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerTask:
+    """One question for an answer worker: its `answer` when a killed run already has it, and whether to
+    capture the exchange's KV cache."""
+
+    query: str
+    chunk: str
+    answer: str | None
+    kv: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerResult:
+    """What an answer worker sends back for one question; `completion` only when it asked for the answer."""
+
+    answer: str | None
+    completion: Completion | None = None
+    kv: str = "none"  # "ok" (the blob travels beside), "unsupported", or "none"
+    garbage: str | None = None
+    error: str | None = None  # the backend was down
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> AnswerResult:
+        data = json.loads(text)
+        completion = None if data["completion"] is None else Completion(**data["completion"])
+        return cls(**{**data, "completion": completion})
 
 
 class _Worker:
@@ -62,7 +114,7 @@ class QuestionWorker(_Worker):
         progress = ChunkProgress(json.loads(row["asked"]), [Outcome(*o) for o in json.loads(row["outcomes"])])
         dedup = Deduplicator(self.settings.dedup_threshold, self.embedder.dim)
         dedup.seed(progress.asked, self.embedder.encode(progress.asked))
-        rounds: list[dict[str, Any]] = []
+        rounds: list[RoundSummary] = []
         garbage: list[str] = []
         error = None
 
@@ -84,8 +136,8 @@ class QuestionWorker(_Worker):
             )
         except UpstreamUnavailable as exc:
             finished, error = False, str(exc)
-        result = {"rounds": rounds, "finished": finished, "garbage": garbage, "error": error}
-        return {"chunk": chunk.id, "result": json.dumps(result)}
+        result = ChunkResult(tuple(rounds), finished, tuple(garbage), error)
+        return {"chunk": chunk.id, "result": result.to_json()}
 
 
 class AnswerWorker(_Worker):
@@ -94,30 +146,24 @@ class AnswerWorker(_Worker):
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
         out: dict[str, list[Any]] = {"id": [], "result": [], "kv": []}
         for qid, payload in zip(batch["id"], batch["payload"], strict=True):
-            item = json.loads(payload)
-            result: dict[str, Any] = {"answer": item["answer"], "error": None, "garbage": None, "kv": "none"}
+            task = AnswerTask(**json.loads(payload))
+            result = AnswerResult(task.answer)
             blob = None
             try:
-                if result["answer"] is None:
-                    messages = answer_messages(self.settings.system_prompt, item["chunk"], item["query"])
+                if task.answer is None:
+                    messages = answer_messages(self.settings.system_prompt, task.chunk, task.query)
                     completion = self.upstream.chat(messages, 0.0, self.settings.answer_max_tokens, 0)
-                    result.update(
-                        answer=stored_answer(completion),
-                        raw=completion.text,
-                        prompt_tokens=completion.prompt_tokens,
-                        completion_tokens=completion.completion_tokens,
-                        finish_reason=completion.finish_reason,
-                    )
-                if result["answer"] and item["kv"]:
-                    exchange = exchange_messages(self.settings.system_prompt, item["query"], result["answer"])
+                    result = AnswerResult(stored_answer(completion), completion)
+                if result.answer and task.kv:
+                    exchange = exchange_messages(self.settings.system_prompt, task.query, result.answer)
                     blob = self.upstream.export_kv(exchange)
-                    result["kv"] = "ok" if blob is not None else "unsupported"
+                    result = dataclasses.replace(result, kv="ok" if blob is not None else "unsupported")
             except UpstreamGarbage as exc:
-                result["garbage"] = str(exc)
+                result = dataclasses.replace(result, garbage=str(exc))
             except UpstreamUnavailable as exc:
-                result["error"] = str(exc)
+                result = dataclasses.replace(result, error=str(exc))
             out["id"].append(str(qid))
-            out["result"].append(json.dumps(result))
+            out["result"].append(result.to_json())
             out["kv"].append(blob or b"")
         return out
 
@@ -151,16 +197,16 @@ def _question_stage(job: Job, settings: dict[str, Any]) -> None:
         concurrency=job.settings.concurrency,
     )
     for row in dataset.iter_rows():
-        result = json.loads(row["result"])
-        for problem in result["garbage"]:
+        result = ChunkResult.from_json(row["result"])
+        for problem in result.garbage:
             job.note_garbage(UpstreamGarbage(problem))
-        for round_ in result["rounds"]:
+        for round_ in result.rounds:
             stages.record_remote_round(job, row["chunk"], round_)
-        if result["error"]:
-            job.stop(f"a server writing questions is down: {result['error']}", failed=True)
-        elif result["finished"]:
+        if result.error:
+            job.stop(f"a server writing questions is down: {result.error}", failed=True)
+        elif result.finished:
             stages.chunk_done(job, row["chunk"])
-        if job.charge_remote(sum(r["tokens"] for r in result["rounds"])) or job.stopped:
+        if job.charge_remote(sum(r.tokens for r in result.rounds)) or job.stopped:
             break
 
 
@@ -172,17 +218,14 @@ def _answer_stage(job: Job, settings: dict[str, Any]) -> None:
         return
     rows = []
     for qid in pending:
-        query = job.replay.queries[qid]
-        answer = job.replay.answers.get(qid, {}).get("answer")
-        payload = {
-            "query": query["query"],
-            "chunk": job.chunks[query["chunk"]].text,
-            "answer": answer,
-            "kv": job.settings.capture_kv
-            and qid not in job.replay.kv
-            and not job.replay.answers.get(qid, {}).get("truncated"),
-        }
-        rows.append({"id": qid, "payload": json.dumps(payload)})
+        query, answered = job.replay.queries[qid], job.replay.answers.get(qid)
+        task = AnswerTask(
+            query=query.query,
+            chunk=job.chunks[query.chunk].text,
+            answer=None if answered is None else answered.answer,
+            kv=job.settings.capture_kv and qid not in job.replay.kv and not (answered and answered.truncated),
+        )
+        rows.append({"id": qid, "payload": json.dumps(dataclasses.asdict(task))})
     dataset = ray.data.from_items(rows).map_batches(
         AnswerWorker,
         fn_constructor_kwargs={"settings": settings},
@@ -190,26 +233,23 @@ def _answer_stage(job: Job, settings: dict[str, Any]) -> None:
         concurrency=job.settings.concurrency,
     )
     for row in dataset.iter_rows():
-        qid, result = row["id"], json.loads(row["result"])
-        if result["error"]:
-            job.stop(f"the backend is down: {result['error']}", failed=True)
+        qid, result = row["id"], AnswerResult.from_json(row["result"])
+        if result.error:
+            job.stop(f"the backend is down: {result.error}", failed=True)
             break
         tokens = 0
-        raw = result.get("raw")
-        if raw is not None and qid not in job.replay.answers:
-            completion = Completion(
-                raw, result["prompt_tokens"], result["completion_tokens"], result["finish_reason"]
-            )
+        completion = result.completion
+        if completion is not None and qid not in job.replay.answers:
             tokens = completion.tokens
-            if raw.strip():
+            if completion.text.strip():
                 stages.record_answer(job, qid, completion)
         exhausted = job.charge_remote(tokens)
-        if result["garbage"] or qid not in job.replay.answers:  # nothing usable came back
-            job.note_garbage(UpstreamGarbage(result["garbage"] or "empty answer"))
+        if result.garbage or qid not in job.replay.answers:  # nothing usable came back
+            job.note_garbage(UpstreamGarbage(result.garbage or "empty answer"))
         else:
-            if result["kv"] == "ok":
+            if result.kv == "ok":
                 stages.record_kv(job, qid, bytes(row["kv"]))
-            elif result["kv"] == "unsupported":
+            elif result.kv == "unsupported":
                 stages.record_kv(job, qid, None)
             stages.write_entry(job, qid)
         if exhausted or job.stopped:

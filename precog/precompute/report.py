@@ -24,7 +24,7 @@ def build_report(job: Job, engine: str) -> dict[str, Any]:
     wall = time.monotonic() - job.started
     generated = replay.parsed
     written = len(replay.written - replay.dropped)
-    kv_bytes = sum(int(r["bytes"]) for r in replay.kv.values())
+    kv_bytes = sum(r.bytes for r in replay.kv.values())
     store_bytes = folder_bytes(job.store_path)
     return {
         "engine": engine,
@@ -40,11 +40,11 @@ def build_report(job: Job, engine: str) -> dict[str, Any]:
         "duplicate_rate": round(replay.duplicates / generated, 4) if generated else 0.0,
         "queries_accepted": len(replay.queries),
         "queries_accepted_by_writer": dict(
-            Counter(q.get("writer", job.model) for q in replay.queries.values() if q["origin"] == "generated")
+            Counter(q.writer or job.model for q in replay.queries.values() if q.origin == "generated")
         ),
         "answers": len(replay.answers),
         "answers_trimmed_to_whole_sentences": sum(
-            1 for a in replay.answers.values() if a.get("trimmed") and not a.get("truncated")
+            1 for a in replay.answers.values() if a.trimmed and not a.truncated
         ),
         "answers_truncated_dropped": len(replay.dropped),
         "kv_blobs": len(replay.kv),

@@ -8,13 +8,21 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 import numpy as np
 
 from precog.precompute.answer import answer_messages, exchange_messages, stored_answer
-from precog.precompute.generate import Round
+from precog.precompute.generate import Round, RoundSummary
 from precog.precompute.job import Job, query_id
+from precog.precompute.records import (
+    Answered,
+    ChunkDone,
+    KVCaptured,
+    QueryLogDone,
+    Question,
+    RoundDone,
+    Written,
+)
 from precog.precompute.upstream import Completion, UpstreamGarbage
 from precog.store import CorruptBlobError, Entry, KVBlob, Source
 
@@ -28,51 +36,45 @@ def judge_round(job: Job, round_: Round, wanted: int) -> tuple[list[str], int]:
     return record_round(job, round_.chunk.id, round_.summary(round_.parsed, 0), wanted)
 
 
-def record_remote_round(job: Job, chunk_id: str, round_: dict[str, Any]) -> None:
+def record_remote_round(job: Job, chunk_id: str, round_: RoundSummary) -> None:
     """A round judged by a Ray worker within its chunk only: dedup it against everything else here."""
     wanted = job.settings.max_queries_per_chunk - len(job.replay.asked.get(chunk_id, []))
     record_round(job, chunk_id, round_, wanted)
 
 
-def record_round(job: Job, chunk_id: str, round_: dict[str, Any], wanted: int) -> tuple[list[str], int]:
-    """Record a round (`Round.summary`) with those of its candidates that are no duplicates of anything in
-    the store or the job; return them and the round's duplicates."""
-    candidates = round_["accepted"]
+def record_round(job: Job, chunk_id: str, round_: RoundSummary, wanted: int) -> tuple[list[str], int]:
+    """Record a round with those of its candidates that are no duplicates of anything in the store or the
+    job; return them and the round's duplicates."""
+    candidates = list(round_.candidates)
     vectors = job.embedder.encode(candidates)
     kept, duplicates = job.dedup.accept(candidates, vectors, max(wanted, 0))
-    accepted = [
-        {
-            "id": query_id(job.scope, candidates[i]),
-            "query": candidates[i],
-            "chunk": chunk_id,
-            "origin": "generated",
-            "writer": job.writer_name(round_["writer"]),
-        }
+    writer = job.writer_name(round_.writer)
+    accepted = tuple(
+        Question(query_id(job.scope, candidates[i]), candidates[i], chunk_id, "generated", writer)
         for i in kept
-    ]
-    job.vectors.update((a["id"], vectors[i]) for a, i in zip(accepted, kept, strict=True))
-    duplicates += round_["duplicates"]
-    job.record(
-        {
-            "t": "round",
-            "chunk": chunk_id,
-            "round": round_["number"],
-            "temperature": round_["temperature"],
-            "parsed": round_["parsed"],
-            "duplicates": duplicates,
-            "repeats": round_["repeats"],
-            "masked": round_["masked"],
-            "accepted": accepted,
-            "tokens": round_["tokens"],
-        }
     )
-    for a in accepted:
-        job.listeners.on_query(a["id"])
-    return [a["query"] for a in accepted], duplicates
+    job.vectors.update((q.id, vectors[i]) for q, i in zip(accepted, kept, strict=True))
+    duplicates += round_.duplicates
+    job.record(
+        RoundDone(
+            chunk=chunk_id,
+            round=round_.number,
+            temperature=round_.temperature,
+            parsed=round_.parsed,
+            duplicates=duplicates,
+            repeats=round_.repeats,
+            masked=round_.masked,
+            accepted=accepted,
+            tokens=round_.tokens,
+        )
+    )
+    for q in accepted:
+        job.listeners.on_query(q.id)
+    return [q.query for q in accepted], duplicates
 
 
 def chunk_done(job: Job, chunk_id: str) -> None:
-    job.record({"t": "chunk_done", "chunk": chunk_id})
+    job.record(ChunkDone(chunk_id))
 
 
 def ingest_query_log(job: Job) -> None:
@@ -86,19 +88,12 @@ def ingest_query_log(job: Job) -> None:
     accepted = []
     for i in kept:
         nearest = chunk_ids[int(np.argmax(chunk_vectors @ vectors[i]))]
-        entry = {
-            "id": query_id(job.scope, job.query_log[i]),
-            "query": job.query_log[i],
-            "chunk": nearest,
-            "origin": "query-log",
-        }
-        job.vectors[entry["id"]] = vectors[i]
-        accepted.append(entry)
-    job.record(
-        {"t": "query_log", "parsed": len(job.query_log), "duplicates": duplicates, "accepted": accepted}
-    )
-    for a in accepted:
-        job.listeners.on_query(a["id"])
+        question = Question(query_id(job.scope, job.query_log[i]), job.query_log[i], nearest, "query-log")
+        job.vectors[question.id] = vectors[i]
+        accepted.append(question)
+    job.record(QueryLogDone(parsed=len(job.query_log), duplicates=duplicates, accepted=tuple(accepted)))
+    for q in accepted:
+        job.listeners.on_query(q.id)
 
 
 # ---- stage 4: answer -------------------------------------------------------------------------------------
@@ -108,10 +103,10 @@ def answer(job: Job, qid: str) -> None:
     if qid in job.replay.answers:
         return
     query = job.replay.queries[qid]
-    messages = answer_messages(job.settings.system_prompt, job.chunks[query["chunk"]].text, query["query"])
+    messages = answer_messages(job.settings.system_prompt, job.chunks[query.chunk].text, query.query)
     completion = job.chat(messages, 0.0, job.settings.answer_max_tokens, 0)
     if not completion.text.strip():
-        job.note_garbage(UpstreamGarbage(f"empty answer to {query['query']!r}"))
+        job.note_garbage(UpstreamGarbage(f"empty answer to {query.query!r}"))
         return
     record_answer(job, qid, completion)
 
@@ -123,16 +118,15 @@ def record_answer(job: Job, qid: str, completion: Completion) -> None:
     answer = stored_answer(completion)
     completion_tokens = job.tokenizer.count(answer) if completion.truncated else completion.completion_tokens
     job.record(
-        {
-            "t": "answer",
-            "id": qid,
-            "answer": answer,
-            "prompt_tokens": completion.prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "trimmed": completion.truncated,
-            "truncated": not answer,
-            "tokens": completion.tokens,
-        }
+        Answered(
+            id=qid,
+            answer=answer,
+            prompt_tokens=completion.prompt_tokens,
+            completion_tokens=completion_tokens,
+            trimmed=completion.truncated,
+            truncated=not answer,
+            tokens=completion.tokens,
+        )
     )
 
 
@@ -144,7 +138,7 @@ def wants_kv(job: Job, qid: str) -> bool:
         job.settings.capture_kv
         and job.kv_supported
         and qid in job.replay.answers
-        and not job.replay.answers[qid].get("truncated")
+        and not job.replay.answers[qid].truncated
         and qid not in job.replay.kv
     )
 
@@ -153,9 +147,7 @@ def capture_kv(job: Job, qid: str) -> None:
     if not wants_kv(job, qid):
         return
     query = job.replay.queries[qid]
-    messages = exchange_messages(
-        job.settings.system_prompt, query["query"], job.replay.answers[qid]["answer"]
-    )
+    messages = exchange_messages(job.settings.system_prompt, query.query, job.replay.answers[qid].answer)
     try:
         blob = job.export_kv(messages)
     except UpstreamGarbage as exc:
@@ -176,7 +168,7 @@ def record_kv(job: Job, qid: str, blob: bytes | None) -> None:
         job.note_garbage(UpstreamGarbage(f"KV export is not a valid KV blob: {exc}"))
         return
     job.worklog.save_kv(qid, blob)
-    job.record({"t": "kv", "id": qid, "bytes": len(blob)})
+    job.record(KVCaptured(qid, len(blob)))
 
 
 # ---- stage 6: write --------------------------------------------------------------------------------------
@@ -186,8 +178,9 @@ def write_entry(job: Job, qid: str) -> None:
     """Put the entry (with its KV blob, atomically) unless a killed run already did, then record it."""
     if qid in job.replay.written or qid not in job.replay.answers or wants_kv(job, qid):
         return
-    if job.replay.answers[qid].get("truncated"):
-        job.record({"t": "written", "id": qid, "dropped": "truncated"})
+    answered = job.replay.answers[qid]
+    if answered.truncated:
+        job.record(Written(qid, dropped="truncated"))
         return
     query = job.replay.queries[qid]
     blob_path = job.worklog.kv_path(qid)
@@ -195,13 +188,13 @@ def write_entry(job: Job, qid: str) -> None:
     if job.store.get(qid) is None:
         vector = job.vectors.get(qid)
         if vector is None:
-            vector = job.embedder.encode([query["query"]])[0]
-        chunk = job.chunks[query["chunk"]]
+            vector = job.embedder.encode([query.query])[0]
+        chunk = job.chunks[query.chunk]
         ttl = job.settings.ttl_seconds
         entry = Entry(
             scope=job.scope,
-            query=query["query"],
-            answer=job.replay.answers[qid]["answer"],
+            query=query.query,
+            answer=answered.answer,
             embedding=vector,
             model=job.model,
             source=Source.PRECOMPUTED,
@@ -212,12 +205,12 @@ def write_entry(job: Job, qid: str) -> None:
                 "file": chunk.source,
                 "start": str(chunk.start),
                 "end": str(chunk.end),
-                "origin": query["origin"],
-                **({"writer": query["writer"]} if "writer" in query else {}),
+                "origin": query.origin,
+                **({"writer": query.writer} if query.writer is not None else {}),
                 "tenant": job.settings.tenant,
             },
-            completion_tokens=int(job.replay.answers[qid]["completion_tokens"]),
+            completion_tokens=answered.completion_tokens,
         )
         job.store.put(entry, blob=None if raw is None else KVBlob.from_bytes(raw))
-    job.record({"t": "written", "id": qid, "kv_bytes": len(raw) if raw else 0})
+    job.record(Written(qid, kv_bytes=len(raw) if raw else 0))
     blob_path.unlink(missing_ok=True)

@@ -2,18 +2,31 @@
 
 Each record is one `os.write` of one line on an O_APPEND descriptor, so a kill -9 leaves at most a torn last
 line, which `WorkLog.open` cuts off. Every stage writes its record only after its work is durable, and the
-work it describes is idempotent to redo, so replaying the log tells exactly what is left.
+work it describes is idempotent to redo, so replaying the log tells exactly what is left. The lines are
+the typed, versioned records of `precog.precompute.records`.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
+
+from precog.precompute.records import (
+    Answered,
+    ChunkDone,
+    KVCaptured,
+    QueryLogDone,
+    Question,
+    Record,
+    RoundDone,
+    Written,
+    decode,
+    encode,
+)
 
 
 class Outcome(NamedTuple):
@@ -34,9 +47,9 @@ class Replay:
     outcomes: dict[str, list[Outcome]] = field(default_factory=lambda: defaultdict(list))
     asked: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     chunks_done: set[str] = field(default_factory=set)
-    queries: dict[str, dict[str, Any]] = field(default_factory=dict)
-    answers: dict[str, dict[str, Any]] = field(default_factory=dict)
-    kv: dict[str, dict[str, Any]] = field(default_factory=dict)
+    queries: dict[str, Question] = field(default_factory=dict)
+    answers: dict[str, Answered] = field(default_factory=dict)
+    kv: dict[str, KVCaptured] = field(default_factory=dict)
     written: set[str] = field(default_factory=set)  # done with: stored, or dropped
     dropped: set[str] = field(default_factory=set)  # answered but not stored (answer cut off)
     query_log_done: bool = False
@@ -44,43 +57,34 @@ class Replay:
     duplicates: int = 0
     tokens: int = 0
 
-    def apply(self, record: dict[str, Any]) -> None:
-        kind = record["t"]
-        self.tokens += int(record.get("tokens", 0))
-        if kind == "round":
-            chunk = record["chunk"]
-            self.outcomes[chunk].append(
-                Outcome(
-                    record["round"],
-                    record["parsed"],
-                    record["duplicates"],
-                    record.get("repeats", 0),
-                    record.get("masked", 0),
+    def apply(self, record: Record) -> None:
+        self.tokens += record.tokens
+        match record:
+            case RoundDone():
+                self.outcomes[record.chunk].append(
+                    Outcome(record.round, record.parsed, record.duplicates, record.repeats, record.masked)
                 )
-            )
-            self.parsed += record["parsed"]
-            self.duplicates += record["duplicates"]
-            for query in record["accepted"]:
-                self.queries[query["id"]] = query
-                self.asked[query["chunk"]].append(query["query"])
-        elif kind == "query_log":
-            self.query_log_done = True
-            self.parsed += record["parsed"]
-            self.duplicates += record["duplicates"]
-            for query in record["accepted"]:
-                self.queries[query["id"]] = query
-        elif kind == "chunk_done":
-            self.chunks_done.add(record["chunk"])
-        elif kind == "answer":
-            self.answers[record["id"]] = record
-        elif kind == "kv":
-            self.kv[record["id"]] = record
-        elif kind == "written":
-            self.written.add(record["id"])
-            if record.get("dropped"):
-                self.dropped.add(record["id"])
-        else:
-            raise ValueError(f"unknown work log record type {kind!r}")
+                self._accept(record.parsed, record.duplicates, record.accepted)
+                for query in record.accepted:
+                    self.asked[query.chunk].append(query.query)
+            case QueryLogDone():
+                self.query_log_done = True
+                self._accept(record.parsed, record.duplicates, record.accepted)
+            case ChunkDone():
+                self.chunks_done.add(record.chunk)
+            case Answered():
+                self.answers[record.id] = record
+            case KVCaptured():
+                self.kv[record.id] = record
+            case Written():
+                self.written.add(record.id)
+                if record.dropped:
+                    self.dropped.add(record.id)
+
+    def _accept(self, parsed: int, duplicates: int, accepted: tuple[Question, ...]) -> None:
+        self.parsed += parsed
+        self.duplicates += duplicates
+        self.queries.update((query.id, query) for query in accepted)
 
 
 class WorkLog:
@@ -104,12 +108,12 @@ class WorkLog:
                 with open(log._path, "r+b") as handle:
                     handle.truncate(len(complete))
             for line in complete.splitlines():
-                replay.apply(json.loads(line))
+                replay.apply(decode(line))
         log._fd = os.open(log._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         return log, replay
 
-    def append(self, record: dict[str, Any]) -> None:
-        line = (json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+    def append(self, record: Record) -> None:
+        line = encode(record)
         with self._lock:
             os.write(self._fd, line)
 

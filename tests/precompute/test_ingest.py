@@ -9,6 +9,18 @@ import pytest
 
 from precog.precompute.chunking import chunk_documents, chunk_id
 from precog.precompute.ingest import CorpusError, read_corpus, read_query_log
+from precog.precompute.records import (
+    Answered,
+    ChunkDone,
+    KVCaptured,
+    QueryLogDone,
+    Question,
+    Record,
+    RoundDone,
+    WorkLogFormatError,
+    Written,
+    decode,
+)
 from precog.precompute.tokens import SimpleTokenizer
 from precog.precompute.worklog import WorkLog
 
@@ -70,9 +82,9 @@ def test_chunks_overlap_and_map_back_to_the_source(tmp_path: Path) -> None:
     assert chunks[-1].end == len(text)
 
 
-def test_worklog_cuts_a_torn_line_and_replays(tmp_path: Path) -> None:
-    log, replay = WorkLog.open(tmp_path)
-    log.append(
+def _version_1_log(tmp_path: Path) -> None:
+    """Lines as precog wrote them before records carried a version (`v`), some optional keys absent."""
+    lines = [
         {
             "t": "round",
             "chunk": "c1",
@@ -82,18 +94,49 @@ def test_worklog_cuts_a_torn_line_and_replays(tmp_path: Path) -> None:
             "duplicates": 1,
             "accepted": [{"id": "q1", "query": "What?", "chunk": "c1", "origin": "generated"}],
             "tokens": 10,
-        }
-    )
-    log.append({"t": "answer", "id": "q1", "answer": "A.", "tokens": 5})
-    log.close()
+        },
+        {"t": "answer", "id": "q1", "answer": "A.", "tokens": 5},
+    ]
+    tmp_path.mkdir(exist_ok=True)
+    (tmp_path / "log.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+def test_worklog_cuts_a_torn_line_and_replays_a_version_1_log(tmp_path: Path) -> None:
+    _version_1_log(tmp_path)
     with open(tmp_path / "log.jsonl", "ab") as handle:
         handle.write(b'{"t":"written","id":"q')
     log, replay = WorkLog.open(tmp_path)
-    assert replay.queries["q1"]["query"] == "What?"
+    assert replay.queries["q1"].query == "What?"
     assert replay.outcomes["c1"] == [(0, 3, 1, 0, 0)]
-    assert replay.answers["q1"]["answer"] == "A."
+    assert replay.answers["q1"].answer == "A."
     assert replay.written == set()
     assert replay.tokens == 15
-    log.append({"t": "written", "id": "q1"})
+    log.append(Written("q1"))
     log.close()
     assert WorkLog.open(tmp_path)[1].written == {"q1"}
+
+
+def test_worklog_records_round_trip_and_a_newer_version_is_refused(tmp_path: Path) -> None:
+    question = Question("q1", "Who wrote it?", "c1", "generated", writer="qwen")
+    records: list[Record] = [
+        RoundDone("c1", 2, 4, 1, (question,), temperature=0.9, repeats=1, masked=3, tokens=40),
+        QueryLogDone(2, 1, (Question("q2", "Why?", "c1", "query-log"),)),
+        ChunkDone("c1"),
+        Answered("q1", "Her.", 30, 2, trimmed=True, tokens=32),
+        KVCaptured("q1", 1024),
+        Written("q1", kv_bytes=1024),
+        Written("q2", dropped="truncated"),
+    ]
+    log, _ = WorkLog.open(tmp_path)
+    for record in records:
+        log.append(record)
+    log.close()
+    assert [decode(line) for line in (tmp_path / "log.jsonl").read_bytes().splitlines()] == records
+    replay = WorkLog.open(tmp_path)[1]
+    assert replay.queries == {"q1": question, "q2": Question("q2", "Why?", "c1", "query-log")}
+    assert (replay.parsed, replay.duplicates, replay.tokens) == (6, 2, 72)
+    assert replay.dropped == {"q2"}
+    with open(tmp_path / "log.jsonl", "ab") as handle:
+        handle.write(b'{"t":"chunk_done","v":99,"chunk":"c2"}\n')
+    with pytest.raises(WorkLogFormatError, match="version 99"):
+        WorkLog.open(tmp_path)

@@ -28,7 +28,7 @@ from precog.backend.engine.kv_cache import KVCache
 from precog.backend.engine.limits import resolve_limits
 from precog.backend.engine.model_runner import ModelRunner
 from precog.backend.engine.output_processor import OutputProcessor
-from precog.backend.engine.request_check import RequestChecker
+from precog.backend.engine.request_check import RequestChecker, RequestError
 from precog.backend.engine.sampler import sample
 from precog.backend.engine.scheduler import ScheduledBatch, Scheduler
 from precog.backend.engine.sequence import Request, Sequence, Status
@@ -157,31 +157,43 @@ class Engine:
         compression: KVCompression | None = None,
         kv_reuse: KVReuse | None = None,
     ) -> None:
-        """Raise ValueError with a client-facing message if this request cannot be served."""
-        self._checker.check(prompt_token_ids, params, kv_prefix, kv_reuse)
+        """Raise RequestError with a client-facing message, and the part to blame, if this request cannot be
+        served; a request wrong in several parts is refused for the first of: prompt and sampling,
+        compression settings, KV prefix, KV reuse."""
+        self._checker.check(prompt_token_ids, params)
         if compression is not None:
-            compression.validate()
+            try:
+                compression.validate()
+            except ValueError as exc:
+                raise RequestError(str(exc), "kv_compression") from exc
+        self._checker.check_kv(prompt_token_ids, kv_prefix, kv_reuse)
+        if compression is not None:
             if kv_reuse is not None and compression.active:
-                raise ValueError("a request that reuses a similar prompt's KV cannot also compress it")
-            self.kv.check(compression, sparse=self.sparse is not None)
+                raise RequestError(
+                    "a request that reuses a similar prompt's KV cannot also compress it", "kv_reuse"
+                )
+            try:
+                self.kv.check(compression, sparse=self.sparse is not None)
+            except ValueError as exc:
+                raise RequestError(str(exc), "kv_compression") from exc
 
     def submit(self, request: Request) -> None:
-        """Queue a request (checked first; raises ValueError). Its callbacks run on the stepping thread."""
+        """Queue a request (checked first; raises RequestError). Its callbacks run on the stepping thread."""
         self.check_request(
             request.prompt_token_ids, request.params, request.kv_prefix, request.compression, request.kv_reuse
         )
         if request.on_kv is not None and request.compression is not None and request.compression.active:
-            raise ValueError("a request that exports its prompt's KV cannot compress it")
+            raise RequestError("a request that exports its prompt's KV cannot compress it")
         if request.on_kv is not None and request.kv_reuse is not None:
-            raise ValueError("a request that exports its prompt's KV cannot reuse another prompt's KV")
+            raise RequestError("a request that exports its prompt's KV cannot reuse another prompt's KV")
         if not request.prompt_complete and request.kv_reuse is not None:
-            raise ValueError("a request whose prompt arrives in parts cannot reuse another prompt's KV")
+            raise RequestError("a request whose prompt arrives in parts cannot reuse another prompt's KV")
         forced = request.forced_token_ids or []
         if any(not 0 <= t < self.spec.vocab_size for t in forced):
-            raise ValueError(f"forced token ids must be in [0, {self.spec.vocab_size})")
+            raise RequestError(f"forced token ids must be in [0, {self.spec.vocab_size})")
         with self._ids_lock:
             if request.request_id in self._live_ids:
-                raise ValueError(f"request id {request.request_id!r} is already running")
+                raise RequestError(f"request id {request.request_id!r} is already running")
             self._live_ids.add(request.request_id)
         self._inbox.put(request)
         self._wake.set()
@@ -290,7 +302,7 @@ class Engine:
         try:
             if seq.prompt_complete:
                 raise ValueError(f"the prompt of request {part.request_id!r} is already complete")
-            self._checker.check([*seq.request.prompt_token_ids, *part.token_ids], seq.params, None)
+            self._checker.check([*seq.request.prompt_token_ids, *part.token_ids], seq.params)
         except ValueError as exc:
             self._fail(seq, exc)
             return

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field, replace
 from fastapi import Request
 from transformers import PreTrainedTokenizerBase
 
-from precog.backend import AsyncEngine, KVCompression, SamplingParams
+from precog.backend import AsyncEngine, KVCompression, RequestError, SamplingParams
 from precog.backend.reuse import KVReuse
-from precog.backend.server.errors import bad_request, model_not_found
+from precog.backend.server.errors import APIError, bad_request, model_not_found
 from precog.backend.server.generation import Job, TokenStreams
 from precog.backend.server.kv_source import KVSource, matching_prefix
 from precog.backend.server.metrics import ServerMetrics
@@ -56,28 +56,12 @@ class ServerState:
         kv_reuse: KVReuse | None = None,
         reuse_param: str = "kv_reuse_blob",
     ) -> None:
-        """The engine's own admission checks as 400s; a blob that does not fit is blamed on `kv_param`
-        (a reuse reference on `reuse_param`)."""
-        engine = self.engine.engine
+        """The engine's own admission check as a 400 naming the field to blame: a blob that does not fit
+        is `kv_param`'s (a reuse reference `reuse_param`'s)."""
         try:
-            engine.check_request(prompt_token_ids, params)
-        except ValueError as exc:
-            raise bad_request(_sentence(exc)) from exc
-        if compression is not None:
-            try:
-                compression.validate()
-            except ValueError as exc:
-                raise bad_request(_sentence(exc), param="kv_compression") from exc
-        if kv_prefix is not None:
-            try:
-                engine.check_request(prompt_token_ids, params, kv_prefix)
-            except ValueError as exc:
-                raise bad_request(_sentence(exc), param=kv_param, code="invalid_kv_blob") from exc
-        if kv_reuse is not None:
-            try:
-                engine.check_request(prompt_token_ids, params, kv_prefix, compression, kv_reuse)
-            except ValueError as exc:
-                raise bad_request(_sentence(exc), param=reuse_param, code="invalid_kv_blob") from exc
+            self.engine.engine.check_request(prompt_token_ids, params, kv_prefix, compression, kv_reuse)
+        except RequestError as exc:
+            raise refusal(exc, {"kv_prefix": kv_param, "kv_reuse": reuse_param}) from exc
 
     async def admit(
         self,
@@ -138,9 +122,16 @@ class ServerState:
         return replace(chosen, protected=protected)
 
 
-def _sentence(exc: ValueError) -> str:
+def refusal(exc: RequestError, fields: dict[str, str]) -> APIError:
+    """An engine refusal as the client's error: a sentence, and the request field its part came in
+    (`fields` names the KV ones, which depend on how the request sent its blob)."""
     message = str(exc)
-    return message[:1].upper() + message[1:].rstrip(".") + "."
+    sentence = message[:1].upper() + message[1:].rstrip(".") + "."
+    if exc.part is None:
+        return bad_request(sentence)
+    if exc.part == "kv_compression":
+        return bad_request(sentence, param="kv_compression")
+    return bad_request(sentence, param=fields[exc.part], code="invalid_kv_blob")
 
 
 def server_state(request: Request) -> ServerState:

@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from precog.backend.compress import CompressionMethod, KVCompression
+from precog.backend.sparse import SparseSettings, budget_pages_for
 from precog.settings import ServiceSettings
 
 MiB = 1 << 20
@@ -70,6 +71,14 @@ class EngineConfig(ServiceSettings):
         if self.kv_compression_method == "none":
             return None
         return KVCompression(self.kv_compression_method, self.kv_compression_ratio)
+
+    def sparse_settings(self) -> SparseSettings:
+        return SparseSettings(
+            budget_pages=budget_pages_for(self.sparse_budget_tokens, self.block_size),
+            sink_pages=self.sparse_sink_pages,
+            fast_tier_pages=self.sparse_fast_tier_pages,
+            working_set_batching=self.sparse_working_set_batching,
+        )
 
     @model_validator(mode="after")
     def _check(self) -> EngineConfig:

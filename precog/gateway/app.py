@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI
 
@@ -15,14 +14,14 @@ from precog.gateway.lookup import CandidateGuard
 from precog.gateway.ratelimit import RateLimiter
 from precog.gateway.service import Gateway
 from precog.gateway.settings import GatewaySettings
-from precog.store import Store
+from precog.store import Embedder, Store
 
 
 def create_app(
     settings: GatewaySettings | None = None,
     *,
     store: Store | None = None,
-    embedder: Any = None,
+    embedder: Embedder | None = None,
     guard: CandidateGuard | None = None,
 ) -> FastAPI:
     """A gateway app; `store`, `embedder` and `guard` may be shared in (tests, several apps in one process),

@@ -58,8 +58,8 @@ def writer(
     import redis
 
     from precog import ConfigError, configure_logging, load_settings
+    from precog.gateway.replication import StoreWriter
     from precog.gateway.settings import GatewaySettings
-    from precog.gateway.store_writer import StoreWriter
     from precog.store import MODEL_DIM, MODEL_NAME, NotAStoreError, Store
 
     try:

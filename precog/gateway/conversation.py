@@ -9,14 +9,14 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 
-from precog.gateway.shared_tier import SharedTier
+from precog.gateway.shared import SharedCache
 
 _CAPACITY = 50_000
 _TTL_S = 3600.0
 
 
 class NextTurnIndex:
-    def __init__(self, shared: SharedTier | None = None) -> None:
+    def __init__(self, shared: SharedCache | None = None) -> None:
         self._shared = shared
         self._local: OrderedDict[str, tuple[str, float]] = OrderedDict()
 

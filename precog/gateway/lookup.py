@@ -17,7 +17,7 @@ from precog.gateway.batcher import EmbeddingBatcher
 from precog.gateway.metrics import GatewayMetrics
 from precog.gateway.openai_format import StoredAnswer, estimate_tokens
 from precog.gateway.query import CacheQuery
-from precog.gateway.shared_tier import HotEntry, SharedTier
+from precog.gateway.shared import HotEntry, SharedCache
 from precog.gateway.store_access import StoreAccess
 from precog.store import Entry
 
@@ -90,7 +90,7 @@ class Lookup:
         guard: CandidateGuard,
         threshold_for: Callable[[str], float],
         metrics: GatewayMetrics,
-        shared: SharedTier | None = None,
+        shared: SharedCache | None = None,
         k: int = 4,
         reuse_floor: float | None = None,
     ) -> None:

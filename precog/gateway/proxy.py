@@ -26,7 +26,7 @@ from precog.gateway.openai_format import AnswerCollector
 from precog.gateway.pending import KVParam, PendingRequest, UpstreamRequest, start_request
 from precog.gateway.query import CacheQuery
 from precog.gateway.settings import GatewaySettings
-from precog.gateway.shared_tier import SharedTier
+from precog.gateway.shared import SharedCache
 from precog.gateway.stats import Stats
 from precog.gateway.store_access import StoreAccess
 from precog.gateway.upstream import Upstream
@@ -49,7 +49,7 @@ class CompletionProxy:
         next_turns: NextTurnIndex,
         stats: Stats,
         metrics: GatewayMetrics,
-        shared: SharedTier | None = None,
+        shared: SharedCache | None = None,
     ) -> None:
         self._settings = settings
         self._store = store

@@ -44,8 +44,7 @@ class CacheQuery:
         """
         if self.max_tokens is not None and completion_tokens > self.max_tokens:
             return (
-                f"the stored answer ({completion_tokens} tokens) is longer than "
-                f"max_tokens={self.max_tokens}"
+                f"the stored answer ({completion_tokens} tokens) is longer than max_tokens={self.max_tokens}"
             )
         cut = next((s for s in self.stop if s and s in answer), None)
         if cut is not None:

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from precog.gateway.shared_tier import HotEntry, Invalidation
+from precog.gateway.shared import HotEntry, Invalidation
 from precog.store import Entry, SnapshotInfo, Store
 
 T = TypeVar("T")

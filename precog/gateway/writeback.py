@@ -21,7 +21,7 @@ from precog.gateway.metrics import GatewayMetrics
 from precog.gateway.openai_format import AnswerCollector
 from precog.gateway.query import CacheQuery
 from precog.gateway.settings import GatewaySettings
-from precog.gateway.shared_tier import HotEntry, SharedTier
+from precog.gateway.shared import HotEntry, SharedCache
 from precog.gateway.store_access import StoreAccess
 from precog.store import Entry, Source
 
@@ -38,20 +38,6 @@ class _Pending:
     replace: bool
 
 
-def hot_entry(entry: Entry) -> HotEntry:
-    return HotEntry(
-        id=entry.id,
-        scope=entry.scope,
-        query=entry.query,
-        answer=entry.answer,
-        model=entry.model,
-        created=entry.created,
-        expires=entry.expires,
-        kv_blob_id=entry.kv_blob_id,
-        completion_tokens=entry.completion_tokens,
-    )
-
-
 class WriteBack:
     def __init__(
         self,
@@ -59,7 +45,7 @@ class WriteBack:
         store: StoreAccess,
         batcher: EmbeddingBatcher,
         metrics: GatewayMetrics,
-        shared: SharedTier | None = None,
+        shared: SharedCache | None = None,
         replica: bool = False,
     ) -> None:
         self._settings = settings
@@ -153,5 +139,5 @@ class WriteBack:
         else:
             await self._store.put(entry)
         if self._shared is not None:
-            await self._shared.put_exact(hot_entry(entry))
+            await self._shared.put_exact(HotEntry.of(entry))
         self._metrics.writebacks.labels("stored").inc()

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -35,6 +35,9 @@ from precog.store import (
     scope_key,
 )
 
+if TYPE_CHECKING:
+    from precog.store import Embedder, Store
+
 log = logging.getLogger(__name__)
 GARBAGE_LIMIT = 5  # consecutive unusable upstream answers before the job stops
 
@@ -52,7 +55,7 @@ def query_id(scope: str, query: str) -> str:
     return hashlib.blake2b(f"{scope}\n{normalise_text(query)}".encode(), digest_size=16).hexdigest()
 
 
-def _stored_similarity(store: Any, scope: str) -> Callable[[str, np.ndarray], float]:
+def _stored_similarity(store: Store, scope: str) -> Callable[[str, np.ndarray], float]:
     def similarity(text: str, vector: np.ndarray) -> float:
         if store.find_exact(scope, text) is not None:
             return 1.0
@@ -110,8 +113,8 @@ class Job:
     settings: PrecomputeSettings
     model: str
     scope: str
-    store: Any
-    embedder: Any
+    store: Store
+    embedder: Embedder
     writers: list[Upstream]  # who writes questions, in turn; the first is the upstream, which also answers
     worklog: WorkLog
     replay: Replay

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -35,7 +36,7 @@ class Embedder:
     def dim(self) -> int:
         return MODEL_DIM
 
-    def encode(self, texts: list[str]) -> np.ndarray:
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Embed `texts` as a float32 array [len(texts), dim], each row of unit length."""
         if isinstance(texts, str):
             raise TypeError("encode takes a list of texts, not a single string")

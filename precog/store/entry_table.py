@@ -1,4 +1,4 @@
-"""Reading entries back from RocksDB, and adding an entry's removal to a write batch.
+"""Reading entries back from RocksDB, and adding an entry's writes and removal to a write batch.
 
 Entries live in three column families: `entries` (the record), `exact` (scope + normalised query hash
 -> id) and `hits` (counter); a blob stored with an entry lives in `blobs` and goes with it.
@@ -20,15 +20,14 @@ from precog.store.records import (
     StoredEntry,
     decode_entry,
     decode_hits,
+    encode_entry,
+    encode_hits,
     exact_key,
     scope_prefix,
 )
 
 log = logging.getLogger(__name__)
 
-# Blob records start with one byte saying who owns them: an entry (deleted with it) or nobody.
-BLOB_OF_ENTRY = b"E"
-BLOB_STANDALONE = b"S"
 _CHUNK = 1_000
 
 
@@ -38,6 +37,27 @@ class EntryTable:
     def __init__(self, db: Database, scope_of: Callable[[str], str | None]) -> None:
         self._db = db
         self._scope_of = scope_of
+
+    def get(self, entry_id: str) -> Entry | None:
+        """The entry with its hits, or None; CorruptRecordError if its record is damaged."""
+        key = entry_id.encode()
+        data = self._db.cf["entries"].get(key)
+        if data is None:
+            return None
+        return decode_entry(data, decode_hits(self._db.cf["hits"].get(key))[0]).entry
+
+    def exists(self, entry_id: str) -> bool:
+        return self._db.cf["entries"].get(entry_id.encode()) is not None
+
+    def add_put(self, batch: Any, entry: Entry, exact: bytes, owns_blob: bool) -> None:
+        """Add the entry's record and its exact-text key (`exact`) to `batch`; its hits start at none."""
+        batch.put(entry.id.encode(), encode_entry(entry, owns_blob), self._db.handle("entries"))
+        batch.put(exact, entry.id.encode(), self._db.handle("exact"))
+
+    def add_hit(self, batch: Any, entry_id: str, now: float) -> None:
+        key = entry_id.encode()
+        count, _ = decode_hits(self._db.cf["hits"].get(key))
+        batch.put(key, encode_hits(count + 1, now), self._db.handle("hits"))
 
     def stored(self, ids: list[str]) -> list[StoredEntry]:
         """The stored records of `ids` that exist (a corrupt one as a placeholder that can be deleted)."""

@@ -7,14 +7,11 @@ updated after the batch commits, saved on close, and rebuilt from the records wh
 
 from __future__ import annotations
 
-import dataclasses
+import itertools
 import logging
-import math
 import shutil
 import threading
 import time
-import uuid
-from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
@@ -24,27 +21,21 @@ import faiss
 import numpy as np
 
 from precog.store import archive
-from precog.store.change_log import catch_up, forget_until, record_change, touched_since
+from precog.store.blob_table import BLOB_OF_ENTRY, BLOB_STANDALONE, BlobTable
+from precog.store.change_log import record_change
 from precog.store.db import INDEX_DIR, Database, stored_identity
+from precog.store.derived_index import open_index, persist_index
 from precog.store.embedding import MODEL_DIM, MODEL_NAME
 from precog.store.entry import Entry
-from precog.store.entry_table import BLOB_OF_ENTRY, BLOB_STANDALONE, EntryTable
-from precog.store.errors import ReadOnlyStoreError, StoreError, StoreReadError, StoreWriteError
+from precog.store.entry_table import EntryTable
+from precog.store.errors import ReadOnlyStoreError, StoreError
 from precog.store.index_build import build_index
-from precog.store.index_files import IndexUnusableError, load_index, save_index
-from precog.store.records import (
-    StoredEntry,
-    decode_entry,
-    decode_hits,
-    encode_entry,
-    encode_hits,
-    encode_u64,
-    exact_key,
-)
+from precog.store.records import StoredEntry, encode_u64, exact_key
 from precog.store.scope import normalise_text
-from precog.store.scope_index import IndexParams, ScopeIndex
+from precog.store.scope_index import IndexParams
+from precog.store.selection import Selection
 from precog.store.stats import collect_stats, index_info
-from precog.store.validation import validated_embedding
+from precog.store.validation import prepared_puts
 from precog.store.vector_index import VectorIndex
 from precog.store.vectors import normalised
 from precog.store.verify import VerifyReport, verify_store
@@ -82,6 +73,7 @@ class Store:
         self._closed = False
         self._loaded_index: VectorIndex | None = None
         self._table = EntryTable(db, lambda entry_id: self._index.scope_of(entry_id))
+        self._blobs = BlobTable(db)
         if not self.read_only:
             self._loaded_index = self._open_index()
 
@@ -176,45 +168,27 @@ class Store:
     def put_many(self, entries: list[Entry], blobs: list[KVBlob | None] | None = None) -> list[str]:
         """Store many entries in one atomic batch (much faster than put() one at a time)."""
         self._check_writable()
-        if blobs is not None and len(blobs) != len(entries):
-            raise ValueError("put_many needs one blob (or None) per entry")
-        pairs = list(zip(entries, blobs or [None] * len(entries), strict=True))
-        vectors = [validated_embedding(entry, self.dim) for entry, _ in pairs]
-        keys = [exact_key(entry.scope, entry.query) for entry in entries]
-        new_ids = {entry.id for entry in entries}
-        if len(new_ids) < len(entries) or len(set(keys)) < len(entries):
-            raise ValueError("put_many got two entries with the same id, or the same scope and query")
-        claimed = set(keys)
-        blob_bytes = [None if blob is None else BLOB_OF_ENTRY + blob.to_bytes() for _, blob in pairs]
+        puts = prepared_puts(entries, blobs, self.dim)
+        new_ids = {p.entry.id for p in puts}
+        claimed = {p.exact for p in puts}
         with self._write_lock:
             self._check_open()
             batch = self._db.batch()
             replaced: dict[str, StoredEntry] = {}
-            written: list[Entry] = []
-            for entry, vector, key, blob in zip(entries, vectors, keys, blob_bytes, strict=True):
-                stored = dataclasses.replace(entry, embedding=vector, hits=0)
-                holder = self._table.holder(key)
+            written = [p.entry for p in puts]
+            for put in puts:
+                stored, holder = put.entry, self._table.holder(put.exact)
                 old_ids = {stored.id} | ({holder} - new_ids if holder is not None else set())
                 for old in self._table.stored(sorted(old_ids - set(replaced))):
                     self._table.add_delete(batch, old, claimed)
                     replaced[old.entry.id] = old
-                if blob is not None:
-                    stored.kv_blob_id = uuid.uuid4().hex
-                    batch.put(stored.kv_blob_id.encode(), blob, self._db.handle("blobs"))
-                batch.put(
-                    stored.id.encode(), encode_entry(stored, blob is not None), self._db.handle("entries")
-                )
-                batch.put(key, stored.id.encode(), self._db.handle("exact"))
-                written.append(stored)
+                if put.blob is not None:
+                    stored.kv_blob_id = self._blobs.add_put(batch, put.blob, BLOB_OF_ENTRY)
+                self._table.add_put(batch, stored, put.exact, owns_blob=put.blob is not None)
             touched = [(old.entry.scope, old.entry.id) for old in replaced.values()]
             self._commit(batch, touched + [(e.scope, e.id) for e in written])
-            for old in replaced.values():
-                self._index.remove(old.entry.scope, [old.entry.id])
-            by_scope: dict[str, list[Entry]] = defaultdict(list)
-            for stored in written:
-                by_scope[stored.scope].append(stored)
-            for scope, group in by_scope.items():
-                self._index.add(scope, [e.id for e in group], np.stack([e.embedding for e in group]))
+            self._index.remove_entries([old.entry for old in replaced.values()])
+            self._index.add_entries(written)
         for entry, stored in zip(entries, written, strict=True):
             entry.embedding = stored.embedding
             entry.kv_blob_id = stored.kv_blob_id
@@ -223,11 +197,7 @@ class Store:
     def get(self, entry_id: str) -> Entry | None:
         """The entry (expired or not), or None; CorruptRecordError if its record is damaged."""
         self._check_open()
-        data = self._db.cf["entries"].get(entry_id.encode())
-        if data is None:
-            return None
-        hits, _ = decode_hits(self._db.cf["hits"].get(entry_id.encode()))
-        return decode_entry(data, hits).entry
+        return self._table.get(entry_id)
 
     def find_exact(self, scope: str, query: str) -> Entry | None:
         """The live entry of `scope` whose normalised query equals that of `query`."""
@@ -260,14 +230,12 @@ class Store:
     def record_hit(self, entry_id: str) -> bool:
         """Count one served hit; False when the entry does not exist."""
         self._check_writable()
-        key = entry_id.encode()
         with self._write_lock:
             self._check_open()
-            if self._db.cf["entries"].get(key) is None:
+            if not self._table.exists(entry_id):
                 return False
-            count, _ = decode_hits(self._db.cf["hits"].get(key))
             batch = self._db.batch()
-            batch.put(key, encode_hits(count + 1, time.time()), self._db.handle("hits"))
+            self._table.add_hit(batch, entry_id, time.time())
             self._db.write(batch)
             return True
 
@@ -288,30 +256,13 @@ class Store:
         substring matches the normalised query; older_than is an age in seconds (created before now - it).
         """
         self._check_writable()
-        if ids is None and scope is None and substring is None and older_than is None:
-            raise ValueError("invalidate needs at least one of ids, scope, substring, older_than")
-        if older_than is not None and (not math.isfinite(older_than) or older_than < 0):
-            raise ValueError("older_than must be a non-negative number of seconds")
-        if isinstance(ids, str):
-            raise ValueError("ids must be a collection of entry ids, not a single string")
-        if substring is not None and not normalise_text(substring):
-            raise ValueError("substring must contain some text (an empty one would match everything)")
-        needle = normalise_text(substring) if substring is not None else None
-        cutoff = time.time() - older_than if older_than is not None else None
-        wanted = set(ids) if ids is not None else None
+        selection = Selection.of(ids, scope, substring, older_than, time.time())
         candidates: Iterable[Entry]
-        if wanted is not None:
-            candidates = (e for e in self._table.entries_or_none(sorted(wanted)) if e is not None)
+        if selection.ids is not None:
+            candidates = (e for e in self._table.entries_or_none(sorted(selection.ids)) if e is not None)
         else:
             candidates = self._table.iter_entries(scope)
-        doomed = [
-            e.id
-            for e in candidates
-            if (scope is None or e.scope == scope)
-            and (needle is None or needle in normalise_text(e.query))
-            and (cutoff is None or e.created < cutoff)
-        ]
-        return self._delete_ids(doomed)
+        return self._delete_ids([e.id for e in candidates if selection.matches(e)])
 
     def entries(
         self, scope: str | None = None, limit: int = 100, offset: int = 0, text: str | None = None
@@ -322,27 +273,20 @@ class Store:
         if limit < 0 or offset < 0:
             raise ValueError("limit and offset must not be negative")
         needle = normalise_text(text) if text else None
-        page: list[Entry] = []
-        skipped = 0
-        for entry in self._table.iter_entries(scope):
-            if needle is not None and needle not in normalise_text(entry.query + " " + entry.answer):
-                continue
-            if skipped < offset:
-                skipped += 1
-                continue
-            if len(page) >= limit:
-                break
-            page.append(entry)
-        return self._table.with_hits(page)
+        found = (
+            e
+            for e in self._table.iter_entries(scope)
+            if needle is None or needle in normalise_text(e.query + " " + e.answer)
+        )
+        return self._table.with_hits(list(itertools.islice(found, offset, offset + limit)))
 
     # ---- KV blobs ------------------------------------------------------------------------------
 
     def put_blob(self, blob: KVBlob) -> str:
         """Store a blob that belongs to no entry (it stays until delete_blob); returns its id."""
         self._check_writable()
-        blob_id = uuid.uuid4().hex
         batch = self._db.batch()
-        batch.put(blob_id.encode(), BLOB_STANDALONE + blob.to_bytes(), self._db.handle("blobs"))
+        blob_id = self._blobs.add_put(batch, blob.to_bytes(), BLOB_STANDALONE)
         with self._write_lock:
             self._check_open()
             self._db.write(batch)
@@ -350,29 +294,17 @@ class Store:
 
     def get_blob(self, blob_id: str) -> KVBlob:
         """The verified blob; KeyError when absent, CorruptBlobError when its bytes are damaged."""
-        # Imported here so that processes that never read blobs never load torch.
-        from precog.store.kvblob import CorruptBlobError, KVBlob
-
         self._check_open()
-        try:
-            data = self._db.cf["blobs"].get(blob_id.encode())
-        except StoreReadError as exc:
-            raise CorruptBlobError(f"blob {blob_id} cannot be read: {exc}") from exc
-        if data is None:
-            raise KeyError(blob_id)
-        if data[:1] not in (BLOB_OF_ENTRY, BLOB_STANDALONE):
-            raise CorruptBlobError(f"blob {blob_id} has an unknown owner tag")
-        return KVBlob.from_bytes(data[1:])
+        return self._blobs.get(blob_id)
 
     def delete_blob(self, blob_id: str) -> bool:
         self._check_writable()
-        key = blob_id.encode()
         with self._write_lock:
             self._check_open()
-            if self._db.cf["blobs"].get(key) is None:
+            if not self._blobs.exists(blob_id):
                 return False
             batch = self._db.batch()
-            batch.delete(key, self._db.handle("blobs"))
+            self._blobs.add_delete(batch, blob_id)
             self._db.write(batch)
             return True
 
@@ -416,19 +348,10 @@ class Store:
         with self._write_lock:
             referenced = {e.kv_blob_id for e in self._table.iter_entries(None) if e.kv_blob_id}
             batch = self._db.batch()
-            orphans = 0
-            for key, value in self._db.cf["blobs"].items():
-                if value[:1] == BLOB_OF_ENTRY and key.decode() not in referenced:
-                    batch.delete(key, self._db.handle("blobs"))
-                    orphans += 1
+            orphans = self._blobs.add_orphan_deletes(batch, referenced)
             if orphans:
                 self._db.write(batch)
-            for scope in self._index.scopes():
-                scope_index = self._index.scope(scope)
-                if scope_index is not None and scope_index.tombstones:
-                    ids, vectors = scope_index.live_vectors()
-                    self._index.put_loaded(scope, ScopeIndex.build(self.dim, self._params, ids, vectors))
-                    self._index.mark_dirty({scope})
+            self._index.drop_tombstones()
             self._db.compact()
             self._save_index()
         return {"expired_entries": removed, "orphan_blobs": orphans}
@@ -449,12 +372,11 @@ class Store:
             model, dim = stored_identity(target)
             with Store.open(target, embedding_model=model, dim=dim, create=False, progress=False) as store:
                 report = store.verify()
+            if not report.ok:
+                raise StoreError(f"imported store failed verification: {report.summary()}")
         except BaseException:
             shutil.rmtree(target, ignore_errors=True)
             raise
-        if not report.ok:
-            shutil.rmtree(target, ignore_errors=True)
-            raise StoreError(f"imported store failed verification: {report.summary()}")
         return report
 
     # ---- internals -----------------------------------------------------------------------------
@@ -482,11 +404,7 @@ class Store:
                 if not gone:
                     continue
                 self._commit(batch, [(old.entry.scope, old.entry.id) for old in gone])
-                by_scope: dict[str, list[str]] = defaultdict(list)
-                for old in gone:
-                    by_scope[old.entry.scope].append(old.entry.id)
-                for scope, scope_ids in by_scope.items():
-                    self._index.remove(scope, scope_ids)
+                self._index.remove_entries([old.entry for old in gone])
                 deleted += len(gone)
         return deleted
 
@@ -502,48 +420,10 @@ class Store:
         return self._table.entries_or_none([entry_id])[0]
 
     def _open_index(self) -> VectorIndex:
-        """The saved index, caught up through the change log when it is behind; else a rebuild."""
-        if self._epoch == 0:
-            return VectorIndex(self.dim, self._params)
-        started = time.perf_counter()
-        try:
-            index, saved = load_index(
-                self.path / INDEX_DIR, self._epoch, self.embedding_model, self.dim, self._params
-            )
-            if saved < self._epoch:
-                touched = touched_since(self._db, saved, self._epoch)
-                if touched is None:
-                    raise IndexUnusableError(f"index is stale (epoch {saved}, records at {self._epoch})")
-                catch_up(index, self._db, touched, self.dim)
-            log.info(
-                "vector index loaded",
-                extra={
-                    "vectors": len(index),
-                    "caught_up_epochs": self._epoch - saved,
-                    "seconds": time.perf_counter() - started,
-                },
-            )
-            return index
-        except IndexUnusableError as exc:
-            log.warning("rebuilding vector index", extra={"reason": str(exc)})
-            index = build_index(self._db, self.dim, self._params, self._progress)
-            if not self.read_only:
-                self._save_index(index)
-            return index
+        folder = self.path / INDEX_DIR
+        return open_index(
+            self._db, folder, self._epoch, self.embedding_model, self.dim, self._params, self._progress
+        )
 
-    def _save_index(self, index: VectorIndex | None = None) -> None:
-        """Save the index at the current epoch and forget the change log it now covers."""
-        try:
-            save_index(
-                self._index if index is None else index,
-                self.path / INDEX_DIR,
-                self._epoch,
-                self.embedding_model,
-            )
-        except OSError as exc:
-            log.error("vector index not saved; it will be rebuilt on next open", extra={"error": str(exc)})
-            return
-        try:
-            forget_until(self._db, self._epoch)
-        except StoreWriteError as exc:
-            log.error("change log not trimmed; it will be on the next save", extra={"error": str(exc)})
+    def _save_index(self) -> None:
+        persist_index(self._index, self._db, self.path / INDEX_DIR, self._epoch, self.embedding_model)

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from precog.store.entry import Entry, Source
-from precog.store.records import check_id
+from precog.store.records import check_id, exact_key
 from precog.store.vectors import normalised
+
+if TYPE_CHECKING:
+    from precog.store.kvblob import KVBlob
 
 
 def _finite_number(value: object) -> bool:
@@ -43,3 +49,31 @@ def validated_embedding(entry: Entry, dim: int) -> np.ndarray:
     if entry.kv_blob_id is not None:
         check_id("kv_blob_id", entry.kv_blob_id)
     return normalised(entry.embedding, dim)
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedPut:
+    """One entry of a batch, checked: the record to store (unit embedding, no hits), its exact-text key and
+    the bytes of the blob stored with it."""
+
+    entry: Entry
+    exact: bytes
+    blob: bytes | None
+
+
+def prepared_puts(entries: list[Entry], blobs: list[KVBlob | None] | None, dim: int) -> list[PreparedPut]:
+    """Check a whole batch before any of it is written; two entries of one batch may not share an id or
+    a scope and normalised query (which one would win is not defined)."""
+    if blobs is not None and len(blobs) != len(entries):
+        raise ValueError("put_many needs one blob (or None) per entry")
+    puts = [
+        PreparedPut(
+            dataclasses.replace(entry, embedding=validated_embedding(entry, dim), hits=0),
+            exact_key(entry.scope, entry.query),
+            None if blob is None else blob.to_bytes(),
+        )
+        for entry, blob in zip(entries, blobs or [None] * len(entries), strict=True)
+    ]
+    if len({p.entry.id for p in puts}) < len(puts) or len({p.exact for p in puts}) < len(puts):
+        raise ValueError("put_many got two entries with the same id, or the same scope and query")
+    return puts

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import threading
+from collections import defaultdict
 
 import numpy as np
 
+from precog.store.entry import Entry
 from precog.store.scope_index import IndexParams, ScopeIndex
 
 
@@ -44,6 +46,21 @@ class VectorIndex:
         with self._lock:
             self._dirty.add(scope)
 
+    def add_entries(self, entries: list[Entry]) -> None:
+        """Add the entries' vectors, one batch per scope."""
+        by_scope: dict[str, list[Entry]] = defaultdict(list)
+        for entry in entries:
+            by_scope[entry.scope].append(entry)
+        for scope, group in by_scope.items():
+            self.add(scope, [e.id for e in group], np.stack([e.embedding for e in group]))
+
+    def remove_entries(self, entries: list[Entry]) -> None:
+        by_scope: dict[str, list[str]] = defaultdict(list)
+        for entry in entries:
+            by_scope[entry.scope].append(entry.id)
+        for scope, ids in by_scope.items():
+            self.remove(scope, ids)
+
     def search(self, scope: str, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
         scope_index = self._scopes.get(scope)
         return [] if scope_index is None else scope_index.search(vector, k)
@@ -68,6 +85,14 @@ class VectorIndex:
         """Give back scopes from take_dirty whose save failed."""
         with self._lock:
             self._dirty |= scopes
+
+    def drop_tombstones(self) -> None:
+        """Rebuild each scope index holding removed vectors from its live ones (smaller, faster)."""
+        for scope, scope_index in self.scopes().items():
+            if scope_index.tombstones:
+                ids, vectors = scope_index.live_vectors()
+                self.put_loaded(scope, ScopeIndex.build(self.dim, self.params, ids, vectors))
+                self.mark_dirty({scope})
 
     def put_loaded(self, scope: str, scope_index: ScopeIndex) -> None:
         with self._lock:

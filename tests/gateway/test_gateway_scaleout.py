@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 import redis
 
-from precog.gateway.write_queue import WRITEBACKS, WRITER_GROUP, encode_entry
+from precog.gateway.replication.write_queue import WRITEBACKS, WRITER_GROUP, encode_entry
 from precog.store import Entry, Source, Store, StoreError, current_snapshot
 from tests.gateway.fake_upstream import UpstreamState, create_upstream
 from tests.gateway.support import RedisProcess, ServerThread, chat, entries, free_port, wait_for

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from precog.gateway.shared_tier import Invalidation
-from precog.gateway.snapshot_follower import open_snapshot
+from precog.gateway.replication import open_snapshot
+from precog.gateway.shared import Invalidation
 from precog.gateway.store_access import StoreAccess
 from precog.store import MODEL_DIM, Entry, Store, publish_snapshot
 

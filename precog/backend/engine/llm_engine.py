@@ -39,7 +39,7 @@ from precog.backend.model.spec import ModelSpec
 from precog.backend.outputs import Completion, EngineStats, TokenEvent
 from precog.backend.reuse import KVReuse
 from precog.backend.sampling_params import SamplingParams
-from precog.backend.sparse import SparseAttention, SparseSettings, WorkingSetBudget, budget_pages_for
+from precog.backend.sparse import SparseAttention, SparseSettings, WorkingSetBudget
 from precog.store import KVBlob
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ class Engine:
         self.runner = ModelRunner(self.model, self.kv_cache, self.config.attention_backend)
         self.sparse: SparseAttention | None = None
         if self.config.attention == "sparse":
-            self.set_attention(self._sparse_settings())
+            self.set_attention(self.config.sparse_settings())
         self.kv = KVPolicies(
             EngineParts(
                 self.model, self.kv_cache, self.block_manager, self.tokenizer, model_dir, KVCounters()
@@ -92,7 +92,12 @@ class Engine:
         )
         self.thinkv = self.kv.thinkv
         self.default_compression = self.config.kv_compression()
-        self._checker = RequestChecker(spec, self.model_name, self.max_model_len)
+        self._checker = RequestChecker(
+            spec,
+            self.model_name,
+            self.max_model_len,
+            lambda compression: self.kv.check(compression, sparse=self.sparse is not None),
+        )
         self._outputs = OutputProcessor(
             self.tokenizer, self.kv_cache, spec, self.model_name, self.max_model_len
         )
@@ -117,33 +122,13 @@ class Engine:
             },
         )
 
-    def _sparse_settings(self) -> SparseSettings:
-        config = self.config
-        return SparseSettings(
-            budget_pages=budget_pages_for(config.sparse_budget_tokens, config.block_size),
-            sink_pages=config.sparse_sink_pages,
-            fast_tier_pages=config.sparse_fast_tier_pages,
-            working_set_batching=config.sparse_working_set_batching,
-        )
-
     def set_attention(self, sparse: SparseSettings | None) -> None:
         """Switch decode attention to sparse with these settings (a fresh fast tier), or back to dense
         (None); only while no request is queued or running. Page summaries are built from the cache as
         it is, so prefix-cached blocks stay usable."""
         if self.has_work():
             raise ValueError("attention can only be switched while the engine is idle")
-        self.sparse = None
-        if sparse is not None:
-            spec = self.spec
-            self.sparse = SparseAttention(
-                sparse,
-                spec.num_layers,
-                self.block_manager.num_blocks,
-                spec.num_kv_heads,
-                self.config.block_size,
-                spec.head_dim,
-            )
-            self.sparse.rewritten(list(range(self.block_manager.num_blocks)), self.kv_cache.layers)
+        self.sparse = None if sparse is None else SparseAttention.over(sparse, self.kv_cache.layers)
         self.runner.sparse = self.sparse
         batching = self.sparse is not None and self.sparse.settings.working_set_batching
         self.scheduler.working_set = WorkingSetBudget(self.sparse) if batching and self.sparse else None
@@ -157,40 +142,12 @@ class Engine:
         compression: KVCompression | None = None,
         kv_reuse: KVReuse | None = None,
     ) -> None:
-        """Raise RequestError with a client-facing message, and the part to blame, if this request cannot be
-        served; a request wrong in several parts is refused for the first of: prompt and sampling,
-        compression settings, KV prefix, KV reuse."""
-        self._checker.check(prompt_token_ids, params)
-        if compression is not None:
-            try:
-                compression.validate()
-            except ValueError as exc:
-                raise RequestError(str(exc), "kv_compression") from exc
-        self._checker.check_kv(prompt_token_ids, kv_prefix, kv_reuse)
-        if compression is not None:
-            if kv_reuse is not None and compression.active:
-                raise RequestError(
-                    "a request that reuses a similar prompt's KV cannot also compress it", "kv_reuse"
-                )
-            try:
-                self.kv.check(compression, sparse=self.sparse is not None)
-            except ValueError as exc:
-                raise RequestError(str(exc), "kv_compression") from exc
+        """Raise RequestError (client-facing message, part to blame) if this request cannot be served."""
+        self._checker.check_request(prompt_token_ids, params, kv_prefix, compression, kv_reuse)
 
     def submit(self, request: Request) -> None:
         """Queue a request (checked first; raises RequestError). Its callbacks run on the stepping thread."""
-        self.check_request(
-            request.prompt_token_ids, request.params, request.kv_prefix, request.compression, request.kv_reuse
-        )
-        if request.on_kv is not None and request.compression is not None and request.compression.active:
-            raise RequestError("a request that exports its prompt's KV cannot compress it")
-        if request.on_kv is not None and request.kv_reuse is not None:
-            raise RequestError("a request that exports its prompt's KV cannot reuse another prompt's KV")
-        if not request.prompt_complete and request.kv_reuse is not None:
-            raise RequestError("a request whose prompt arrives in parts cannot reuse another prompt's KV")
-        forced = request.forced_token_ids or []
-        if any(not 0 <= t < self.spec.vocab_size for t in forced):
-            raise RequestError(f"forced token ids must be in [0, {self.spec.vocab_size})")
+        self._checker.check_submission(request)
         with self._ids_lock:
             if request.request_id in self._live_ids:
                 raise RequestError(f"request id {request.request_id!r} is already running")

@@ -3,9 +3,12 @@ which part of the request is to blame, so a server names the offending field wit
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from precog.backend.compress import KVCompression
+from precog.backend.engine.sequence import Request
 from precog.backend.model.spec import ModelSpec
 from precog.backend.reuse import KVReuse, check_reference
 from precog.backend.sampling_params import SamplingParams
@@ -28,8 +31,51 @@ class RequestChecker:
     spec: ModelSpec
     model_name: str
     max_model_len: int
+    check_policy: Callable[[KVCompression], None]  # whether this engine's KV policies can run the option
+
+    def check_request(
+        self,
+        prompt_token_ids: list[int],
+        params: SamplingParams,
+        kv_prefix: KVBlob | None = None,
+        compression: KVCompression | None = None,
+        kv_reuse: KVReuse | None = None,
+    ) -> None:
+        """A request wrong in several parts is refused for the first of: prompt and sampling, compression
+        settings, KV prefix, KV reuse."""
+        self.check(prompt_token_ids, params)
+        if compression is not None:
+            try:
+                compression.validate()
+            except ValueError as exc:
+                raise RequestError(str(exc), "kv_compression") from exc
+        self.check_kv(prompt_token_ids, kv_prefix, kv_reuse)
+        if compression is not None:
+            if kv_reuse is not None and compression.active:
+                raise RequestError(
+                    "a request that reuses a similar prompt's KV cannot also compress it", "kv_reuse"
+                )
+            try:
+                self.check_policy(compression)
+            except ValueError as exc:
+                raise RequestError(str(exc), "kv_compression") from exc
+
+    def check_submission(self, request: Request) -> None:
+        """The request's checks, and the combinations the engine cannot run together."""
+        self.check_request(
+            request.prompt_token_ids, request.params, request.kv_prefix, request.compression, request.kv_reuse
+        )
+        if request.on_kv is not None and request.compression is not None and request.compression.active:
+            raise RequestError("a request that exports its prompt's KV cannot compress it")
+        if request.on_kv is not None and request.kv_reuse is not None:
+            raise RequestError("a request that exports its prompt's KV cannot reuse another prompt's KV")
+        if not request.prompt_complete and request.kv_reuse is not None:
+            raise RequestError("a request whose prompt arrives in parts cannot reuse another prompt's KV")
+        if any(not 0 <= t < self.spec.vocab_size for t in request.forced_token_ids or []):
+            raise RequestError(f"forced token ids must be in [0, {self.spec.vocab_size})")
 
     def check(self, prompt_token_ids: list[int], params: SamplingParams) -> None:
+        """The prompt and its sampling parameters (also each new part of a prompt sent in parts)."""
         try:
             params.validate()
         except ValueError as exc:

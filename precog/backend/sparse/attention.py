@@ -77,6 +77,17 @@ class SparseAttention:
         self.tier = FastTier(settings.fast_tier_pages, *self._tier_shape)
         self.selection = SelectionStats()
 
+    @classmethod
+    def over(
+        cls, settings: SparseSettings, layers: list[tuple[torch.Tensor, torch.Tensor]]
+    ) -> SparseAttention:
+        """Sparse attention over a paged cache's per-layer [blocks, block_size, KVH, D] pages as they are
+        (a fresh fast tier; summaries of every page, so prefix-cached blocks stay usable)."""
+        num_blocks, block_size, num_kv_heads, head_dim = layers[0][0].shape
+        sparse = cls(settings, len(layers), num_blocks, num_kv_heads, block_size, head_dim)
+        sparse.rewritten(list(range(num_blocks)), layers)
+        return sparse
+
     @property
     def tier_stats(self) -> TierStats:
         return self.tier.stats

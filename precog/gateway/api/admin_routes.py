@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from precog.gateway.api.deps import admin, gateway_of
 from precog.gateway.errors import GatewayError
-from precog.gateway.shared_tier import Invalidation
+from precog.gateway.shared import Invalidation
 from precog.store import Entry, normalise_text
 
 router = APIRouter(

@@ -15,8 +15,25 @@ from difflib import SequenceMatcher
 from precog.gateway.guard.lexicon import FILLERS, FUNCTION_WORDS, NEGATING_PREFIXES, opposite_words
 from precog.gateway.guard.text import Token
 
-_SUFFIXES = ("ations", "ation", "ions", "ion", "ments", "ment", "ings", "ing", "ers", "er", "ies", "es", "ed",
-             "ly", "s", "e", "y")
+_SUFFIXES = (
+    "ations",
+    "ation",
+    "ions",
+    "ion",
+    "ments",
+    "ment",
+    "ings",
+    "ing",
+    "ers",
+    "er",
+    "ies",
+    "es",
+    "ed",
+    "ly",
+    "s",
+    "e",
+    "y",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +111,11 @@ def _is_content(token: Token) -> bool:
 def align(left: Sequence[Token], right: Sequence[Token]) -> Alignment:
     """Align `left` against `right` and classify every token that differs."""
     matcher = SequenceMatcher(a=[t.norm for t in left], b=[t.norm for t in right], autojunk=False)
-    edits = [Edit(tuple(left[i1:i2]), tuple(right[j1:j2]))
-             for op, i1, i2, j1, j2 in matcher.get_opcodes() if op != "equal"]
+    edits = [
+        Edit(tuple(left[i1:i2]), tuple(right[j1:j2]))
+        for op, i1, i2, j1, j2 in matcher.get_opcodes()
+        if op != "equal"
+    ]
     result = Alignment(edits=edits, matched=sum(block.size for block in matcher.get_matching_blocks()))
     removed = [t for edit in edits for t in edit.left]
     added = [t for edit in edits for t in edit.right]

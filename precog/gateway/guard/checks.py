@@ -81,8 +81,11 @@ def order_check(left: Sequence[Token], right: Sequence[Token]) -> Mismatch | Non
     """Two words swapped around a directional word ("London to Manchester" / "Manchester to London")."""
     left_words = [t.norm for t in left]
     right_words = [t.norm for t in right]
-    shared = [w for w in dict.fromkeys(left_words) if w in right_words and w not in FILLERS
-              and left_words.count(w) == 1 and right_words.count(w) == 1]
+    shared = [
+        w
+        for w in dict.fromkeys(left_words)
+        if w in right_words and w not in FILLERS and left_words.count(w) == 1 and right_words.count(w) == 1
+    ]
     for i, first in enumerate(shared):
         for second in shared[i + 1 :]:
             a1, a2 = left_words.index(first), left_words.index(second)
@@ -113,14 +116,19 @@ def entity_check(alignment: Alignment) -> Mismatch | None:
     left = [t for t in alignment.left_content if is_entity(t)]
     right = [t for t in alignment.right_content if is_entity(t)]
     if left and right:
-        return Mismatch("entity", f"entity mismatch: {' '.join(t.surface for t in left)} vs "
-                                  f"{' '.join(t.surface for t in right)}")
+        return Mismatch(
+            "entity",
+            f"entity mismatch: {' '.join(t.surface for t in left)} vs {' '.join(t.surface for t in right)}",
+        )
     if left or right:
         names = left or right
         others = alignment.right_content if left else alignment.left_content
         if 0 < len(others) <= 2 and len(names) <= 2:
-            return Mismatch("entity", f"entity mismatch: {' '.join(t.surface for t in names)} vs "
-                                      f"{' '.join(t.surface for t in others)}")
+            return Mismatch(
+                "entity",
+                f"entity mismatch: {' '.join(t.surface for t in names)} vs "
+                f"{' '.join(t.surface for t in others)}",
+            )
     return None
 
 

@@ -68,8 +68,16 @@ class PairClassifier:
         payload = {
             "feature_names": list(self.feature_names),
             "threshold": self.threshold,
-            "trees": [[list(tree.feature), list(tree.threshold), list(tree.left), list(tree.right),
-                       list(tree.value)] for tree in self.trees],
+            "trees": [
+                [
+                    list(tree.feature),
+                    list(tree.threshold),
+                    list(tree.left),
+                    list(tree.right),
+                    list(tree.value),
+                ]
+                for tree in self.trees
+            ],
         }
         path.write_text(json.dumps(payload, separators=(",", ":")) + "\n")
 

@@ -23,8 +23,13 @@ class Rates:
     by_category: dict[str, float]
 
     def as_dict(self) -> dict[str, object]:
-        return {"recall": self.recall, "false_hits": self.false_hits, "should_hit": self.should_hit,
-                "traps": self.traps, "by_category": self.by_category}
+        return {
+            "recall": self.recall,
+            "false_hits": self.false_hits,
+            "should_hit": self.should_hit,
+            "traps": self.traps,
+            "by_category": self.by_category,
+        }
 
 
 def rates(pairs: Sequence[LabelledPair], served: Sequence[bool]) -> Rates:

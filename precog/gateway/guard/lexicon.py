@@ -6,9 +6,21 @@ classifier, which sees how much content changed and how far apart the changed wo
 
 from __future__ import annotations
 
-NEGATORS = frozenset({
-    "not", "no", "never", "without", "none", "nobody", "nothing", "neither", "nor", "nowhere", "unable",
-})
+NEGATORS = frozenset(
+    {
+        "not",
+        "no",
+        "never",
+        "without",
+        "none",
+        "nobody",
+        "nothing",
+        "neither",
+        "nor",
+        "nowhere",
+        "unable",
+    }
+)
 
 NEGATING_PREFIXES = ("un", "non", "dis", "in", "im", "il", "ir", "de", "anti")
 # A negating prefix written as its own word once hyphens are split ("non-refundable" -> "non refundable").
@@ -74,8 +86,15 @@ OPPOSITES = _opposites(_OPPOSITE_PAIRS)
 DIRECTIONAL = frozenset({"to", "from", "into", "than", "vs", "versus", "over", "against", "onto", "towards"})
 
 QUESTION_WORDS = {
-    "what": "what", "which": "what", "who": "who", "whom": "who", "whose": "who", "when": "when",
-    "where": "where", "why": "why", "how": "how",
+    "what": "what",
+    "which": "what",
+    "who": "who",
+    "whom": "who",
+    "whose": "who",
+    "when": "when",
+    "where": "where",
+    "why": "why",
+    "how": "how",
 }
 
 _FUNCTION_WORDS = """

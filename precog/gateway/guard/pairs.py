@@ -33,8 +33,17 @@ def question_pairs() -> list[LabelledPair]:
     """All 600 question pairs (needs the `data` extra: fow-cache)."""
     from fow_cache import load_questions
 
-    return [LabelledPair(item["id"], item["category"], item.get("style", ""), item["b"], item["a"],
-                         bool(item["same_answer"])) for item in load_questions()]
+    return [
+        LabelledPair(
+            item["id"],
+            item["category"],
+            item.get("style", ""),
+            item["b"],
+            item["a"],
+            bool(item["same_answer"]),
+        )
+        for item in load_questions()
+    ]
 
 
 def split(

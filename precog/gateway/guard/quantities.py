@@ -43,11 +43,34 @@ _CURRENCY = {"£": "GBP", "$": "USD", "€": "EUR"}
 _CURRENCY_WORDS = {"pound": "GBP", "pounds": "GBP", "quid": "GBP", "dollars": "USD", "euros": "EUR"}
 
 _WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-_MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august", "september",
-           "october", "november", "december")
+_MONTHS = (
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
+)
 _MONTH_ABBREVIATIONS = {m[:3]: m for m in _MONTHS if m != "may"} | {"sept": "september"}
-_RELATIVE_DAYS = ("today", "tomorrow", "yesterday", "tonight", "weekend", "weekday", "weekdays", "weekends",
-                  "midnight", "noon", "midday")
+_RELATIVE_DAYS = (
+    "today",
+    "tomorrow",
+    "yesterday",
+    "tonight",
+    "weekend",
+    "weekday",
+    "weekdays",
+    "weekends",
+    "midnight",
+    "noon",
+    "midday",
+)
 _DAY_TERMS = _WEEKDAYS + tuple(term.removesuffix("s") for term in _RELATIVE_DAYS)
 _NUMBER_BODY = re.compile(r"^([£$€]?)(\d[\d,]*(?:\.\d+)?)([^\W\d_]*|%)$")
 _TIME_BODY = re.compile(r"^(\d{1,2})(?:[:.](\d{2}))?(am|pm)?$")

@@ -39,8 +39,9 @@ _TREES = 100
 _MIN_LEAF = 2
 
 
-def _stage_scores(pairs: Sequence[LabelledPair], cosines: np.ndarray, vectors: WordVectors
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _stage_scores(
+    pairs: Sequence[LabelledPair], cosines: np.ndarray, vectors: WordVectors
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(early scores, open mask, feature rows of the open pairs): what the cheap stages already decide."""
     scores = np.zeros(len(pairs))
     open_mask = np.zeros(len(pairs), dtype=bool)
@@ -81,21 +82,28 @@ def _exported(forest: Any, threshold: float, rows: np.ndarray) -> PairClassifier
     for estimator in forest.estimators_:
         tree = estimator.tree_
         counts = tree.value[:, 0, :]
-        trees.append(Tree(
-            feature=tuple(int(f) for f in tree.feature),
-            threshold=tuple(float(t) for t in tree.threshold),
-            left=tuple(int(n) for n in tree.children_left),
-            right=tuple(int(n) for n in tree.children_right),
-            value=tuple(round(float(v), 9) for v in counts[:, 1] / counts.sum(axis=1)),
-        ))
+        trees.append(
+            Tree(
+                feature=tuple(int(f) for f in tree.feature),
+                threshold=tuple(float(t) for t in tree.threshold),
+                left=tuple(int(n) for n in tree.children_left),
+                right=tuple(int(n) for n in tree.children_right),
+                value=tuple(round(float(v), 9) for v in counts[:, 1] / counts.sum(axis=1)),
+            )
+        )
     classifier = PairClassifier(FEATURE_NAMES, tuple(trees), round(threshold, 9))
     if not np.allclose(classifier.probabilities(rows), forest.predict_proba(rows)[:, 1], atol=1e-6):
         raise RuntimeError("exported trees disagree with the fitted forest")
     return classifier
 
 
-def train(pairs: Sequence[LabelledPair], cosines: np.ndarray, vectors: WordVectors, seed: int = DEFAULT_SEED,
-          max_false_hits: float = DEFAULT_MAX_FALSE_HITS) -> PairClassifier:
+def train(
+    pairs: Sequence[LabelledPair],
+    cosines: np.ndarray,
+    vectors: WordVectors,
+    seed: int = DEFAULT_SEED,
+    max_false_hits: float = DEFAULT_MAX_FALSE_HITS,
+) -> PairClassifier:
     """Fit on `pairs`; pick the threshold on their out-of-fold scores within `max_false_hits`."""
     scores, open_mask, rows = _stage_scores(pairs, cosines, vectors)
     labels = np.array([p.same_answer for p in pairs])[open_mask]
@@ -118,8 +126,12 @@ def _split_cosines(
 ) -> SplitData:
     cosine_by_id = dict(zip((p.id for p in pairs), cosines, strict=True))
     train_pairs, test_pairs = split(pairs, seed, test_share)
-    return (train_pairs, np.array([cosine_by_id[p.id] for p in train_pairs]),
-            test_pairs, np.array([cosine_by_id[p.id] for p in test_pairs]))
+    return (
+        train_pairs,
+        np.array([cosine_by_id[p.id] for p in train_pairs]),
+        test_pairs,
+        np.array([cosine_by_id[p.id] for p in test_pairs]),
+    )
 
 
 def split_with_cosines(
@@ -136,8 +148,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--test-share", type=float, default=DEFAULT_TEST_SHARE)
     parser.add_argument("--max-false-hits", type=float, default=DEFAULT_MAX_FALSE_HITS)
     parser.add_argument("--output", type=Path, default=WEIGHTS_FILE)
-    parser.add_argument("--other-splits", type=int, default=0, metavar="N",
-                        help="also refit on N other seeds (not shipped) and report their held-out rates")
+    parser.add_argument(
+        "--other-splits",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also refit on N other seeds (not shipped) and report their held-out rates",
+    )
     args = parser.parse_args(argv)
 
     pairs = question_pairs()
@@ -153,16 +170,27 @@ def main(argv: Sequence[str] | None = None) -> None:
             classifier.save(args.output)
         held_out = held_out_rates(Guard(classifier, vectors), test_pairs, test_cosines)
         held_out_by_seed.append(held_out)
-        line = {"seed": seed, "shipped": seed == args.seed, "threshold": classifier.threshold,
-                "train": len(train_pairs), "test": len(test_pairs), "held_out": held_out.as_dict()}
+        line = {
+            "seed": seed,
+            "shipped": seed == args.seed,
+            "threshold": classifier.threshold,
+            "train": len(train_pairs),
+            "test": len(test_pairs),
+            "held_out": held_out.as_dict(),
+        }
         print(json.dumps(line), flush=True)
-    print(json.dumps({
-        "weights": str(args.output),
-        "splits": len(held_out_by_seed),
-        "mean_recall": float(np.mean([held.recall for held in held_out_by_seed])),
-        "mean_false_hits": float(np.mean([held.false_hits for held in held_out_by_seed])),
-        "worst_false_hits": max(held.false_hits for held in held_out_by_seed),
-    }))
+    print(
+        json.dumps(
+            {
+                "weights": str(args.output),
+                "splits": len(held_out_by_seed),
+                "mean_recall": float(np.mean([held.recall for held in held_out_by_seed])),
+                "mean_false_hits": float(np.mean([held.false_hits for held in held_out_by_seed])),
+                "worst_false_hits": max(held.false_hits for held in held_out_by_seed),
+            }
+        )
+    )
+
 
 if __name__ == "__main__":
     main()

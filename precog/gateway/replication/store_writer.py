@@ -22,9 +22,10 @@ from typing import Any, cast
 import redis
 from redis.exceptions import RedisError, ResponseError
 
-from precog.gateway.shared_tier import INVALIDATIONS, Invalidation
+from precog.gateway.replication.shared_tier import INVALIDATIONS
+from precog.gateway.replication.write_queue import WRITEBACKS, WRITER_GROUP, decode_entry
+from precog.gateway.shared import Invalidation
 from precog.gateway.store_access import stream_position
-from precog.gateway.write_queue import WRITEBACKS, WRITER_GROUP, decode_entry
 from precog.store import (
     Entry,
     SnapshotInfo,

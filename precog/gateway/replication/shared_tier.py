@@ -18,13 +18,14 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from precog.gateway.write_queue import WRITEBACKS, encode_entry
+from precog.gateway.replication.write_queue import WRITEBACKS, encode_entry
+from precog.gateway.shared import HotEntry, Invalidation
 from precog.store import Entry, normalise_text
 
 log = logging.getLogger(__name__)
@@ -37,51 +38,6 @@ _REPLICA_ALIVE_S = 5.0
 _REPLICA_FORGET_S = 24 * 3600.0
 _HOT_TTL_S = 3600
 _PROBE_S = 0.5
-
-
-@dataclass(frozen=True, slots=True)
-class HotEntry:
-    """What a replica needs to serve an exact hit without its own store holding the entry."""
-
-    id: str
-    scope: str
-    query: str
-    answer: str
-    model: str
-    created: float
-    expires: float | None = None
-    kv_blob_id: str | None = None
-    completion_tokens: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Invalidation:
-    ids: tuple[str, ...] = ()
-    scope: str | None = None
-    substring: str | None = None
-    older_than_s: float | None = None
-    at: float = 0.0
-
-    def matches(self, entry: HotEntry | Entry) -> bool:
-        if self.ids and entry.id not in self.ids:
-            return False
-        if self.scope is not None and entry.scope != self.scope:
-            return False
-        if self.substring is not None and normalise_text(self.substring) not in normalise_text(entry.query):
-            return False
-        return self.older_than_s is None or entry.created < self.at - self.older_than_s
-
-    def removes(self, entry: HotEntry | Entry) -> bool:
-        """Matches, and existed when the invalidation was made (a later answer to the question stays)."""
-        return entry.created <= self.at and self.matches(entry)
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self))
-
-    @classmethod
-    def from_json(cls, raw: str | bytes) -> Invalidation:
-        data = json.loads(raw)
-        return cls(**{**data, "ids": tuple(data.get("ids") or ())})
 
 
 def _exact_key(scope: str, question: str) -> str:

@@ -73,7 +73,7 @@ def serving(model_dir: Path, threads: int, max_num_seqs: int) -> Iterator[str]:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     env = {**os.environ, "PRECOG_ENGINE_NUM_THREADS": str(threads), "PRECOG_BACKEND_LOG_LEVEL": "warning"}
-    command = [sys.executable, "-m", "precog.cli", "backend", "serve", "--port", str(port)]
+    command = [sys.executable, "-m", "precog", "backend", "serve", "--port", str(port)]
     command += ["--model-dir", str(model_dir), "--max-num-seqs", str(max_num_seqs)]
     proc = subprocess.Popen(command, env=env)
     url = f"http://127.0.0.1:{port}"

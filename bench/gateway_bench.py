@@ -42,7 +42,7 @@ from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
 
-from precog.up import wait_healthy
+from precog.shell.up import wait_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "gateway.json"
@@ -127,7 +127,7 @@ def gateway(upstream: str, store: Path, parallel: bool = True, embed_cache: bool
     cmd = [
         sys.executable,
         "-m",
-        "precog.cli",
+        "precog",
         "gateway",
         "serve",
         "--port",
@@ -354,7 +354,7 @@ def kv_section(rounds: int) -> dict[str, Any]:
         cmd = [
             sys.executable,
             "-m",
-            "precog.cli",
+            "precog",
             "backend",
             "serve",
             "--port",

@@ -166,7 +166,7 @@ class Deployment:
         )
 
     def backend(self) -> Service:
-        argv = [sys.executable, "-m", "precog.cli", "backend", "serve", "--port", str(self.upstream_port)]
+        argv = [sys.executable, "-m", "precog", "backend", "serve", "--port", str(self.upstream_port)]
         argv += ["--store-path", str(self.work / "backend-store")]
         env = _env(PRECOG_ENGINE_NUM_THREADS=1)
         url = f"http://127.0.0.1:{self.upstream_port}"
@@ -188,7 +188,7 @@ def deployment(work: Path) -> Iterator[Deployment]:
     common = {"PRECOG_GATEWAY_REDIS_URL": server.url, "PRECOG_GATEWAY_SNAPSHOT_ROOT": str(snapshots)}
     writer = Service(
         "writer",
-        [sys.executable, "-m", "precog.cli", "gateway", "writer", "--store-path", str(store)],
+        [sys.executable, "-m", "precog", "gateway", "writer", "--store-path", str(store)],
         _env(PRECOG_GATEWAY_SNAPSHOT_EVERY_S=1, **common),
         "",
         work / "writer.log",
@@ -212,7 +212,7 @@ def deployment(work: Path) -> Iterator[Deployment]:
             PRECOG_GATEWAY_SNAPSHOT_WAIT_S=600,
             **common,
         )
-        argv = [sys.executable, "-m", "precog.cli", "gateway", "serve", "--port", str(port)]
+        argv = [sys.executable, "-m", "precog", "gateway", "serve", "--port", str(port)]
         url = f"http://127.0.0.1:{port}"
         replicas.append(Service(f"replica {name}", argv, env, f"{url}/healthz", work / f"{name}.log").start())
     deployed = Deployment(work, server, upstream_port, writer, replicas, store, snapshots)
@@ -473,7 +473,7 @@ def verify(d: Deployment) -> dict[str, Any]:
     current = d.snapshots / "current"
     for name, path in (("writer_store", d.store), ("current_snapshot", current.resolve())):
         run = subprocess.run(
-            [sys.executable, "-m", "precog.cli", "store", "verify", "--store", str(path), "--json"],
+            [sys.executable, "-m", "precog", "store", "verify", "--store", str(path), "--json"],
             cwd=ROOT,
             env=_env(),
             capture_output=True,

@@ -83,7 +83,7 @@ def _free_port() -> int:
 def service(args: list[str], env: dict[str, str], health: str) -> Iterator[None]:
     """A `precog` service as a subprocess, healthy before the block runs, stopped after."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "precog.cli", *args],
+        [sys.executable, "-m", "precog", *args],
         env={**os.environ, **env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -1,6 +1,2 @@
-"""The application shell: the `precog` command, settings loading and log setup shared by the services."""
-
-from precog.logs import configure_logging
-from precog.settings import ConfigError, ServiceSettings, load_settings
-
-__all__ = ["ConfigError", "ServiceSettings", "configure_logging", "load_settings"]
+"""precog, a storage-assisted LLM inference gateway: `precog.store`, `precog.backend`, `precog.gateway`,
+`precog.precompute` and `precog.kernels` over the base `precog.core`; `precog.shell` is the command."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from precog.lazy import lazy_exports
+from precog.core import lazy_exports
 
 if TYPE_CHECKING:
     from precog.backend.compress import KVCompression

@@ -9,7 +9,7 @@ import typer
 
 from precog.backend.model.prepare import MODELS, SMOLLM2, PrepareError, prepare_model
 from precog.backend.server.serve import serve
-from precog.logs import configure_logging
+from precog.core import configure_logging
 
 app = typer.Typer(no_args_is_help=True)
 model_app = typer.Typer(no_args_is_help=True)

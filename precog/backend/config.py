@@ -10,7 +10,7 @@ from pydantic_settings import SettingsConfigDict
 
 from precog.backend.compress import CompressionMethod, KVCompression
 from precog.backend.sparse import SparseSettings, budget_pages_for
-from precog.settings import ServiceSettings
+from precog.core import ServiceSettings
 
 MiB = 1 << 20
 

@@ -21,7 +21,7 @@ def serve(
     """Run the OpenAI-compatible gateway (answers from the store, relays misses upstream)."""
     import uvicorn
 
-    from precog import ConfigError, configure_logging, load_settings
+    from precog.core import ConfigError, configure_logging, load_settings
     from precog.gateway.app import create_app
     from precog.gateway.settings import GatewaySettings
 
@@ -57,7 +57,7 @@ def writer(
 
     import redis
 
-    from precog import ConfigError, configure_logging, load_settings
+    from precog.core import ConfigError, configure_logging, load_settings
     from precog.gateway.replication import StoreWriter
     from precog.gateway.settings import GatewaySettings
     from precog.store import MODEL_DIM, MODEL_NAME, NotAStoreError, Store

@@ -8,7 +8,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from precog import ServiceSettings
+from precog.core import ServiceSettings
 
 
 class GatewaySettings(ServiceSettings):

@@ -37,7 +37,7 @@ def precompute(
         raise typer.BadParameter("--corpus and --store are required")
     if engine not in ("local", "ray"):
         raise typer.BadParameter(f"--engine must be local or ray, not {engine!r}")
-    from precog import ConfigError, configure_logging, load_settings
+    from precog.core import ConfigError, configure_logging, load_settings
     from precog.precompute.job import PrecomputeError
     from precog.precompute.pipeline import run_precompute
     from precog.precompute.report import print_report

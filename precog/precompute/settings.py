@@ -7,7 +7,7 @@ from typing import ClassVar
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from precog import ServiceSettings
+from precog.core import ServiceSettings
 
 
 class QuestionWriter(BaseModel):

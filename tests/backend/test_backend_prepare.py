@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from precog.backend import MODELS, OfflineModel, PrepareError, default_model_dir, prepare_model
 from precog.backend.model.prepare import gguf_parts
-from precog.cli import app
+from precog.shell.cli import app
 
 
 def test_default_location_follows_precog_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import torch
 from pydantic import ValidationError
 
 from precog.backend import Engine, EngineConfig, SamplingParams
-from precog.settings import ConfigError
+from precog.core import ConfigError
 from precog.store import KVBlob
 
 

@@ -14,7 +14,7 @@ import openai
 import pytest
 from typer.testing import CliRunner
 
-from precog.cli import app
+from precog.shell.cli import app
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +26,7 @@ SMALL_ENGINE = {
 
 
 def serve(*args: str) -> subprocess.Popen[str]:
-    command = [sys.executable, "-m", "precog.cli", "backend", "serve", *args]
+    command = [sys.executable, "-m", "precog", "backend", "serve", *args]
     env = {**os.environ, **SMALL_ENGINE}
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 

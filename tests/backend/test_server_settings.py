@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from precog import ConfigError, load_settings
 from precog.backend import EngineConfig
 from precog.backend.server import BackendSettings
+from precog.core import ConfigError, load_settings
 
 
 @pytest.fixture

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import yaml
 
-from precog import ServiceSettings
 from precog.backend import EngineConfig
 from precog.backend.server import BackendSettings
+from precog.core import ServiceSettings
 from precog.gateway import GatewaySettings
 from precog.precompute import PrecomputeSettings
 

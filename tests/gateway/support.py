@@ -67,7 +67,7 @@ def entries(url: str, **params: Any) -> list[dict[str, Any]]:
 def serve_cli(args: list[str], health: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """`precog <args>` in its own process, as deployed; returns once `health` answers 200."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "precog.cli", *args],
+        [sys.executable, "-m", "precog", *args],
         env={**os.environ, **(env or {})},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

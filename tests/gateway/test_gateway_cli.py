@@ -11,7 +11,7 @@ import pytest
 
 def test_bad_setting_names_its_environment_variable() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "precog.cli", "gateway", "serve"],
+        [sys.executable, "-m", "precog", "gateway", "serve"],
         env={**os.environ, "PRECOG_GATEWAY_SIMILARITY_THRESHOLD": "1.7"},
         capture_output=True, text=True, timeout=120,
     )

@@ -64,3 +64,16 @@ def test_no_library_module_outgrows_one_job() -> None:
     """About 400 lines at most: past that a module is doing two jobs."""
     lengths = {str(p.relative_to(PACKAGE)): len(p.read_text().splitlines()) for p in PACKAGE.rglob("*.py")}
     assert {path: n for path, n in lengths.items() if n > 430} == {}
+
+
+def test_the_base_imports_no_service_and_no_service_imports_the_shell() -> None:
+    for path in (PACKAGE / "core").glob("*.py"):
+        ours = {n for n in _imports(path) if n.startswith("precog")}
+        assert all(n.startswith("precog.core") for n in ours), (path, ours)
+    shell_users = {
+        str(path.relative_to(PACKAGE))
+        for path in PACKAGE.rglob("*.py")
+        if "shell" not in path.relative_to(PACKAGE).parts
+        and any(n.startswith("precog.shell") for n in _imports(path))
+    }
+    assert shell_users == {"__main__.py"}

@@ -62,7 +62,7 @@ def test_hf_kernels_and_ours_import_side_by_side(cwd: Path) -> None:
     assert ours_module == "precog.kernels.paged_attention"
 
 
-@pytest.mark.parametrize("module", ["precog", "precog.cli", "precog.gateway.cli"])
+@pytest.mark.parametrize("module", ["precog", "precog.shell.cli", "precog.gateway.cli"])
 def test_python_dash_m_from_the_repository_root(module: str) -> None:
     command = [sys.executable, "-m", module, "--help"]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)

@@ -8,7 +8,7 @@ from typing import ClassVar
 import pytest
 from pydantic_settings import SettingsConfigDict
 
-from precog import ConfigError, ServiceSettings, load_settings
+from precog.core import ConfigError, ServiceSettings, load_settings
 
 
 class DemoSettings(ServiceSettings):

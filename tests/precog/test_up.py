@@ -30,7 +30,7 @@ def test_stopping_up_stops_the_backend_and_the_gateway(tmp_path: Path, stop: sig
     store = tmp_path / "store"
     Store.open(store, progress=False).close()  # a store exists: no sample build
     backend, gateway = free_port(), free_port()
-    command = [sys.executable, "-m", "precog.cli", "up", "--store", str(store)]
+    command = [sys.executable, "-m", "precog", "up", "--store", str(store)]
     command += ["--backend-port", str(backend), "--gateway-port", str(gateway)]
     # Its own process group, so that nothing it started outlives the test even when the test fails.
     # SIGINT starts out ignored, the way a background job of a script inherits it (CI runners, nohup):

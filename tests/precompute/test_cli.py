@@ -6,7 +6,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from precog.cli import app
+from precog.shell.cli import app
 from tests.precompute.fake_upstream import FakeUpstream
 
 runner = CliRunner()

@@ -36,7 +36,7 @@ def _command(corpus: Path, store: Path, config: Path) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "precog.cli",
+        "precog",
         "precompute",
         "--corpus",
         str(corpus),

@@ -22,7 +22,7 @@ SCRIPT = Path(__file__).resolve().parents[2] / "deploy" / "docker" / "precompute
 def _job_env(tmp_path: Path, fake: FakeUpstream, corpus: Path) -> dict[str, str]:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for name, command in (("precog", f'"{sys.executable}" -m precog.cli'), ("python", f'"{sys.executable}"')):
+    for name, command in (("precog", f'"{sys.executable}" -m precog'), ("python", f'"{sys.executable}"')):
         shim = bin_dir / name  # the image's entry points, here this interpreter's
         shim.write_text(f'#!/bin/sh\nexec {command} "$@"\n')
         shim.chmod(0o755)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from precog import load_settings
+from precog.core import load_settings
 from precog.precompute import PrecomputeError, PrecomputeSettings, run_precompute
 from precog.precompute.chunking import Chunk
 from precog.precompute.generate import (

@@ -31,7 +31,7 @@ CORPUS = (
 def backend(free_port_module: int) -> Iterator[str]:
     url = f"http://127.0.0.1:{free_port_module}"
     process = subprocess.Popen(
-        [sys.executable, "-m", "precog.cli", "backend", "serve", "--port", str(free_port_module)],
+        [sys.executable, "-m", "precog", "backend", "serve", "--port", str(free_port_module)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

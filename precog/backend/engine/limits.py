@@ -5,7 +5,7 @@ from __future__ import annotations
 from precog.backend.config import EngineConfig
 from precog.backend.engine.kv_cache import KVCache
 from precog.backend.model.spec import ModelSpec
-from precog.settings import ConfigError
+from precog.core import ConfigError
 
 
 def resolve_limits(config: EngineConfig, spec: ModelSpec) -> tuple[int, int]:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from precog import ConfigError, configure_logging, load_settings
+from precog.core import ConfigError, configure_logging, load_settings
 
 MiB = 1 << 20
 

@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from precog.settings import ServiceSettings
+from precog.core import ServiceSettings
 
 
 class BackendSettings(ServiceSettings):

@@ -59,7 +59,7 @@ def up(
 ) -> None:
     backend_url = f"http://{host}:{backend_port}"
     env = dict(os.environ, PRECOG_GATEWAY_UPSTREAM_URL=backend_url)
-    exe = [sys.executable, "-m", "precog.cli"]
+    exe = [sys.executable, "-m", "precog"]
     bind = ["--host", host, "--store-path", str(store)]
     backend = [*exe, "backend", "serve", *bind, "--port", str(backend_port)]
     gateway = [*exe, "gateway", "serve", *bind, "--port", str(gateway_port)]

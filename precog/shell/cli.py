@@ -8,8 +8,8 @@ from precog.backend.cli import app as backend_app
 from precog.backend.cli import model_app
 from precog.gateway.cli import app as gateway_app
 from precog.precompute.cli import app as precompute_app
+from precog.shell.up import up
 from precog.store.cli import app as store_app
-from precog.up import up
 
 app = typer.Typer(
     help="precog: a storage-assisted LLM inference gateway.",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -23,13 +24,14 @@ from precog.precompute.chunking import Chunk, chunk_documents
 from precog.precompute.dedup import Deduplicator
 from precog.precompute.generate import ChunkProgress
 from precog.precompute.ingest import CorpusError, read_corpus, read_query_log
-from precog.precompute.records import Record
+from precog.precompute.records import ChunkRetired, Record
 from precog.precompute.settings import PrecomputeSettings, QuestionWriter
 from precog.precompute.tokens import Tokenizer, load_tokenizer
 from precog.precompute.upstream import Completion, Upstream, UpstreamGarbage, UpstreamUnavailable
 from precog.precompute.worklog import Replay, WorkLog
 from precog.store import (
     EmbeddingMismatchError,
+    Source,
     StoreError,
     normalise_text,
     scope_key,
@@ -130,6 +132,7 @@ class Job:
     failed: bool = False
     kv_supported: bool = True
     garbage: int = 0
+    retired: int = 0  # entries of chunks gone from the corpus, removed this run
     started: float = field(default_factory=time.monotonic)
     _gates: list[threading.Semaphore] = field(default_factory=list)  # one per writer's server
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -203,6 +206,7 @@ class Job:
             dedup=Deduplicator(settings.dedup_threshold, embedder.dim, _stored_similarity(store, scope)),
             _gates=[threading.Semaphore(settings.concurrency) for _ in writers],
         )
+        job._retire_stale_chunks()
         job._seed_dedup()
         job._sweep_kv_files()
         for problem in documents.skipped:
@@ -221,6 +225,30 @@ class Job:
         for client in self.writers:
             client.close()
         self.store.close()
+
+    def _retire_stale_chunks(self) -> None:
+        """Chunks of this scope gone from the corpus (a file edited or removed: its chunk ids, hashes of
+        their text, change): their entries and KV blobs leave the store, and the log forgets them, before
+        anything is questioned; unchanged chunks keep their entries. Redone whole after a kill."""
+        if not self.settings.retire_missing_chunks:
+            return
+        stored = [
+            e
+            for e in self.store.entries(self.scope, limit=sys.maxsize)
+            if e.source == Source.PRECOMPUTED and e.meta.get("chunk") not in self.chunks
+        ]
+        by_chunk: dict[str, list[str]] = {
+            chunk: [] for chunk in self.replay.known_chunks() - set(self.chunks)
+        }
+        for entry in stored:
+            by_chunk.setdefault(entry.meta.get("chunk", ""), []).append(entry.id)
+        for chunk, ids in sorted(by_chunk.items()):
+            removed = self.store.invalidate(ids=ids) if ids else 0
+            for qid in [qid for qid, q in self.replay.queries.items() if q.chunk == chunk]:
+                self.worklog.kv_path(qid).unlink(missing_ok=True)
+            self.record(ChunkRetired(chunk, removed))
+            self.retired += removed
+            log.info("chunk retired", extra={"chunk": chunk, "entries": removed})
 
     def _sweep_kv_files(self) -> None:
         """Blob files a killed run left behind: partial writes, and blobs already inside the store."""

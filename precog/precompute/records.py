@@ -70,6 +70,17 @@ class ChunkDone:
 
 
 @dataclass(frozen=True, slots=True)
+class ChunkRetired:
+    """A chunk no longer in the corpus (its file changed or went): its entries left the store, and the log
+    forgets its questions, so a chunk that comes back is questioned afresh."""
+
+    kind: ClassVar[str] = "chunk_retired"
+    chunk: str
+    entries: int = 0  # removed from the store
+    tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Answered:
     """An answer as stored: `trimmed` to whole sentences when cut off, `truncated` (and never stored) when
     not even one sentence was whole."""
@@ -105,9 +116,9 @@ class Written:
     tokens: int = 0
 
 
-Record = RoundDone | QueryLogDone | ChunkDone | Answered | KVCaptured | Written
+Record = RoundDone | QueryLogDone | ChunkDone | ChunkRetired | Answered | KVCaptured | Written
 _TYPES: dict[str, type[Record]] = {
-    cls.kind: cls for cls in (RoundDone, QueryLogDone, ChunkDone, Answered, KVCaptured, Written)
+    cls.kind: cls for cls in (RoundDone, QueryLogDone, ChunkDone, ChunkRetired, Answered, KVCaptured, Written)
 }
 
 

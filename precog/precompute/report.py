@@ -47,6 +47,7 @@ def build_report(job: Job, engine: str) -> dict[str, Any]:
             1 for a in replay.answers.values() if a.trimmed and not a.truncated
         ),
         "answers_truncated_dropped": len(replay.dropped),
+        "entries_retired_this_run": job.retired,
         "kv_blobs": len(replay.kv),
         "kv_bytes": kv_bytes,
         "entries_written": written,

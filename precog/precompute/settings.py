@@ -66,6 +66,11 @@ class PrecomputeSettings(ServiceSettings):
     temperature_cap: float = Field(1.3, ge=0.0, le=2.0)
     duplicate_rate_trigger: float = Field(0.5, gt=0.0, le=1.0)
 
+    retire_missing_chunks: bool = Field(
+        True,
+        description="the corpus is the truth: entries of chunks no longer in it (edited or removed files) "
+        "leave the store; off to add a second corpus to the same scope",
+    )
     dedup_threshold: float = Field(0.99, gt=0.0, le=1.0)
     ttl_seconds: float | None = Field(30 * 24 * 3600.0, gt=0)
     capture_kv: bool = True

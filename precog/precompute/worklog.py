@@ -18,6 +18,7 @@ from typing import NamedTuple
 from precog.precompute.records import (
     Answered,
     ChunkDone,
+    ChunkRetired,
     KVCaptured,
     QueryLogDone,
     Question,
@@ -72,6 +73,8 @@ class Replay:
                 self._accept(record.parsed, record.duplicates, record.accepted)
             case ChunkDone():
                 self.chunks_done.add(record.chunk)
+            case ChunkRetired():
+                self._forget(record.chunk)
             case Answered():
                 self.answers[record.id] = record
             case KVCaptured():
@@ -80,6 +83,21 @@ class Replay:
                 self.written.add(record.id)
                 if record.dropped:
                     self.dropped.add(record.id)
+
+    def known_chunks(self) -> set[str]:
+        """Every chunk the log holds work of."""
+        return self.chunks_done | set(self.outcomes) | {q.chunk for q in self.queries.values()}
+
+    def _forget(self, chunk: str) -> None:
+        self.chunks_done.discard(chunk)
+        self.outcomes.pop(chunk, None)
+        self.asked.pop(chunk, None)
+        for qid in [qid for qid, q in self.queries.items() if q.chunk == chunk]:
+            del self.queries[qid]
+            self.answers.pop(qid, None)
+            self.kv.pop(qid, None)
+            self.written.discard(qid)
+            self.dropped.discard(qid)
 
     def _accept(self, parsed: int, duplicates: int, accepted: tuple[Question, ...]) -> None:
         self.parsed += parsed

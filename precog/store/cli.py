@@ -123,6 +123,12 @@ def stats(store: StorePath = _DEFAULT_STORE, as_json: AsJson = False) -> None:
             str(index.get("tombstones", 0)),
         )
     console.print(scopes)
+    sources = Table(title="sources (the corpus file each entry was written from)")
+    sources.add_column("source")
+    sources.add_column("entries", justify="right")
+    for source, count in data["sources"].items():
+        sources.add_row(source, f"{count:,}")
+    console.print(sources)
 
 
 @app.command("list")

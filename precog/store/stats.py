@@ -23,6 +23,7 @@ def collect_stats(
     """One scan of the records and blobs; `bytes` are logical sizes, then sizes on disk and in memory."""
     now = time.time()
     per_scope: dict[str, int] = defaultdict(int)
+    per_source: dict[str, int] = defaultdict(int)
     entries = expired = corrupt = record_bytes = 0
     for key, value in db.cf["entries"].items():
         entries += 1
@@ -33,6 +34,7 @@ def collect_stats(
             corrupt += 1
             continue
         per_scope[entry.scope] += 1
+        per_source[entry.meta.get("file", f"({entry.source})")] += 1
         expired += entry.expired(now)
     blob_count = blob_bytes = 0
     for key, value in db.cf["blobs"].items():
@@ -47,6 +49,7 @@ def collect_stats(
         "corrupt": corrupt,
         "blobs": blob_count,
         "scopes": dict(sorted(per_scope.items(), key=lambda item: -item[1])),
+        "sources": dict(sorted(per_source.items(), key=lambda item: (-item[1], item[0]))),
         "bytes": {
             "records": record_bytes,
             "vectors": entries * dim * 4,

@@ -12,6 +12,7 @@ from precog.precompute.ingest import CorpusError, read_corpus, read_query_log
 from precog.precompute.records import (
     Answered,
     ChunkDone,
+    ChunkRetired,
     KVCaptured,
     QueryLogDone,
     Question,
@@ -140,3 +141,17 @@ def test_worklog_records_round_trip_and_a_newer_version_is_refused(tmp_path: Pat
         handle.write(b'{"t":"chunk_done","v":99,"chunk":"c2"}\n')
     with pytest.raises(WorkLogFormatError, match="version 99"):
         WorkLog.open(tmp_path)
+
+
+def test_a_retired_chunk_is_forgotten_by_the_replay(tmp_path: Path) -> None:
+    q1, q2 = Question("q1", "Who?", "c1", "generated"), Question("q2", "Where?", "c2", "generated")
+    log, _ = WorkLog.open(tmp_path)
+    log.append(RoundDone("c1", 0, 1, 0, (q1,), tokens=5))
+    log.append(RoundDone("c2", 0, 1, 0, (q2,), tokens=5))
+    for record in (ChunkDone("c1"), Answered("q1", "Her."), Written("q1"), ChunkRetired("c1", entries=1)):
+        log.append(record)
+    log.close()
+    replay = WorkLog.open(tmp_path)[1]
+    assert replay.known_chunks() == {"c2"}
+    assert (replay.queries, replay.answers, replay.written) == ({"q2": q2}, {}, set())
+    assert replay.tokens == 10  # what was spent stays spent

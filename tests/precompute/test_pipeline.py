@@ -10,7 +10,7 @@ import pytest
 from precog.precompute import PrecomputeError, run_precompute
 from precog.precompute.tokens import SimpleTokenizer
 from precog.store import Embedder, KVBlob, Source, Store, scope_key
-from tests.precompute.conftest import make_settings
+from tests.precompute.conftest import DOCS, make_settings
 from tests.precompute.fake_upstream import MODEL, FakeUpstream
 
 SYSTEM = "You answer questions about geography."
@@ -233,3 +233,43 @@ def test_query_log_questions_are_answered_from_their_nearest_chunk(
     assert by_query["What do farmers grow near Mount Etna?"].meta["file"] == "volcanoes.md"
     assert by_query["What do farmers grow near Mount Etna?"].meta["origin"] == "query-log"
     assert report["complete"]
+
+
+def test_an_edited_file_replaces_only_the_entries_of_its_changed_chunks(
+    fake: FakeUpstream, corpus: Path, tmp_path: Path
+) -> None:
+    store_path = tmp_path / "store"
+    run_precompute(make_settings(fake.url), corpus, store_path, progress=False)
+    before = {e.id: e for e in _entries(store_path)}
+    (corpus / "rivers.txt").write_text(DOCS["rivers.txt"].replace("ten countries", "ten European countries"))
+    fake.behaviour.requests.clear()
+    second, _ = run_precompute(make_settings(fake.url), corpus, store_path, progress=False)
+    after = {e.id: e for e in _entries(store_path)}
+
+    assert fake.behaviour.requests, "the changed chunks are questioned again"
+    asked = " ".join(m["content"] for body in fake.behaviour.requests for m in body["messages"])
+    assert "Etna" not in asked, "an unchanged file is not questioned again"
+    current = {e.meta["chunk"] for e in after.values()}
+    stale = {i for i, e in before.items() if e.meta["chunk"] not in current}
+    assert stale and all(before[i].meta["file"] == "rivers.txt" for i in stale)
+    assert second["entries_retired_this_run"] == len(stale)
+    for i in set(before) - stale:  # untouched, not rewritten
+        assert (after[i].created, after[i].kv_blob_id) == (before[i].created, before[i].kv_blob_id)
+    assert {i for i, e in before.items() if e.meta["file"] == "volcanoes.md"}.isdisjoint(stale)
+    for i in stale & set(after):  # the same question asked of the new chunk: a new entry under its id
+        assert after[i].created > before[i].created and after[i].meta["chunk"] in current
+    with Store.open(store_path, read_only=True, progress=False) as store:
+        for i in stale:
+            with pytest.raises(KeyError):
+                store.get_blob(str(before[i].kv_blob_id))
+        sources = store.stats()["sources"]
+    assert sources == {
+        name: sum(e.meta["file"] == name for e in after.values()) for name in ("rivers.txt", "volcanoes.md")
+    }
+
+    (corpus / "rivers.txt").write_text(DOCS["rivers.txt"])  # reverted: its old chunks are questioned afresh
+    third, _ = run_precompute(make_settings(fake.url), corpus, store_path, progress=False)
+    original = {e.meta["chunk"] for e in before.values()}
+    assert {e.meta["chunk"] for e in _entries(store_path)} == original
+    assert third["complete"]
+    assert third["entries_retired_this_run"] == sum(e.meta["chunk"] not in original for e in after.values())

@@ -159,13 +159,28 @@ def build_store(
     return report
 
 
-def run_cases(cases: list[dict[str, Any]], gateway: str, backend: str, model: str, max_tokens: int) -> None:
+def run_cases(
+    cases: list[dict[str, Any]], gateway: str, backend: str, model: str, max_tokens: int, lookup_only: bool
+) -> None:
     """Each question through the gateway and straight to the backend, alternating which goes first so that
-    load drift hits both sides alike; plus a lookup alone (only-if-cached), timed apart."""
+    load drift hits both sides alike; plus a lookup alone (only-if-cached), timed apart. `lookup_only`:
+    the lookups alone (what is served, no latency), for sweeping gateway settings over a kept store."""
     for case in cases[:2]:  # warm-up: the first requests load the embedder and guard
         ask(gateway, model, case["question"], max_tokens, only_cached=True)
     for case in cases:
-        case["lookup_s"], _ = ask(gateway, model, case["question"], max_tokens, only_cached=True)
+        case["lookup_s"], response = ask(gateway, model, case["question"], max_tokens, only_cached=True)
+        if lookup_only:
+            hit = response.status_code == 200
+            case.update(
+                hit=hit,
+                gateway_answer=response.json()["choices"][0]["message"]["content"] if hit else "",
+                inference_answer="",
+                served_query=response.headers.get("x-precog-entry-id"),
+                served_similarity=response.headers.get("x-precog-similarity"),
+                reason=response.headers.get("x-precog-cache-reason"),
+            )
+    if lookup_only:
+        return
     for index, case in enumerate(cases):
         targets = ("gateway", "inference") if index % 2 == 0 else ("inference", "gateway")
         for target in targets:
@@ -204,11 +219,15 @@ def main() -> None:
         help="checkpoint of the larger question writer (default: the prepared Qwen2.5-Coder-0.5B, if any)",
     )
     parser.add_argument("--larger-writer", action="store_true", help="the larger model writes questions too")
+    parser.add_argument(
+        "--store", type=Path, default=None, help="build the store here and keep it; when it exists, reuse it"
+    )
+    parser.add_argument("--lookup-only", action="store_true", help="what is served, without timing inference")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     os.environ.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     work = Path(tempfile.mkdtemp(prefix="precompute-bench-"))
-    corpus, store_path = work / "corpus", work / "store"
+    corpus, store_path = work / "corpus", args.store or work / "store"
     write_sample(corpus, articles=ARTICLES, chars=CHARS)
     backend_port, gateway_port, larger_port = _free_port(), _free_port(), _free_port()
     backend, gateway = f"http://127.0.0.1:{backend_port}", f"http://127.0.0.1:{gateway_port}"
@@ -219,7 +238,12 @@ def main() -> None:
 
     with service(["backend", "serve", "--port", str(backend_port)], {}, f"{backend}/healthz"):
         model = httpx.get(f"{backend}/v1/models").json()["data"][0]["id"]
-        report = build_store(args, backend, corpus, store_path, larger_port)
+        kept_report = store_path.with_name(store_path.name + ".report.json")
+        if args.store is not None and kept_report.exists():
+            report = json.loads(kept_report.read_text())
+        else:
+            report = build_store(args, backend, corpus, store_path, larger_port)
+            kept_report.write_text(json.dumps(report))
         with Store.open(store_path, read_only=True, progress=False) as store:
             stats = store.stats()
             query_of = {e.id: e.query for e in store.entries(limit=stats["entries"])}
@@ -232,7 +256,7 @@ def main() -> None:
         if args.similarity_threshold is not None:
             gateway_env["PRECOG_GATEWAY_SIMILARITY_THRESHOLD"] = str(args.similarity_threshold)
         with service(["gateway", "serve", "--port", str(gateway_port)], gateway_env, f"{gateway}/healthz"):
-            run_cases(cases, gateway, backend, model, args.max_tokens)
+            run_cases(cases, gateway, backend, model, args.max_tokens, args.lookup_only)
     for case, question in zip(cases, questions, strict=True):
         case["served_query"] = query_of.get(case["served_query"] or "")
         judge(case, question)
@@ -270,8 +294,8 @@ def summarise(
     served = [c for c in cases if c["hit"]]
     good = sum(c["good_hit"] for c in answerable)
     misses = [c for c in cases if not c["hit"]]
-    hit_s = mean([c["gateway_s"] for c in served])
-    inference_s = mean([c["inference_s"] for c in answerable])
+    hit_s = mean([c.get("gateway_s", 0.0) for c in served])
+    inference_s = mean([c.get("inference_s", 0.0) for c in answerable])
     good_rate, (good_low, good_high) = (
         (good / len(answerable) if answerable else 0.0),
         wilson_interval(good, len(answerable)),
@@ -318,7 +342,7 @@ def summarise(
             "gateway_hit_mean_s": round(hit_s, 4),
             "lookup_only_mean_s": round(mean([c["lookup_s"] for c in cases]), 4),
             "miss_overhead_mean_ms": round(
-                1000 * mean([c["gateway_s"] - c["inference_s"] for c in misses]), 1
+                1000 * mean([c.get("gateway_s", 0.0) - c.get("inference_s", 0.0) for c in misses]), 1
             ),
             "storinfer_reported_reduction": STORINFER["latency_reduction"],
         },
@@ -328,7 +352,7 @@ def summarise(
 
 def measured_ratio(cases: list[dict[str, Any]]) -> float | None:
     """Mean latency through the gateway against inference alone, over `cases`."""
-    inference_s = sum(c["inference_s"] for c in cases)
+    inference_s = sum(c.get("inference_s", 0.0) for c in cases)
     return round(sum(c["gateway_s"] for c in cases) / inference_s, 4) if inference_s else None
 
 

@@ -174,16 +174,22 @@ def parse_questions(text: str, exclude: Sequence[str] = (), cut: bool = False) -
     return found
 
 
+def content_stems(text: str) -> list[str]:
+    """The content words of `text` (no function words, 3 letters or more), each cut to a 5-letter prefix
+    that stands in for a stem, so "tutored" and "tutor" or "borders" and "bordered" agree."""
+    words = _WORD.findall(text.lower())
+    return [w[:STEM_LETTERS] for w in words if w not in _FUNCTION_WORDS and (len(w) > 2 or w.isdigit())]
+
+
 def grounded(questions: Sequence[str], document: str) -> list[str]:
-    """The questions with at least a third of their content words, and one at least, in `document` (a
-    shared 5-letter prefix stands in for a stem). A small generator also asks about nothing in the text
-    ("What is the capital of France?", "What is a pen?"); stored, such a question would be answered from a
-    chunk that does not hold its answer."""
-    in_document = {word[:STEM_LETTERS] for word in _WORD.findall(document.lower())}
+    """The questions with at least a third of their content words, and one at least, in `document`. A
+    small generator also asks about nothing in the text ("What is the capital of France?", "What is a
+    pen?"); stored, such a question would be answered from a chunk that does not hold its answer."""
+    in_document = set(content_stems(document))
     kept = []
     for question in questions:
-        content = [w for w in _WORD.findall(question.lower()) if w not in _FUNCTION_WORDS and len(w) > 2]
-        found = sum(word[:STEM_LETTERS] in in_document for word in content)
+        content = content_stems(question)
+        found = sum(stem in in_document for stem in content)
         if found and 3 * found >= len(content):
             kept.append(question)
     return kept

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from precog.precompute import stages
-from precog.precompute.answer import answer_messages, exchange_messages, stored_answer
+from precog.precompute.answer import answer_grounded, answer_messages, exchange_messages, stored_answer
 from precog.precompute.chunking import Chunk
 from precog.precompute.dedup import Deduplicator
 from precog.precompute.generate import ChunkProgress, Round, RoundSummary, generate_for_chunk
@@ -154,7 +154,7 @@ class AnswerWorker(_Worker):
                     messages = answer_messages(self.settings.system_prompt, task.chunk, task.query)
                     completion = self.upstream.chat(messages, 0.0, self.settings.answer_max_tokens, 0)
                     result = AnswerResult(stored_answer(completion), completion)
-                if result.answer and task.kv:
+                if result.answer and task.kv and answer_grounded(result.answer, task.query, task.chunk):
                     exchange = exchange_messages(self.settings.system_prompt, task.query, result.answer)
                     blob = self.upstream.export_kv(exchange)
                     result = dataclasses.replace(result, kv="ok" if blob is not None else "unsupported")

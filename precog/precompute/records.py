@@ -83,7 +83,8 @@ class ChunkRetired:
 @dataclass(frozen=True, slots=True)
 class Answered:
     """An answer as stored: `trimmed` to whole sentences when cut off, `truncated` (and never stored) when
-    not even one sentence was whole."""
+    not even one sentence was whole, `ungrounded` (and never stored) when its chunk does not hold what it
+    says (`answer_grounded`)."""
 
     kind: ClassVar[str] = "answer"
     id: str
@@ -93,6 +94,12 @@ class Answered:
     trimmed: bool = False
     truncated: bool = False
     tokens: int = 0
+    ungrounded: bool = False
+
+    @property
+    def unusable(self) -> str | None:
+        """Why this answer never becomes an entry, if it does not."""
+        return "truncated" if self.truncated else "ungrounded" if self.ungrounded else None
 
 
 @dataclass(frozen=True, slots=True)

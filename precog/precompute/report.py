@@ -46,7 +46,8 @@ def build_report(job: Job, engine: str) -> dict[str, Any]:
         "answers_trimmed_to_whole_sentences": sum(
             1 for a in replay.answers.values() if a.trimmed and not a.truncated
         ),
-        "answers_truncated_dropped": len(replay.dropped),
+        "answers_truncated_dropped": sum(1 for a in replay.answers.values() if a.truncated),
+        "answers_ungrounded_dropped": sum(1 for a in replay.answers.values() if a.ungrounded),
         "entries_retired_this_run": job.retired,
         "kv_blobs": len(replay.kv),
         "kv_bytes": kv_bytes,

@@ -56,9 +56,13 @@ class PrecomputeSettings(ServiceSettings):
     chunk_overlap: int = Field(32, ge=0)
     context_tokens: int = Field(2048, ge=256, description="the generator's context; bounds query masking")
 
-    max_queries_per_chunk: int = Field(5, ge=1)
-    questions_per_round: int = Field(5, ge=1)
-    max_rounds_per_chunk: int = Field(4, ge=1)
+    max_queries_per_chunk: int = Field(
+        30,
+        ge=1,
+        description="distinct stored questions wanted per chunk: users' questions hit only what is stored",
+    )
+    questions_per_round: int = Field(6, ge=1)
+    max_rounds_per_chunk: int = Field(20, ge=1)
     question_max_tokens: int = Field(96, ge=16)
     answer_max_tokens: int = Field(128, ge=16)
     temperature_start: float = Field(0.7, ge=0.0, le=2.0)
@@ -75,7 +79,7 @@ class PrecomputeSettings(ServiceSettings):
     ttl_seconds: float | None = Field(30 * 24 * 3600.0, gt=0)
     capture_kv: bool = True
 
-    concurrency: int = Field(4, ge=1)
+    concurrency: int = Field(8, ge=1, description="calls in flight per server: its continuous batching")
     request_timeout: float = Field(300.0, gt=0)
     max_total_tokens: int | None = Field(None, ge=1, description="per invocation: prompt + completion")
     max_wall_seconds: float | None = Field(None, gt=0, description="per invocation")

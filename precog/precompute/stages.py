@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from precog.precompute.answer import answer_messages, exchange_messages, stored_answer
+from precog.precompute.answer import answer_grounded, answer_messages, exchange_messages, stored_answer
 from precog.precompute.generate import Round, RoundSummary
 from precog.precompute.job import Job, query_id
 from precog.precompute.records import (
@@ -114,8 +114,10 @@ def answer(job: Job, qid: str) -> None:
 def record_answer(job: Job, qid: str, completion: Completion) -> None:
     """An answer cut off at max_tokens keeps its whole sentences (and their token count); one without a
     whole sentence is recorded as truncated (its tokens were spent, a rerun must not ask again) and never
-    gets a KV capture or an entry."""
+    gets a KV capture or an entry; nor does one that its chunk does not stand behind (`answer_grounded`)."""
     answer = stored_answer(completion)
+    query = job.replay.queries[qid]
+    grounded = answer_grounded(answer, query.query, job.chunks[query.chunk].text)
     completion_tokens = job.tokenizer.count(answer) if completion.truncated else completion.completion_tokens
     job.record(
         Answered(
@@ -126,6 +128,7 @@ def record_answer(job: Job, qid: str, completion: Completion) -> None:
             trimmed=completion.truncated,
             truncated=not answer,
             tokens=completion.tokens,
+            ungrounded=bool(answer) and not grounded,
         )
     )
 
@@ -138,7 +141,7 @@ def wants_kv(job: Job, qid: str) -> bool:
         job.settings.capture_kv
         and job.kv_supported
         and qid in job.replay.answers
-        and not job.replay.answers[qid].truncated
+        and job.replay.answers[qid].unusable is None
         and qid not in job.replay.kv
     )
 
@@ -179,8 +182,8 @@ def write_entry(job: Job, qid: str) -> None:
     if qid in job.replay.written or qid not in job.replay.answers or wants_kv(job, qid):
         return
     answered = job.replay.answers[qid]
-    if answered.truncated:
-        job.record(Written(qid, dropped="truncated"))
+    if answered.unusable is not None:
+        job.record(Written(qid, dropped=answered.unusable))
         return
     query = job.replay.queries[qid]
     blob_path = job.worklog.kv_path(qid)

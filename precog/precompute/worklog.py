@@ -52,7 +52,7 @@ class Replay:
     answers: dict[str, Answered] = field(default_factory=dict)
     kv: dict[str, KVCaptured] = field(default_factory=dict)
     written: set[str] = field(default_factory=set)  # done with: stored, or dropped
-    dropped: set[str] = field(default_factory=set)  # answered but not stored (answer cut off)
+    dropped: set[str] = field(default_factory=set)  # answered but not stored (see Answered.unusable)
     query_log_done: bool = False
     parsed: int = 0
     duplicates: int = 0

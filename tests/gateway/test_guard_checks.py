@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from precog.gateway.guard import Guard, GuardVerdict
+from precog.gateway.guard.checks import question_word_check
 from precog.gateway.guard.classifier import PairClassifier, Tree
 from precog.gateway.guard.comparison import compare
 from precog.gateway.guard.features import FEATURE_NAMES
@@ -246,3 +247,12 @@ def test_shipped_weights_round_trip_and_wrong_weights_are_refused(guard: Guard, 
         Tree((0, -1), (0.5,), (1, -1), (2, -1), (0.1, 0.9))
     with pytest.raises(ValueError, match="features"):
         guard.classifier.probabilities(np.zeros((1, 3)))
+
+
+def test_a_question_word_swapped_alone_for_another_class_is_vetoed(guard: Guard) -> None:
+    verdict = guard.check("when did Aristotle leave Athens", "How did Aristotle leave Athens?", 0.89)
+    assert not verdict.accept and "question word: when vs How" in verdict.reason
+    same_class = compare("which state borders Alabama", "what state borders Alabama")
+    assert question_word_check(same_class.alignment) is None
+    wider = compare("what year was Lincoln born", "when was Lincoln born")
+    assert question_word_check(wider.alignment) is None

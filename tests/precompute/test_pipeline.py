@@ -149,16 +149,17 @@ def test_garbage_answers_stop_the_job_and_leave_only_whole_entries(
 def test_an_answer_cut_off_keeps_its_whole_sentences(
     fake: FakeUpstream, corpus: Path, tmp_path: Path
 ) -> None:
-    fake.behaviour.answer_text = "The delta floods in spring. " * 10  # 50 words, cut at 16
+    fake.behaviour.answer_text = "It is all in Europe. " * 10  # 50 words, cut at 16
     report, _ = run_precompute(
         make_settings(fake.url, answer_max_tokens=16), corpus, tmp_path / "store", progress=False
     )
     assert report["complete"] and report["answers_truncated_dropped"] == 0
     assert report["answers_trimmed_to_whole_sentences"] == report["answers"]
-    entries = _entries(tmp_path / "store")
-    assert len(entries) == report["entries_written"] == report["answers"] > 0
+    entries = _entries(tmp_path / "store")  # chunks that never say Europe keep none (ungrounded)
+    stored = report["answers"] - report["answers_ungrounded_dropped"]
+    assert len(entries) == report["entries_written"] == stored > 0
     for entry in entries:  # 16 words hold three whole sentences and the start of a fourth
-        assert entry.answer == " ".join(["The delta floods in spring."] * 3)
+        assert entry.answer == " ".join(["It is all in Europe."] * 3)
         assert entry.completion_tokens == SimpleTokenizer().count(entry.answer)
 
 
@@ -176,6 +177,22 @@ def test_answers_without_a_whole_sentence_are_dropped_never_stored_and_not_asked
     fake.behaviour.requests.clear()
     again, _ = run_precompute(settings, corpus, store_path, progress=False)
     assert fake.behaviour.requests == [] and again["answers_truncated_dropped"] == report["answers"]
+
+
+def test_answers_their_chunk_does_not_hold_are_dropped_never_stored_and_not_asked_again(
+    fake: FakeUpstream, corpus: Path, tmp_path: Path
+) -> None:
+    fake.behaviour.answer_text = "The capital is Montgomery, founded in 1819."  # in neither document
+    store_path = tmp_path / "store"
+    settings = make_settings(fake.url)
+    report, _ = run_precompute(settings, corpus, store_path, progress=False)
+    assert report["complete"] and report["answers"] == report["answers_ungrounded_dropped"] > 0
+    assert report["answers_truncated_dropped"] == 0
+    assert report["entries_written"] == 0 and _entries(store_path) == []
+    assert fake.behaviour.kv_exports == 0
+    fake.behaviour.requests.clear()
+    again, _ = run_precompute(settings, corpus, store_path, progress=False)
+    assert fake.behaviour.requests == [] and again["answers_ungrounded_dropped"] == report["answers"]
 
 
 def test_token_budget_is_never_exceeded_and_a_rerun_continues(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from precog.precompute.answer import answer_grounded
 from precog.precompute.questions import (
     EXAMPLE_QUESTIONS,
     AdaptiveAsking,
@@ -178,3 +179,16 @@ def test_passages_cycle_over_two_sentence_windows_after_the_lead() -> None:
     assert windows[3] == windows[0]
     assert passage("A single sentence.", 2) == "A single sentence."
     assert passage("", 0) == ""
+
+
+def test_an_answer_is_grounded_only_when_its_chunk_holds_what_it_adds() -> None:
+    chunk = (
+        "Alabama is a state in the Southeastern region of the United States, bordered by Tennessee to the "
+        "north and Georgia to the east. It is the 30th largest by area."
+    )
+    assert answer_grounded("Georgia borders Alabama on the east.", "Which state is east of Alabama?", chunk)
+    assert answer_grounded("According to the document, it is the 30th.", "What is its rank by area?", chunk)
+    capital = "What is the capital of Alabama?"
+    assert not answer_grounded("The capital of Alabama is Montgomery.", capital, chunk)
+    assert not answer_grounded("It is the 24th largest by area.", "What is its rank by area?", chunk)
+    assert answer_grounded("Alabama.", "Which state is east of Georgia, Alabama?", chunk)

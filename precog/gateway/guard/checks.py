@@ -1,7 +1,7 @@
 """Typed checks on two aligned questions: each names one way a near match can ask something else.
 
 A check returns a `Mismatch` (kind and a short human-readable detail) or None. The kinds are the ones the
-gateway reports: number, date, unit, negation, direction and entity mismatches.
+gateway reports: number, date, unit, negation, direction, entity and question-word mismatches.
 """
 
 from __future__ import annotations
@@ -129,6 +129,19 @@ def entity_check(alignment: Alignment) -> Mismatch | None:
                 f"entity mismatch: {' '.join(t.surface for t in names)} vs "
                 f"{' '.join(t.surface for t in others)}",
             )
+    return None
+
+
+def question_word_check(alignment: Alignment) -> Mismatch | None:
+    """The question word alone swapped for one of another class ("when did X leave" / "how did X leave"):
+    the rest is the same, so the two ask for different things about it. A wider change ("what year was X
+    born" / "when was X born") is left to the classifier, since it is often a paraphrase."""
+    for edit in alignment.edits:
+        if len(edit.left) == len(edit.right) == 1:
+            (a,), (b,) = edit.left, edit.right
+            left, right = QUESTION_WORDS.get(a.norm), QUESTION_WORDS.get(b.norm)
+            if left and right and left != right:
+                return Mismatch("question", f"question word: {a.surface} vs {b.surface}")
     return None
 
 

@@ -2,7 +2,9 @@
 
 Stages, cheapest first: identical once normalised → accept; cosine under a floor → reject; a typed
 mismatch (number, date, unit, negation, direction, entity) → reject; otherwise a classifier over the
-alignment features decides.
+alignment features decides, and a question word swapped alone for another class ("when did X leave" /
+"how did X leave") vetoes its accept. The veto runs after the classifier, so the shipped weights (fitted
+without it) stay what `python -m precog.gateway.guard.train` reproduces.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from precog.gateway.guard.checks import question_word_check
 from precog.gateway.guard.classifier import WEIGHTS_FILE, PairClassifier
 from precog.gateway.guard.comparison import Comparison, compare
 from precog.gateway.guard.features import FEATURE_NAMES, feature_vector
@@ -71,6 +74,9 @@ class Guard:
 
     def _classified(self, comparison: Comparison, probability: float) -> GuardVerdict:
         if probability >= self.threshold:
+            swapped = question_word_check(comparison.alignment)
+            if swapped is not None:
+                return GuardVerdict(False, f"{swapped.detail} (p={probability:.2f})", probability)
             return GuardVerdict(True, f"same question (p={probability:.2f})", probability)
         alignment = comparison.alignment
         left = " ".join(t.surface for t in alignment.left_content) or "-"

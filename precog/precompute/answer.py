@@ -10,7 +10,7 @@ from precog.precompute.upstream import Completion
 
 SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s|$)")
 # Words an answer uses about its source rather than its subject ("According to the document, ...").
-SOURCE_WORDS = frozenset(content_stems("according document text passage article mentioned states says"))
+SOURCE_WORDS = frozenset(content_stems("according document text passage article mentioned says"))
 GROUNDING = "Answer the user's question using the document below. Be brief and factual.\n\nDocument:\n"
 
 

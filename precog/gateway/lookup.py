@@ -1,4 +1,7 @@
-"""The lookup pipeline, stage by stage, each stage timed: scope → exact tier → embed → search → guard.
+"""The lookup pipeline, stage by stage, each stage timed: scope → exact tier → embed → search → guard,
+then, when no stored question matched, the answer tier: the nearest stored questions and the entries whose
+question and answer hold the new question's words (BM25), each judged by whether its stored answer answers
+the new question (`precog.gateway.guard.answer_check`).
 
 Modelled on GPTCache's pre-process / embed / search / evaluate split, but as an object per gateway
 (no global cache) whose result says why it missed, so a cache that never hits can be diagnosed.
@@ -14,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from precog.gateway.batcher import EmbeddingBatcher
+from precog.gateway.guard import AnswerVerdict, answer_check
 from precog.gateway.metrics import GatewayMetrics
 from precog.gateway.openai_format import StoredAnswer, estimate_tokens
 from precog.gateway.query import CacheQuery
@@ -21,7 +25,7 @@ from precog.gateway.shared import HotEntry, SharedCache
 from precog.gateway.store_access import StoreAccess
 from precog.store import Entry
 
-Tier = Literal["exact", "shared", "semantic"]
+Tier = Literal["exact", "shared", "semantic", "answer"]
 
 
 class Verdict(Protocol):
@@ -34,6 +38,15 @@ class CandidateGuard(Protocol):
     """Decides whether a close stored question really asks the same thing (numbers, negation, ...)."""
 
     def check(self, query: str, candidate: str, similarity: float) -> Verdict: ...
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerTier:
+    """How the answer tier looks: `candidates` from each of the dense and the lexical search, dense ones
+    only from `min_similarity` up."""
+
+    candidates: int = 8
+    min_similarity: float = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +106,7 @@ class Lookup:
         shared: SharedCache | None = None,
         k: int = 4,
         reuse_floor: float | None = None,
+        answers: AnswerTier | None = None,
     ) -> None:
         self._store = store
         self._batcher = batcher
@@ -102,6 +116,7 @@ class Lookup:
         self._shared = shared
         self._k = k
         self._reuse_floor = reuse_floor
+        self._answers = answers
 
     @contextmanager
     def _stage(self, result: LookupResult, name: str) -> Iterator[None]:
@@ -134,8 +149,10 @@ class Lookup:
             return result
         with self._stage(result, "embed"):
             vector = await self._batcher.embed(query.question)
+        wide = max(self._k, self._answers.candidates) if self._answers is not None else self._k
         with self._stage(result, "search"):
-            candidates = await self._store.search(scope, vector, self._k)
+            nearest = await self._store.search(scope, vector, wide)
+        candidates = nearest[: self._k]
         result.near_kv_blob_id = self._near_kv(candidates)
         threshold = self._threshold_for(query.tenant)
         close = [(entry, score) for entry, score in candidates if score >= threshold and not entry.expired()]
@@ -146,16 +163,51 @@ class Lookup:
                 if best is None
                 else f"best similarity {best:.3f} is below the threshold {threshold:.3f}"
             )
-            return result
-        with self._stage(result, "guard"):
-            verdicts = await asyncio.to_thread(self._judge, query.question, close)
-        for (entry, score), verdict in zip(close, verdicts, strict=False):
-            if verdict.accept:
-                result.hit = Hit.of(entry, score, "semantic")
-                result.reason = f"similarity {score:.3f}, guard: {verdict.reason}"
-                return result
-        result.reason = f"guard rejected {len(close)} close candidate(s): {verdicts[0].reason}"
+        else:
+            with self._stage(result, "guard"):
+                verdicts = await asyncio.to_thread(self._judge, query.question, close)
+            for (entry, score), verdict in zip(close, verdicts, strict=False):
+                if verdict.accept:
+                    result.hit = Hit.of(entry, score, "semantic")
+                    result.reason = f"similarity {score:.3f}, guard: {verdict.reason}"
+                    return result
+            result.reason = f"guard rejected {len(close)} close candidate(s): {verdicts[0].reason}"
+        if self._answers is not None and nearest:
+            await self._answer_tier(query.question, scope, nearest, self._answers, result)
         return result
+
+    async def _answer_tier(
+        self,
+        question: str,
+        scope: str,
+        nearest: list[tuple[Entry, float]],
+        tier: AnswerTier,
+        result: LookupResult,
+    ) -> None:
+        """Serve the first candidate whose stored answer answers `question`: the dense ones from the
+        floor up, best first, then the lexical ones; on a miss `result.reason` keeps the question path's."""
+        with self._stage(result, "answer_search"):
+            lexical = await self._store.search_text(scope, question, tier.candidates)
+        similarity = {entry.id: score for entry, score in nearest}
+        pool = {e.id: e for e, score in nearest if score >= tier.min_similarity and not e.expired()}
+        pool.update((e.id, e) for e, _ in lexical if e.id not in pool and not e.expired())
+        if not pool:
+            return
+        with self._stage(result, "answer_check"):
+            found = await asyncio.to_thread(self._first_answering, question, list(pool.values()))
+        if found is not None:
+            entry, verdict = found
+            score = similarity.get(entry.id, 0.0)
+            result.hit = Hit.of(entry, score, "answer")
+            result.reason = f"similarity {score:.3f}, answer check: {verdict.reason}"
+
+    @staticmethod
+    def _first_answering(question: str, pool: list[Entry]) -> tuple[Entry, AnswerVerdict] | None:
+        for entry in pool:
+            verdict = answer_check(question, entry.query, entry.answer)
+            if verdict.accept:
+                return entry, verdict
+        return None
 
     def _near_kv(self, candidates: list[tuple[Entry, float]]) -> str | None:
         """The KV blob of the best-scored live candidate that has one and reaches the reuse floor."""

@@ -13,7 +13,7 @@ import torch
 
 from precog.gateway.batcher import EmbeddingBatcher
 from precog.gateway.conversation import NextTurnIndex
-from precog.gateway.lookup import CandidateGuard, Lookup
+from precog.gateway.lookup import AnswerTier, CandidateGuard, Lookup
 from precog.gateway.metrics import GatewayMetrics
 from precog.gateway.models import ModelCatalog
 from precog.gateway.proxy import CompletionProxy
@@ -178,6 +178,11 @@ def _proxy(
         shared,
         settings.search_k,
         settings.kv_reuse_min_similarity if settings.kv_reuse else None,
+        (
+            AnswerTier(settings.answer_candidates, settings.answer_min_similarity)
+            if settings.answer_tier
+            else None
+        ),
     )
     return CompletionProxy(
         settings,

@@ -69,6 +69,17 @@ class GatewaySettings(ServiceSettings):
     search_k: int = Field(
         default=4, ge=1, le=64, description="Candidates the semantic tier hands to the guard."
     )
+    answer_tier: bool = Field(
+        default=True,
+        description="When no stored question matches, serve an entry whose stored answer answers the "
+        "question (found by dense and BM25 search over questions and answers, checked lexically).",
+    )
+    answer_candidates: int = Field(
+        default=8, ge=1, le=64, description="Answer tier: candidates from each of the two searches."
+    )
+    answer_min_similarity: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="Answer tier: cosine a dense candidate needs."
+    )
 
     api_keys: dict[str, str] = Field(
         default_factory=dict,

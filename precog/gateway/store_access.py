@@ -125,6 +125,10 @@ class StoreAccess:
         found, generation = await self._read(lambda s: s.search(scope, vector, k))
         return [(entry, score) for entry, score in found if not generation.hides(entry)]
 
+    async def search_text(self, scope: str, text: str, k: int) -> list[tuple[Entry, float]]:
+        found, generation = await self._read(lambda s: s.search_text(scope, text, k))
+        return [(entry, score) for entry, score in found if not generation.hides(entry)]
+
     async def get(self, entry_id: str) -> Entry | None:
         return await self._read_one(lambda s: s.get(entry_id))
 

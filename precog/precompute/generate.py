@@ -20,8 +20,10 @@ from precog.precompute.worklog import Outcome
 from precog.store import normalise_text
 
 ChatCall = Callable[[list[dict[str, str]], float, int, int], Completion]
-# The prompt family of each round, in turn (see precog.precompute.questions).
-FAMILIES = ("plain", "example", "passage")
+# The prompt family of each round, in turn (see precog.precompute.questions); every other round asks about
+# one sentence, since a chunk has many more sentences than the other families have windows.
+FAMILIES = ("sentence", "plain", "sentence", "example", "sentence", "passage")
+SENTENCE_QUESTIONS = 3  # what one sentence holds, asked for in a sentence round
 
 
 @dataclass(slots=True)
@@ -92,10 +94,24 @@ def round_seed(chunk_id: str, number: int) -> int:
 
 
 def round_plan(number: int, writers: int) -> tuple[int, str, int]:
-    """(writer, prompt family, passage window) of round `number`; with one writer the families simply
-    take turns and the window moves on after each full turn."""
+    """(writer, prompt family, window) of round `number`: the writers take turns, each writer's rounds
+    take turns over the families, and a family's window (which passage or sentence) is how many rounds
+    of that family the writer had before."""
     writer, turn = number % writers, number // writers
-    return writer, FAMILIES[turn % len(FAMILIES)], turn // len(FAMILIES)
+    family = FAMILIES[turn % len(FAMILIES)]
+    earlier = turn // len(FAMILIES) * FAMILIES.count(family) + FAMILIES[: turn % len(FAMILIES)].count(family)
+    return writer, family, earlier
+
+
+def family_document(family: str, chunk: str, window: int) -> str:
+    """What a round of `family` shows the writer: the chunk, or its `window`-th passage or sentence."""
+    if family == "passage":
+        return passage(chunk, window)
+    return passage(chunk, window, sentences=1) if family == "sentence" else chunk
+
+
+def questions_wanted(family: str, settings: PrecomputeSettings) -> int:
+    return SENTENCE_QUESTIONS if family == "sentence" else settings.questions_per_round
 
 
 def generate_for_chunk(
@@ -118,7 +134,7 @@ def generate_for_chunk(
             settings.temperature_cap,
             settings.duplicate_rate_trigger,
             len(FAMILIES),
-            settings.questions_per_round,
+            sum(questions_wanted(family, settings) for family in FAMILIES) / len(FAMILIES),
         )
         for _ in chats
     ]
@@ -132,12 +148,12 @@ def generate_for_chunk(
         writer, family, window = round_plan(number, len(chats))
         how = asking[writer]
         prompt = question_prompt(
-            passage(chunk.text, window) if family == "passage" else chunk.text,
-            settings.questions_per_round,
+            family_document(family, chunk.text, window),
+            questions_wanted(family, settings),
             progress.asked,
             prompt_budget,
             count_tokens,
-            with_example=family == "example",
+            with_example=family in ("example", "sentence"),
             mask_limit=how.mask_limit,
         )
         try:

@@ -217,7 +217,7 @@ class AdaptiveAsking:
     COPYING = 0.25
 
     def __init__(
-        self, start: float, step: float, cap: float, trigger: float, window: int, asked_per_round: int
+        self, start: float, step: float, cap: float, trigger: float, window: int, asked_per_round: float
     ) -> None:
         self.temperature = start
         self.mask_limit: int | None = None  # None: as many as fit

@@ -35,6 +35,7 @@ from precog.store.scope import normalise_text
 from precog.store.scope_index import IndexParams
 from precog.store.selection import Selection
 from precog.store.stats import collect_stats, index_info
+from precog.store.text_index import TextIndex
 from precog.store.validation import prepared_puts
 from precog.store.vector_index import VectorIndex
 from precog.store.vectors import normalised
@@ -74,6 +75,7 @@ class Store:
         self._loaded_index: VectorIndex | None = None
         self._table = EntryTable(db, lambda entry_id: self._index.scope_of(entry_id))
         self._blobs = BlobTable(db)
+        self._text_index = TextIndex()
         if not self.read_only:
             self._loaded_index = self._open_index()
 
@@ -226,6 +228,21 @@ class Store:
             if len(results) >= k or len(found) < fetch:
                 return results[:k]
             fetch *= 4
+
+    def search_text(self, scope: str, text: str, k: int = 10) -> list[tuple[Entry, float]]:
+        """Up to k live, unexpired entries of `scope` whose question and answer together best match the
+        words of `text` (BM25), best first, with BM25 scores (see `text_index`)."""
+        self._check_open()
+        if not isinstance(k, int) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        found = self._text_index.search(scope, text, k, self._epoch, lambda: self._table.iter_entries(scope))
+        now = time.time()
+        entries = self._table.entries_or_none([entry_id for entry_id, _ in found])
+        return [
+            (entry, score)
+            for (_, score), entry in zip(found, entries, strict=True)
+            if entry is not None and entry.scope == scope and not entry.expired(now)
+        ]
 
     def record_hit(self, entry_id: str) -> bool:
         """Count one served hit; False when the entry does not exist."""

@@ -12,6 +12,7 @@ from precog.precompute import PrecomputeError, PrecomputeSettings, run_precomput
 from precog.precompute.chunking import Chunk
 from precog.precompute.generate import (
     FAMILIES,
+    SENTENCE_QUESTIONS,
     ChatCall,
     ChunkProgress,
     Round,
@@ -30,13 +31,38 @@ def _question_seeds(server: FakeUpstream) -> set[int]:
     return {r["seed"] for r in server.behaviour.requests if "Document:\n" in r["messages"][-1]["content"]}
 
 
-def test_one_writer_keeps_the_families_in_turn_and_moves_the_window_after_each_turn() -> None:
-    assert [round_plan(n, 1) for n in range(4)] == [
+def test_one_writer_keeps_the_families_in_turn_and_each_family_moves_its_own_window() -> None:
+    assert [round_plan(n, 1) for n in range(8)] == [
+        (0, "sentence", 0),
         (0, "plain", 0),
+        (0, "sentence", 1),
         (0, "example", 0),
+        (0, "sentence", 2),
         (0, "passage", 0),
+        (0, "sentence", 3),
         (0, "plain", 1),
     ]
+
+
+def test_sentence_rounds_show_the_lead_and_one_sentence_after_the_worked_example() -> None:
+    chunk = Chunk(
+        "c", "Albedo\n\nAlbedo is reflectivity. It is dimensionless. It comes from Latin.", "a.txt", 0, 70
+    )
+    prompts: list[list[dict[str, str]]] = []
+
+    def chat(messages: list[dict[str, str]], temperature: float, tokens: int, seed: int) -> Completion:
+        prompts.append(messages)
+        return Completion(f"What is albedo {len(prompts)}?", 10, 10)
+
+    settings = PrecomputeSettings(max_rounds_per_chunk=5)
+    generate_for_chunk(chunk, ChunkProgress(), settings, len, [chat], lambda r, _w: (r.parsed, 0), print)
+    sentence_rounds = [prompts[0], prompts[2], prompts[4]]
+    for messages, sentence in zip(sentence_rounds, ["reflectivity", "dimensionless", "Latin"], strict=True):
+        request = messages[-1]["content"]
+        assert len(messages) == 4 and messages[1]["content"].startswith("Document:\nHoney bee")
+        assert "Albedo\n\n" in request and sentence in request and request.count("It ") <= 1
+        assert f"Write {SENTENCE_QUESTIONS} different questions" in request
+    assert f"Write {settings.questions_per_round} different questions" in prompts[1][-1]["content"]
 
 
 def test_every_writer_is_asked_with_every_prompt_family() -> None:
@@ -142,21 +168,22 @@ def test_each_writer_has_its_own_temperature_and_repeats_count_as_duplicates() -
         judged.append(round_)
         return round_.parsed, round_.repeats
 
-    settings = PrecomputeSettings(max_queries_per_chunk=1000, max_rounds_per_chunk=4 * len(FAMILIES))
+    turn = len(FAMILIES)
+    settings = PrecomputeSettings(max_queries_per_chunk=1000, max_rounds_per_chunk=4 * turn)
     chats = [writer(0), writer(1)]
     progress = ChunkProgress()
     generate_for_chunk(chunk, progress, settings, len, chats, judge, lambda _exc: None)
-    assert [r.repeats for r in judged if r.writer == 0] == [0, 5, 5, 5, 5, 5]
+    assert [r.repeats for r in judged if r.writer == 0] == [0] + [5] * (2 * turn - 1)
     assert {r.repeats for r in judged if r.writer == 1} == {0}
     start, step = settings.temperature_start, settings.temperature_step
     hotter = round(start + step, 4)
-    assert [t for w, t in heard if w == 0] == [start] * 3 + [hotter] * 3  # 10 of 15 repeats in its first turn
+    assert [t for w, t in heard if w == 0] == [start] * turn + [hotter] * turn  # mostly repeats, first turn
     assert {t for w, t in heard if w == 1} == {start}
 
-    settings = settings.model_copy(update={"max_rounds_per_chunk": 6 * len(FAMILIES)})
+    settings = settings.model_copy(update={"max_rounds_per_chunk": 6 * turn})
     heard.clear()
     generate_for_chunk(chunk, progress, settings, len, chats, judge, lambda _exc: None)
-    assert [t for w, t in heard if w == 0] == [round(hotter + step, 4)] * 3
+    assert [t for w, t in heard if w == 0] == [round(hotter + step, 4)] * turn
     assert {t for w, t in heard if w == 1} == {start}
 
 

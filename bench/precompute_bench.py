@@ -171,14 +171,9 @@ def run_cases(
         case["lookup_s"], response = ask(gateway, model, case["question"], max_tokens, only_cached=True)
         if lookup_only:
             hit = response.status_code == 200
-            case.update(
-                hit=hit,
-                gateway_answer=response.json()["choices"][0]["message"]["content"] if hit else "",
-                inference_answer="",
-                served_query=response.headers.get("x-precog-entry-id"),
-                served_similarity=response.headers.get("x-precog-similarity"),
-                reason=response.headers.get("x-precog-cache-reason"),
-            )
+            served = response.json()["choices"][0]["message"]["content"] if hit else ""
+            case.update(gateway_answer=served, inference_answer="")
+            record_lookup(case, response)
     if lookup_only:
         return
     for index, case in enumerate(cases):
@@ -190,12 +185,18 @@ def run_cases(
             case[f"{target}_s"] = latency
             case[f"{target}_answer"] = response.json()["choices"][0]["message"]["content"]
             if target == "gateway":
-                case.update(
-                    hit=response.headers.get("x-precog-cache") == "hit",
-                    served_query=response.headers.get("x-precog-entry-id"),
-                    served_similarity=response.headers.get("x-precog-similarity"),
-                    reason=response.headers.get("x-precog-cache-reason"),
-                )
+                record_lookup(case, response)
+
+
+def record_lookup(case: dict[str, Any], response: httpx.Response) -> None:
+    """What the gateway said about its lookup: hit or not, from which entry and tier, and why."""
+    case.update(
+        hit=response.headers.get("x-precog-cache") == "hit",
+        served_query=response.headers.get("x-precog-entry-id"),
+        served_similarity=response.headers.get("x-precog-similarity"),
+        tier=response.headers.get("x-precog-tier"),
+        reason=response.headers.get("x-precog-cache-reason"),
+    )
 
 
 def main() -> None:
@@ -324,6 +325,7 @@ def summarise(
             "good_hits_of_answerable": rate(good, len(answerable)),
             "wrong_hits_of_served": rate(sum(c["wrong_hit"] for c in served), len(served)),
             "must_miss_hits": rate(sum(c["hit"] for c in must_miss), len(must_miss)),
+            "served_by_tier": by_tier(served),
             "inference_alone_right_of_answerable": rate(
                 sum(c["inference_right"] for c in answerable), len(answerable)
             ),
@@ -350,6 +352,16 @@ def summarise(
     }
 
 
+def by_tier(served: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Good, wrong and must-miss hits of each tier (exact, semantic, answer)."""
+    counts: dict[str, dict[str, int]] = {}
+    for case in served:
+        tier = counts.setdefault(case["tier"], {"good": 0, "wrong": 0, "must_miss": 0})
+        kind = "good" if case["good_hit"] else "wrong" if case["kind"] == "answerable" else "must_miss"
+        tier[kind] += 1
+    return counts
+
+
 def measured_ratio(cases: list[dict[str, Any]]) -> float | None:
     """Mean latency through the gateway against inference alone, over `cases`."""
     inference_s = sum(c.get("inference_s", 0.0) for c in cases)
@@ -367,13 +379,14 @@ def print_table(results: dict[str, Any], console: Console) -> None:
     table.add_row("storinfer.bytes_per_pair", str(STORINFER["bytes_per_pair"]))
     console.print(table)
     served = Table(title="served pairs of the tune half (asked -> stored question)")
-    for column in ("asked", "served", "cosine", "good"):
+    for column in ("asked", "served", "tier", "cosine", "good"):
         served.add_column(column)
     for case in results["cases"]:
         if case["hit"] and case["split"] == "tune":
             served.add_row(
                 case["question"],
                 str(case["served_query"]),
+                str(case["tier"]),
                 str(case["served_similarity"]),
                 str(case["good_hit"]),
             )

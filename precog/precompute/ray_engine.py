@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from precog.precompute import stages
-from precog.precompute.answer import answer_grounded, answer_messages, exchange_messages, stored_answer
+from precog.precompute.answer import answer_messages, choose_answer, exchange_messages
 from precog.precompute.chunking import Chunk
 from precog.precompute.dedup import Deduplicator
 from precog.precompute.generate import ChunkProgress, Round, RoundSummary, generate_for_chunk
@@ -150,12 +150,17 @@ class AnswerWorker(_Worker):
             result = AnswerResult(task.answer)
             blob = None
             try:
-                if task.answer is None:
+                stored = task.answer
+                if stored is None:
                     messages = answer_messages(self.settings.system_prompt, task.chunk, task.query)
                     completion = self.upstream.chat(messages, 0.0, self.settings.answer_max_tokens, 0)
-                    result = AnswerResult(stored_answer(completion), completion)
-                if result.answer and task.kv and answer_grounded(result.answer, task.query, task.chunk):
-                    exchange = exchange_messages(self.settings.system_prompt, task.query, result.answer)
+                    chosen = choose_answer(
+                        completion, task.query, task.chunk, self.settings.quote_when_ungrounded
+                    )
+                    stored = chosen.text if chosen.source is not None else None
+                    result = AnswerResult(chosen.text, completion)
+                if stored and task.kv:
+                    exchange = exchange_messages(self.settings.system_prompt, task.query, stored)
                     blob = self.upstream.export_kv(exchange)
                     result = dataclasses.replace(result, kv="ok" if blob is not None else "unsupported")
             except UpstreamGarbage as exc:
@@ -223,7 +228,7 @@ def _answer_stage(job: Job, settings: dict[str, Any]) -> None:
             query=query.query,
             chunk=job.chunks[query.chunk].text,
             answer=None if answered is None else answered.answer,
-            kv=job.settings.capture_kv and qid not in job.replay.kv and not (answered and answered.truncated),
+            kv=job.settings.capture_kv and qid not in job.replay.kv and not (answered and answered.unusable),
         )
         rows.append({"id": qid, "payload": json.dumps(dataclasses.asdict(task))})
     dataset = ray.data.from_items(rows).map_batches(

@@ -84,7 +84,8 @@ class ChunkRetired:
 class Answered:
     """An answer as stored: `trimmed` to whole sentences when cut off, `truncated` (and never stored) when
     not even one sentence was whole, `ungrounded` (and never stored) when its chunk does not hold what it
-    says (`answer_grounded`)."""
+    says (`answer_grounded`), `quoted` when the model's answer was one of those and the answer is its
+    chunk's sentence instead (`supporting_passage`)."""
 
     kind: ClassVar[str] = "answer"
     id: str
@@ -95,6 +96,7 @@ class Answered:
     truncated: bool = False
     tokens: int = 0
     ungrounded: bool = False
+    quoted: bool = False
 
     @property
     def unusable(self) -> str | None:

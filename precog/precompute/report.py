@@ -48,6 +48,7 @@ def build_report(job: Job, engine: str) -> dict[str, Any]:
         ),
         "answers_truncated_dropped": sum(1 for a in replay.answers.values() if a.truncated),
         "answers_ungrounded_dropped": sum(1 for a in replay.answers.values() if a.ungrounded),
+        "answers_quoted_from_chunk": sum(1 for a in replay.answers.values() if a.quoted),
         "entries_retired_this_run": job.retired,
         "kv_blobs": len(replay.kv),
         "kv_bytes": kv_bytes,

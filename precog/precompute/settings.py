@@ -65,6 +65,11 @@ class PrecomputeSettings(ServiceSettings):
     max_rounds_per_chunk: int = Field(20, ge=1)
     question_max_tokens: int = Field(96, ge=16)
     answer_max_tokens: int = Field(128, ge=16)
+    quote_when_ungrounded: bool = Field(
+        True,
+        description="an answer its chunk does not stand behind is replaced by the chunk's sentence that "
+        "holds the question's words (off: such questions are dropped)",
+    )
     temperature_start: float = Field(0.7, ge=0.0, le=2.0)
     temperature_step: float = Field(0.15, gt=0.0)
     temperature_cap: float = Field(1.3, ge=0.0, le=2.0)

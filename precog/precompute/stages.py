@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from precog.precompute.answer import answer_grounded, answer_messages, exchange_messages, stored_answer
+from precog.precompute.answer import answer_messages, choose_answer, exchange_messages
 from precog.precompute.generate import Round, RoundSummary
 from precog.precompute.job import Job, query_id
 from precog.precompute.records import (
@@ -112,23 +112,26 @@ def answer(job: Job, qid: str) -> None:
 
 
 def record_answer(job: Job, qid: str, completion: Completion) -> None:
-    """An answer cut off at max_tokens keeps its whole sentences (and their token count); one without a
-    whole sentence is recorded as truncated (its tokens were spent, a rerun must not ask again) and never
-    gets a KV capture or an entry; nor does one that its chunk does not stand behind (`answer_grounded`)."""
-    answer = stored_answer(completion)
+    """An answer cut off at max_tokens keeps its whole sentences (and their token count); one its chunk
+    does not stand behind (`answer_grounded`) is replaced by the chunk's sentence that answers it, where
+    one does (`choose_answer`). Without either it is recorded as truncated or ungrounded (its tokens were
+    spent, a rerun must not ask again) and never gets a KV capture or an entry."""
     query = job.replay.queries[qid]
-    grounded = answer_grounded(answer, query.query, job.chunks[query.chunk].text)
-    completion_tokens = job.tokenizer.count(answer) if completion.truncated else completion.completion_tokens
+    chosen = choose_answer(
+        completion, query.query, job.chunks[query.chunk].text, job.settings.quote_when_ungrounded
+    )
+    counted = completion.truncated or chosen.source == "chunk"
     job.record(
         Answered(
             id=qid,
-            answer=answer,
+            answer=chosen.text,
             prompt_tokens=completion.prompt_tokens,
-            completion_tokens=completion_tokens,
-            trimmed=completion.truncated,
-            truncated=not answer,
+            completion_tokens=job.tokenizer.count(chosen.text) if counted else completion.completion_tokens,
+            trimmed=completion.truncated and chosen.source != "chunk",
+            truncated=not chosen.text,
             tokens=completion.tokens,
-            ungrounded=bool(answer) and not grounded,
+            ungrounded=bool(chosen.text) and chosen.source is None,
+            quoted=chosen.source == "chunk",
         )
     )
 

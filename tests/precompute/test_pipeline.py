@@ -150,9 +150,8 @@ def test_an_answer_cut_off_keeps_its_whole_sentences(
     fake: FakeUpstream, corpus: Path, tmp_path: Path
 ) -> None:
     fake.behaviour.answer_text = "It is all in Europe. " * 10  # 50 words, cut at 16
-    report, _ = run_precompute(
-        make_settings(fake.url, answer_max_tokens=16), corpus, tmp_path / "store", progress=False
-    )
+    settings = make_settings(fake.url, answer_max_tokens=16, quote_when_ungrounded=False)
+    report, _ = run_precompute(settings, corpus, tmp_path / "store", progress=False)
     assert report["complete"] and report["answers_truncated_dropped"] == 0
     assert report["answers_trimmed_to_whole_sentences"] == report["answers"]
     entries = _entries(tmp_path / "store")  # chunks that never say Europe keep none (ungrounded)
@@ -168,7 +167,7 @@ def test_answers_without_a_whole_sentence_are_dropped_never_stored_and_not_asked
 ) -> None:
     fake.behaviour.answer_text = "and then the river " * 10
     store_path = tmp_path / "store"
-    settings = make_settings(fake.url, answer_max_tokens=16)
+    settings = make_settings(fake.url, answer_max_tokens=16, quote_when_ungrounded=False)
     report, _ = run_precompute(settings, corpus, store_path, progress=False)
     assert report["complete"] and report["answers"] == report["answers_truncated_dropped"] > 0
     assert report["entries_written"] == 0 and _entries(store_path) == []
@@ -184,7 +183,7 @@ def test_answers_their_chunk_does_not_hold_are_dropped_never_stored_and_not_aske
 ) -> None:
     fake.behaviour.answer_text = "The capital is Montgomery, founded in 1819."  # in neither document
     store_path = tmp_path / "store"
-    settings = make_settings(fake.url)
+    settings = make_settings(fake.url, quote_when_ungrounded=False)
     report, _ = run_precompute(settings, corpus, store_path, progress=False)
     assert report["complete"] and report["answers"] == report["answers_ungrounded_dropped"] > 0
     assert report["answers_truncated_dropped"] == 0
@@ -193,6 +192,26 @@ def test_answers_their_chunk_does_not_hold_are_dropped_never_stored_and_not_aske
     fake.behaviour.requests.clear()
     again, _ = run_precompute(settings, corpus, store_path, progress=False)
     assert fake.behaviour.requests == [] and again["answers_ungrounded_dropped"] == report["answers"]
+
+
+def test_an_answer_its_chunk_does_not_hold_is_replaced_by_the_sentence_the_question_is_about(
+    fake: FakeUpstream, corpus: Path, tmp_path: Path
+) -> None:
+    """The fake writes each question from one sentence ("What does the document say about The Danube
+    flows through ten countries before?"): that sentence is the answer stored, with its KV capture."""
+    fake.behaviour.answer_text = "The capital is Montgomery, founded in 1819."
+    store_path = tmp_path / "store"
+    report, _ = run_precompute(make_settings(fake.url), corpus, store_path, progress=False)
+    assert report["complete"] and report["answers_ungrounded_dropped"] == 0
+    assert report["answers_quoted_from_chunk"] == report["answers"] == report["entries_written"] > 0
+    entries = _entries(store_path)
+    assert len(entries) == report["entries_written"] == fake.behaviour.kv_exports
+    for entry in entries:
+        assert any(entry.answer in text for text in DOCS.values())  # a sentence, or two: "It rises ..."
+        assert "Montgomery" not in entry.answer
+        asked = set(entry.query.removeprefix("What does the document say about ").rstrip("?").split())
+        assert 2 * len(asked & set(entry.answer.rstrip(".").replace(",", "").split())) >= len(asked)
+        assert entry.completion_tokens == SimpleTokenizer().count(entry.answer)
 
 
 def test_token_budget_is_never_exceeded_and_a_rerun_continues(

@@ -68,8 +68,9 @@ def choose_answer(completion: Completion, question: str, chunk: str, quote_fallb
 
 def supporting_passage(question: str, chunk: str) -> str:
     """The sentence of `chunk` that holds the most of the question's content words: all of a one-word
-    question's, else two at least and half of them, and every number of it ("the 17th president" is not
-    answered by "the 16th president"); the first such sentence on a tie, after the sentence before it
+    question's, else two at least and half of them, and every number and name of it ("the 17th
+    president" is not answered by "the 16th president", nor "the tallest volcano in Asia" by "the tallest
+    volcano in Europe"); the first such sentence on a tie, after the sentence before it
     when it opens with a pronoun ("He was born in Stagira."); '' when none does. A heading the
     chunk opens with (its title: fewer than `MIN_SENTENCE_WORDS` words) counts as part of every sentence,
     since every sentence under it is about it."""
@@ -77,11 +78,12 @@ def supporting_passage(question: str, chunk: str) -> str:
     parts = [part.strip() for part in _SENTENCE_BREAK.split(chunk.strip()) if part.strip()]
     heading = set(content_stems(parts[0])) if parts and len(parts[0].split()) < MIN_SENTENCE_WORDS else set()
     sentences = [part for part in parts if len(part.split()) >= MIN_SENTENCE_WORDS]
-    numbers = {stem for stem in wanted if stem[0].isdigit()}
+    named = set(content_stems(" ".join(w for w in question.split()[1:] if w[:1].isupper())))
+    required = {stem for stem in wanted if stem[0].isdigit()} | (named & wanted)
     scored = [
         (len(wanted & words), -i)
         for i, words in enumerate(heading | set(content_stems(s)) for s in sentences)
-        if numbers <= words
+        if required <= words
     ]
     if not wanted or not scored:
         return ""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from precog.precompute.answer import answer_grounded
+from precog.precompute.answer import ChosenAnswer, answer_grounded, choose_answer, supporting_passage
 from precog.precompute.questions import (
     EXAMPLE_QUESTIONS,
     AdaptiveAsking,
@@ -12,6 +12,7 @@ from precog.precompute.questions import (
     question_prompt,
 )
 from precog.precompute.tokens import SimpleTokenizer
+from precog.precompute.upstream import Completion
 
 
 def test_parses_numbered_bulleted_and_run_together_questions() -> None:
@@ -192,3 +193,45 @@ def test_an_answer_is_grounded_only_when_its_chunk_holds_what_it_adds() -> None:
     assert not answer_grounded("The capital of Alabama is Montgomery.", capital, chunk)
     assert not answer_grounded("It is the 24th largest by area.", "What is its rank by area?", chunk)
     assert answer_grounded("Alabama.", "Which state is east of Georgia, Alabama?", chunk)
+
+
+VOLCANO = (
+    "Mount Etna\n\nMount Etna is an active stratovolcano on the east coast of Sicily. It is the tallest "
+    "active volcano in Europe outside the Caucasus. Its height was 3,357 metres in 2021. Farmers grow "
+    "pistachios on its slopes."
+)
+
+
+def test_the_supporting_passage_is_the_sentence_that_holds_the_question() -> None:
+    assert supporting_passage("What is Mount Etna?", VOLCANO).startswith("Mount Etna is an active")
+    # the heading counts for every sentence; a pronoun sentence comes after the one before it
+    assert supporting_passage("What grows on the slopes of Etna?", VOLCANO) == (
+        "Farmers grow pistachios on its slopes."
+    )
+    assert supporting_passage("Which is the tallest active volcano in Europe?", VOLCANO) == (
+        "Mount Etna is an active stratovolcano on the east coast of Sicily. It is the tallest active "
+        "volcano in Europe outside the Caucasus."
+    )
+    assert supporting_passage("How tall was Etna in 2021?", VOLCANO).endswith("3,357 metres in 2021.")
+    assert supporting_passage("According to the text, where is Mount Etna?", VOLCANO).endswith("Sicily.")
+    for missing in (
+        "How tall was Etna in 1990?",  # a number the chunk does not hold
+        "What is the capital of Sicily?",  # one word of two
+        "When did Etna last erupt?",
+        "What is the tallest volcano in Asia?",
+    ):
+        assert supporting_passage(missing, VOLCANO) == "", missing
+
+
+def test_the_model_answer_is_kept_when_grounded_and_quoted_over_when_not() -> None:
+    question = "Where is Mount Etna?"
+    grounded = Completion("Mount Etna is on the east coast of Sicily.", 10, 10)
+    invented = Completion("Mount Etna is in Tuscany, near Florence.", 10, 10)
+    cut = Completion("Mount Etna stands on", 10, 10, "length")
+    assert choose_answer(grounded, question, VOLCANO, True) == ChosenAnswer(grounded.text, "model")
+    quoted = choose_answer(invented, question, VOLCANO, True)
+    assert quoted.source == "chunk" and quoted.text.endswith("coast of Sicily.")
+    assert choose_answer(cut, question, VOLCANO, True).source == "chunk"
+    assert choose_answer(invented, question, VOLCANO, False) == ChosenAnswer(invented.text, None)
+    assert choose_answer(cut, question, VOLCANO, False) == ChosenAnswer("", None)
+    assert choose_answer(invented, "What is the capital of Sicily?", VOLCANO, True).source is None

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from precog.gateway.batcher import EmbeddingBatcher
-from precog.gateway.guard import AnswerVerdict, answer_check
+from precog.gateway.guard import AnswerVerdict, answer_check, uncovered
 from precog.gateway.metrics import GatewayMetrics
 from precog.gateway.openai_format import StoredAnswer, estimate_tokens
 from precog.gateway.query import CacheQuery
@@ -29,9 +29,14 @@ Tier = Literal["exact", "shared", "semantic", "answer"]
 
 
 class Verdict(Protocol):
-    accept: bool
-    reason: str
-    score: float
+    @property
+    def accept(self) -> bool: ...
+
+    @property
+    def reason(self) -> str: ...
+
+    @property
+    def score(self) -> float: ...
 
 
 class CandidateGuard(Protocol):
@@ -43,10 +48,13 @@ class CandidateGuard(Protocol):
 @dataclass(frozen=True, slots=True)
 class AnswerTier:
     """How the answer tier looks: `candidates` from each of the dense and the lexical search, dense ones
-    only from `min_similarity` up."""
+    only from `min_similarity` up; and how the question tier uses the answers: below `covered_below`
+    cosine a stored question the guard accepts must also have every content word of the new question in
+    it or its answer ("When was Gershwin born?" is not "What was Gershwin's career?", cosine 0.87)."""
 
     candidates: int = 8
     min_similarity: float = 0.5
+    covered_below: float = 0.92
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,8 +229,13 @@ class Lookup:
         """Guard verdicts, best candidate first, stopping at the first accepted one."""
         verdicts: list[Verdict] = []
         for entry, score in close:
-            verdicts.append(self._guard.check(question, entry.query, score))
-            if verdicts[-1].accept:
+            verdict = self._guard.check(question, entry.query, score)
+            if verdict.accept and self._answers is not None and score < self._answers.covered_below:
+                missing = uncovered(question, entry.query, entry.answer)
+                if missing:
+                    verdict = AnswerVerdict(False, f"the stored exchange lacks: {' '.join(missing)}", score)
+            verdicts.append(verdict)
+            if verdict.accept:
                 break
         return verdicts
 

@@ -179,7 +179,9 @@ def _proxy(
         settings.search_k,
         settings.kv_reuse_min_similarity if settings.kv_reuse else None,
         (
-            AnswerTier(settings.answer_candidates, settings.answer_min_similarity)
+            AnswerTier(
+                settings.answer_candidates, settings.answer_min_similarity, settings.answer_covered_below
+            )
             if settings.answer_tier
             else None
         ),

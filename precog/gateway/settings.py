@@ -80,6 +80,13 @@ class GatewaySettings(ServiceSettings):
     answer_min_similarity: float = Field(
         default=0.5, ge=0.0, le=1.0, description="Answer tier: cosine a dense candidate needs."
     )
+    answer_covered_below: float = Field(
+        default=0.92,
+        ge=0.0,
+        le=1.0,
+        description="With the answer tier on: below this cosine a stored question the guard accepts must "
+        "also hold, with its answer, every content word of the new question.",
+    )
 
     api_keys: dict[str, str] = Field(
         default_factory=dict,

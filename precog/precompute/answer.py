@@ -13,6 +13,7 @@ SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s|$)")
 # Words an answer uses about its source rather than its subject ("According to the document, ...").
 SOURCE_WORDS = frozenset(content_stems("according document text passage article mentioned says"))
 _SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+|\n+")
+_ENDS_SENTENCE = re.compile(r"[.!?][\"')\]]*$")
 _OPENS_WITH_PRONOUN = re.compile(r"^(it|he|she|they|this|these|his|her|its|their)\b", re.IGNORECASE)
 MIN_SENTENCE_WORDS = 4  # shorter "sentences" are titles and headings
 GROUNDING = "Answer the user's question using the document below. Be brief and factual.\n\nDocument:\n"
@@ -68,7 +69,8 @@ def choose_answer(completion: Completion, question: str, chunk: str, quote_fallb
 
 def supporting_passage(question: str, chunk: str) -> str:
     """The sentence of `chunk` that holds the most of the question's content words: all of a one-word
-    question's, else two at least and half of them, and every number and name of it ("the 17th
+    question's, else two at least and half of them (a sentence ends as one: a heading or a caption
+    is no answer), and every number and name of it ("the 17th
     president" is not answered by "the 16th president", nor "the tallest volcano in Asia" by "the tallest
     volcano in Europe"); the first such sentence on a tie, after the sentence before it
     when it opens with a pronoun ("He was born in Stagira."); '' when none does. A heading the
@@ -77,7 +79,7 @@ def supporting_passage(question: str, chunk: str) -> str:
     wanted = set(content_stems(question)) - SOURCE_WORDS
     parts = [part.strip() for part in _SENTENCE_BREAK.split(chunk.strip()) if part.strip()]
     heading = set(content_stems(parts[0])) if parts and len(parts[0].split()) < MIN_SENTENCE_WORDS else set()
-    sentences = [part for part in parts if len(part.split()) >= MIN_SENTENCE_WORDS]
+    sentences = [p for p in parts if len(p.split()) >= MIN_SENTENCE_WORDS and _ENDS_SENTENCE.search(p)]
     named = set(content_stems(" ".join(w for w in question.split()[1:] if w[:1].isupper())))
     required = {stem for stem in wanted if stem[0].isdigit()} | (named & wanted)
     scored = [

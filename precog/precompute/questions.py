@@ -16,7 +16,11 @@ and the worked example 42, and held-out questions found a stored same question a
 17 times with either family alone and 4 of 17 with both. With 24 rounds a chunk, the passage family in the
 turn raised the store from 50 to 72 questions and its hits on 58 held-out questions written by
 Qwen2.5-Coder-0.5B from 5 to 6; the stores of three generators together (239 questions) hit 11. Questions
-about nothing in the chunk are dropped (`grounded`).
+about nothing in the chunk are dropped (`grounded`). A fourth family, every other round (see
+`precog.precompute.generate.FAMILIES`), shows one sentence after the lead and asks for three questions:
+a 900-character chunk has eight or so sentences and the other families only a few windows, and a
+question asked of one sentence is one that sentence answers, which the answer stage quotes when the
+model's own answer is not grounded (`precog.precompute.answer.supporting_passage`).
 """
 
 from __future__ import annotations

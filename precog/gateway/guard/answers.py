@@ -102,17 +102,22 @@ def _negated(tokens: list[Token]) -> bool:
     return any(t.norm in NEGATORS for t in tokens)
 
 
+def uncovered(question: str, stored_query: str, stored_answer: str) -> list[str]:
+    """The content words (stems) of `question` that neither the stored question nor its answer holds."""
+    exchange = _content(tokenize(stored_query)) | _content(tokenize(stored_answer))
+    return sorted(_content(tokenize(question)) - exchange)
+
+
 def answer_check(question: str, stored_query: str, stored_answer: str) -> AnswerVerdict:
     asked, stored, answer = tokenize(question), tokenize(stored_query), tokenize(stored_answer)
     wanted = _content(asked)
     in_query = _content(stored)
-    in_exchange = in_query | _content(answer)
-    found = len(wanted & in_exchange) / len(wanted) if wanted else 0.0
+    missing = uncovered(question, stored_query, stored_answer)
+    found = 1 - len(missing) / len(wanted) if wanted else 0.0
 
     def no(reason: str) -> AnswerVerdict:
         return AnswerVerdict(False, reason, found)
 
-    missing = sorted(wanted - in_exchange)
     if not wanted:
         return no("the question has no content words")
     if missing:

@@ -19,6 +19,7 @@ QUEENS = ("How is a honey bee colony organised?", "A colony has one queen, thous
 WORKERS = ("How many workers does a colony have?", "A colony has thousands of workers and a few drones.")
 TEACHER = ("Who did Socrates teach?", "Socrates taught Plato, who later founded the Academy.")
 MARS = ("What is Olympus Mons?", "Olympus Mons is a volcano on Mars, the tallest in the Solar System.")
+HECTOR = ("Who was Hector?", "Hector was killed near the gates of Troy by Achilles.")
 LANDING = "The crew landed on the Moon in 1969."
 PROBE = ("Where did the Apollo 11 crew land?", "They landed in the Sea of Tranquility in July 1969.")
 
@@ -30,6 +31,8 @@ PROBE = ("Where did the Apollo 11 crew land?", "They landed in the Sea of Tranqu
         ("who founded the Academy", TEACHER),
         ("who taught plato", TEACHER),
         ("which volcano is the tallest in the solar system", MARS),
+        ("how many queens does a colony have", QUEENS),  # another kind, but the answer holds it all
+        ("who killed Hector", HECTOR),
     ],
 )
 def test_a_stored_answer_that_holds_the_question_answers_it(question: str, stored: tuple[str, str]) -> None:
@@ -44,10 +47,12 @@ def test_a_stored_answer_that_holds_the_question_answers_it(question: str, store
         ("who did Plato teach", TEACHER, "relation is unchecked"),
         ("what does Socrates teach", TEACHER, "question guard"),  # the stored question alone covers it
         ("what is the smallest volcano on Mars", MARS, "lacks: smallest"),
-        ("how many queens does a colony have", QUEENS, "asks amount"),
         ("how many drones does a colony have", WORKERS, "no number"),
+        ("how many workers does a colony have", QUEENS, "no number"),  # "thousands" is no number
         ("when was Olympus Mons discovered", MARS, "lacks: discover"),
         ("when did the crew land on the Sea of Tranquility", PROBE, "asks when"),
+        ("who has thousands of workers", QUEENS, "asks who"),
+        ("who did Hector kill", HECTOR, "reverse relation"),
         ("why did Socrates not teach Plato", TEACHER, "asks why"),
         ("did Socrates not teach Plato", ("Did Socrates teach?", TEACHER[1]), "negation"),
         ("what did the crew do on the Moon", ("What did the crew do in 1969?", LANDING), "names 1969"),

@@ -13,7 +13,9 @@ def test_bad_setting_names_its_environment_variable() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "precog", "gateway", "serve"],
         env={**os.environ, "PRECOG_GATEWAY_SIMILARITY_THRESHOLD": "1.7"},
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     message = " ".join(result.stderr.replace("│", " ").split())  # typer draws a box and wraps lines
     assert result.returncode != 0

@@ -71,6 +71,9 @@ def test_no_conversation_trap_shares_a_scope_with_its_cached_conversation() -> N
     assert len(traps) == 120
     assert [c["id"] for c in traps if scope(c["a"]) == scope(c["b"])] == []
     # The last messages alone are often the same question: only the scope keeps these apart.
-    same_last = [c for c in traps if c["a"][-1]["content"].casefold().strip(" ?.") ==
-                 c["b"][-1]["content"].casefold().strip(" ?.")]
+    same_last = [
+        c
+        for c in traps
+        if c["a"][-1]["content"].casefold().strip(" ?.") == c["b"][-1]["content"].casefold().strip(" ?.")
+    ]
     assert len(same_last) > 20

@@ -202,20 +202,25 @@ class Lookup:
         if not pool:
             return
         with self._stage(result, "answer_check"):
-            found = await asyncio.to_thread(self._first_answering, question, list(pool.values()))
-        if found is not None:
-            entry, verdict = found
+            entry, verdict = await asyncio.to_thread(self._best_answering, question, list(pool.values()))
+        if verdict.accept:
             score = similarity.get(entry.id, 0.0)
             result.hit = Hit.of(entry, score, "answer")
             result.reason = f"similarity {score:.3f}, answer check: {verdict.reason}"
+        else:
+            result.reason += f"; answer tier, {len(pool)} candidate(s), the closest: {verdict.reason}"
 
     @staticmethod
-    def _first_answering(question: str, pool: list[Entry]) -> tuple[Entry, AnswerVerdict] | None:
+    def _best_answering(question: str, pool: list[Entry]) -> tuple[Entry, AnswerVerdict]:
+        """The first candidate (of a pool never empty) whose answer answers `question`, else the one
+        that came closest."""
+        judged = []
         for entry in pool:
             verdict = answer_check(question, entry.query, entry.answer)
             if verdict.accept:
                 return entry, verdict
-        return None
+            judged.append((entry, verdict))
+        return max(judged, key=lambda found: found[1].score)
 
     def _near_kv(self, candidates: list[tuple[Entry, float]]) -> str | None:
         """The KV blob of the best-scored live candidate that has one and reaches the reuse floor."""

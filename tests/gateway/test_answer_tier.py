@@ -99,6 +99,7 @@ def test_the_gateway_serves_an_answer_that_answers_and_relays_one_that_does_not(
     for question in ("what is the smallest volcano on Mars", "who taught Aristotle"):
         miss = _ask(url, question)
         assert miss.headers["x-precog-cache"] == "miss", (question, miss.headers["x-precog-cache-reason"])
+        assert "answer tier" in miss.headers["x-precog-cache-reason"]
         assert miss.json()["choices"][0]["message"]["content"] == answer_for(question)
     assert not [r for r in upstream_state.requests if r["messages"][-1]["content"] == hit.request.content]
 

@@ -193,7 +193,7 @@ class Lookup:
         result: LookupResult,
     ) -> None:
         """Serve the first candidate whose stored answer answers `question`: the dense ones from the
-        floor up, best first, then the lexical ones; on a miss `result.reason` keeps the question path's."""
+        floor up, best first, then the lexical ones; a miss adds why the closest one was refused."""
         with self._stage(result, "answer_search"):
             lexical = await self._store.search_text(scope, question, tier.candidates)
         similarity = {entry.id: score for entry, score in nearest}

@@ -111,3 +111,20 @@ def test_the_answer_tier_can_be_switched_off(
     _seed(path, embedder, [MARS])
     url = start_gateway(store_path=path, writeback_enabled=False, answer_tier=False).url
     assert _ask(url, "which volcano is the tallest in the solar system").headers["x-precog-cache"] == "miss"
+
+
+def test_a_stored_question_the_guard_accepts_still_needs_the_question_words_in_its_exchange(
+    start_gateway: GatewayFactory, embedder: Embedder, tmp_path: Path
+) -> None:
+    """The guard takes "When was George Gershwin born?" for "What is George Gershwin's career?" (cosine
+    0.87): below `answer_covered_below` the exchange must also hold "born", and this one does not."""
+    career = ("What is George Gershwin's career?", "Gershwin wrote songs, operas and An American in Paris.")
+    path = tmp_path / "seeded"
+    _seed(path, embedder, [career])
+    guarded = start_gateway(store_path=path, writeback_enabled=False).url
+    miss = _ask(guarded, "When was George Gershwin born?")
+    assert miss.headers["x-precog-cache"] == "miss"
+    assert "lacks: born" in miss.headers["x-precog-cache-reason"]
+    _seed(tmp_path / "copy", embedder, [career])
+    plain = start_gateway(store_path=tmp_path / "copy", writeback_enabled=False, answer_tier=False).url
+    assert _ask(plain, "When was George Gershwin born?").headers["x-precog-cache"] == "hit"

@@ -19,6 +19,7 @@ QUEENS = ("How is a honey bee colony organised?", "A colony has one queen, thous
 WORKERS = ("How many workers does a colony have?", "A colony has thousands of workers and a few drones.")
 TEACHER = ("Who did Socrates teach?", "Socrates taught Plato, who later founded the Academy.")
 MARS = ("What is Olympus Mons?", "Olympus Mons is a volcano on Mars, the tallest in the Solar System.")
+MENTOR = ("Who did Socrates mentor?", "Plato, later the founder of the Academy.")
 HECTOR = ("Who was Hector?", "Hector was killed near the gates of Troy by Achilles.")
 LANDING = "The crew landed on the Moon in 1969."
 PROBE = ("Where did the Apollo 11 crew land?", "They landed in the Sea of Tranquility in July 1969.")
@@ -43,13 +44,18 @@ def test_a_stored_answer_that_holds_the_question_answers_it(question: str, store
 @pytest.mark.parametrize(
     ("question", "stored", "why"),
     [
-        ("who taught Socrates", TEACHER, "reverse relation"),
-        ("who did Plato teach", TEACHER, "relation is unchecked"),
+        ("who taught Socrates", TEACHER, "question guard"),  # "taught" is "teach": the stored question's
+        ("who did Plato teach", TEACHER, "reverse relation"),
+        (
+            "who did Plato mentor",
+            ("Who did Socrates mentor?", "Plato, later the founder of the Academy."),
+            "unchecked",
+        ),
         ("what does Socrates teach", TEACHER, "question guard"),  # the stored question alone covers it
-        ("what is the smallest volcano on Mars", MARS, "lacks: smallest"),
+        ("what is the smallest volcano on Mars", MARS, "lacks: small"),
         ("how many drones does a colony have", WORKERS, "no number"),
         ("how many workers does a colony have", QUEENS, "no number"),  # "thousands" is no number
-        ("when was Olympus Mons discovered", MARS, "lacks: discover"),
+        ("when was Olympus Mons discovered", MARS, "lacks: discov"),
         ("when did the crew land on the Sea of Tranquility", PROBE, "asks when"),
         ("who has thousands of workers", QUEENS, "asks who"),
         ("who did Hector kill", HECTOR, "reverse relation"),

@@ -19,7 +19,10 @@ question does not hold.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+
+import simplemma
 
 from precog.gateway.guard.alignment import stem
 from precog.gateway.guard.lexicon import FILLERS, NEGATORS, QUESTION_WORDS
@@ -63,8 +66,15 @@ def question_kind(tokens: list[Token]) -> str:
     return "yes/no"
 
 
+@functools.lru_cache(maxsize=65536)
+def _word_key(word: str) -> str:
+    """What two forms of one word share: the stem of its lemma, so "taught" meets "teach", "became"
+    "become" and "tutored" "tutor" (simplemma's English dictionary, then the guard's suffix stem)."""
+    return stem(simplemma.lemmatize(word, lang="en").casefold())
+
+
 def _key(token: Token) -> str:
-    return stem(token.norm) if token.kind == "word" else token.norm
+    return _word_key(token.norm) if token.kind == "word" else token.norm
 
 
 def _is_content(token: Token) -> bool:

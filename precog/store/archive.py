@@ -5,10 +5,15 @@ from __future__ import annotations
 import shutil
 import tarfile
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from precog.store.db import DB_DIR, INDEX_DIR, Database, is_store
 from precog.store.errors import NotAStoreError, StoreError
+
+if TYPE_CHECKING:
+    from precog.store.verify import VerifyReport
 
 _TOP = "precog-store"
 
@@ -45,8 +50,21 @@ def export_store(db: Database, index_dir: Path, dest: Path) -> Path:
     return dest
 
 
-def import_store(src: Path, dest: Path) -> Path:
-    """Copy or unpack an export into `dest` (which must not hold anything yet); returns `dest`."""
+def import_store(src: Path, dest: Path, verify: Callable[[Path], VerifyReport]) -> VerifyReport:
+    """Copy or unpack an export into `dest` (which must not hold anything yet) and `verify` it there;
+    a copy that fails is removed."""
+    _unpack(src, dest)
+    try:
+        report = verify(dest)
+        if not report.ok:
+            raise StoreError(f"imported store failed verification: {report.summary()}")
+    except BaseException:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
+    return report
+
+
+def _unpack(src: Path, dest: Path) -> None:
     _require_empty(dest)
     if not src.exists():
         raise StoreError(f"{src} does not exist")
@@ -54,7 +72,7 @@ def import_store(src: Path, dest: Path) -> Path:
         if not is_store(src):
             raise NotAStoreError(f"{src} is not an exported precog store")
         shutil.copytree(src, dest, dirs_exist_ok=True)
-        return dest
+        return
     if not _is_tarball(src):
         raise StoreError(f"{src} is neither a store directory nor a .tar.gz export")
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -70,4 +88,3 @@ def import_store(src: Path, dest: Path) -> Path:
         dest.mkdir(parents=True, exist_ok=True)
         for part in unpacked.iterdir():
             shutil.move(str(part), dest / part.name)
-    return dest

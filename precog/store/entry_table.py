@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Callable, Iterator, Set
 from typing import Any
 
@@ -63,6 +64,16 @@ class EntryTable:
         """The stored records of `ids` that exist (a corrupt one as a placeholder that can be deleted)."""
         records = self._db.cf["entries"].get_many([i.encode() for i in ids])
         return [self._decode_or_placeholder(i, data) for i, data in zip(ids, records, strict=True) if data]
+
+    def live_in_scope(self, found: list[tuple[str, float]], scope: str) -> list[tuple[Entry, float]]:
+        """The (entry, score) of the scored ids whose entries exist, belong to `scope` and are unexpired."""
+        now = time.time()
+        entries = self.entries_or_none([entry_id for entry_id, _ in found])
+        return [
+            (entry, score)
+            for (_, score), entry in zip(found, entries, strict=True)
+            if entry is not None and entry.scope == scope and not entry.expired(now)
+        ]
 
     def entries_or_none(self, ids: list[str]) -> list[Entry | None]:
         """Entries for ids, hits filled in; None for missing or corrupt ones (logged, never returned)."""

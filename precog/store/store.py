@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import shutil
 import threading
 import time
 from collections.abc import Iterable
@@ -75,7 +74,7 @@ class Store:
         self._loaded_index: VectorIndex | None = None
         self._table = EntryTable(db, lambda entry_id: self._index.scope_of(entry_id))
         self._blobs = BlobTable(db)
-        self._text_index = TextIndex()
+        self._text_index = TextIndex(self._table)
         if not self.read_only:
             self._loaded_index = self._open_index()
 
@@ -216,15 +215,10 @@ class Store:
         if not isinstance(k, int) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
         query = normalised(vector, self.dim)
-        now = time.time()
         fetch = k
         while True:
             found = self._index.search(scope, query, fetch)
-            results = []
-            candidates = self._table.entries_or_none([entry_id for entry_id, _ in found])
-            for (_, score), entry in zip(found, candidates, strict=True):
-                if entry is not None and entry.scope == scope and not entry.expired(now):
-                    results.append((entry, score))
+            results = self._table.live_in_scope(found, scope)
             if len(results) >= k or len(found) < fetch:
                 return results[:k]
             fetch *= 4
@@ -233,16 +227,7 @@ class Store:
         """Up to k live, unexpired entries of `scope` whose question and answer together best match the
         words of `text` (BM25), best first, with BM25 scores (see `text_index`)."""
         self._check_open()
-        if not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be a positive integer, got {k!r}")
-        found = self._text_index.search(scope, text, k, self._epoch, lambda: self._table.iter_entries(scope))
-        now = time.time()
-        entries = self._table.entries_or_none([entry_id for entry_id, _ in found])
-        return [
-            (entry, score)
-            for (_, score), entry in zip(found, entries, strict=True)
-            if entry is not None and entry.scope == scope and not entry.expired(now)
-        ]
+        return self._text_index.search(scope, text, k, self._epoch)
 
     def record_hit(self, entry_id: str) -> bool:
         """Count one served hit; False when the entry does not exist."""
@@ -384,17 +369,13 @@ class Store:
     @staticmethod
     def import_(src: str | Path, dest: str | Path) -> VerifyReport:
         """Unpack an exported store (directory or .tar.gz) into `dest` and verify it there."""
-        target = archive.import_store(Path(src), Path(dest))
-        try:
-            model, dim = stored_identity(target)
-            with Store.open(target, embedding_model=model, dim=dim, create=False, progress=False) as store:
-                report = store.verify()
-            if not report.ok:
-                raise StoreError(f"imported store failed verification: {report.summary()}")
-        except BaseException:
-            shutil.rmtree(target, ignore_errors=True)
-            raise
-        return report
+        return archive.import_store(Path(src), Path(dest), Store._verified)
+
+    @staticmethod
+    def _verified(path: Path) -> VerifyReport:
+        model, dim = stored_identity(path)
+        with Store.open(path, embedding_model=model, dim=dim, create=False, progress=False) as store:
+            return store.verify()
 
     # ---- internals -----------------------------------------------------------------------------
 

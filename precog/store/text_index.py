@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import bm25s
 import Stemmer
 
 from precog.store.entry import Entry
+
+if TYPE_CHECKING:
+    from precog.store.entry_table import EntryTable
 
 _STEMMER = Stemmer.Stemmer("english")
 
@@ -37,35 +40,35 @@ def _tokens(texts: list[str]) -> bm25s.tokenization.Tokenized:
 
 
 class TextIndex:
-    def __init__(self, refresh_seconds: float = 1.0) -> None:
+    def __init__(self, table: EntryTable, refresh_seconds: float = 1.0) -> None:
+        self._table = table
         self._refresh = refresh_seconds
         self._scopes: dict[str, _ScopeText] = {}
         self._lock = threading.Lock()
 
-    def search(
-        self, scope: str, text: str, k: int, epoch: int, entries: Callable[[], Iterable[Entry]]
-    ) -> list[tuple[str, float]]:
-        """Up to `k` (entry id, BM25 score) of `scope` for `text`, best first; `entries` lists the
-        scope's entries when the index must be (re)built at store `epoch`."""
-        indexed = self._current(scope, epoch, entries)
-        if indexed.bm25 is None:
-            return []
+    def search(self, scope: str, text: str, k: int, epoch: int) -> list[tuple[Entry, float]]:
+        """Up to `k` live, unexpired entries of `scope` for `text` with their BM25 scores, best first; the
+        index is (re)built from the scope's entries when the store's `epoch` moved on."""
+        if not isinstance(k, int) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        indexed = self._current(scope, epoch)
         query = _tokens([text])
-        if not query.vocab:
+        if indexed.bm25 is None or not query.vocab:
             return []
         found, scores = indexed.bm25.retrieve(
             query, k=min(k, len(indexed.ids)), show_progress=False, n_threads=1
         )
-        return [(indexed.ids[int(i)], float(s)) for i, s in zip(found[0], scores[0], strict=True) if s > 0]
+        scored = [(indexed.ids[int(i)], float(s)) for i, s in zip(found[0], scores[0], strict=True) if s > 0]
+        return self._table.live_in_scope(scored, scope)
 
-    def _current(self, scope: str, epoch: int, entries: Callable[[], Iterable[Entry]]) -> _ScopeText:
+    def _current(self, scope: str, epoch: int) -> _ScopeText:
         with self._lock:
             indexed = self._scopes.get(scope)
             fresh = indexed is not None and (
                 indexed.epoch == epoch or time.monotonic() - indexed.built < self._refresh
             )
             if indexed is None or not fresh:
-                indexed = self._build(epoch, list(entries()))
+                indexed = self._build(epoch, list(self._table.iter_entries(scope)))
                 self._scopes[scope] = indexed
             return indexed
 

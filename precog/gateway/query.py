@@ -6,10 +6,12 @@ conversation is another question (GPTCache's most reported bug is keying on the 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from precog.gateway.schemas import ChatCompletionRequest, ChatMessage, CompletionRequest
+from precog.gateway.scoping import ScopeTemplate, templated_prompt
 from precog.store import Turn, scope_key
 
 Kind = Literal["chat", "completion"]
@@ -31,10 +33,12 @@ class CacheQuery:
     uncacheable: str | None = None  # why the cache must be skipped
     max_tokens: int | None = None
     stop: tuple[str, ...] = ()
+    named_scope: str | None = None  # the request's own (x-precog-scope): the system prompt leaves the scope
 
     @property
     def scope(self) -> str:
-        return scope_key(self.model, self.system_prompt, self.tenant, self.earlier_turns)
+        system = self.system_prompt if self.named_scope is None else f"precog:scope:{self.named_scope}"
+        return scope_key(self.model, system, self.tenant, self.earlier_turns)
 
     def misfit(self, answer: str, completion_tokens: int) -> str | None:
         """Why a stored answer is not what this request would get from the model, or None if it is.
@@ -88,7 +92,14 @@ def _chat_blocker(request: ChatCompletionRequest) -> str | None:
     return None
 
 
-def chat_query(request: ChatCompletionRequest, tenant: str) -> CacheQuery:
+def chat_query(
+    request: ChatCompletionRequest,
+    tenant: str,
+    templates: Sequence[ScopeTemplate] = (),
+    named_scope: str | None = None,
+) -> CacheQuery:
+    """The request as the cache sees it; the system prompt with the tenant's declared variable parts
+    replaced (`templates`), so one app's users share a scope."""
     messages = request.messages
     leading_system = 0
     while leading_system < len(messages) and messages[leading_system].role in ("system", "developer"):
@@ -107,16 +118,17 @@ def chat_query(request: ChatCompletionRequest, tenant: str) -> CacheQuery:
         model=request.model,
         tenant=tenant,
         question=texts[-1] or "",
-        system_prompt=system,
+        system_prompt=templated_prompt(system, tenant, templates),
         earlier_turns=earlier,
         temperature=request.temperature,
         uncacheable=blocker,
         max_tokens=request.max_completion_tokens or request.max_tokens,
         stop=_stops(request.stop),
+        named_scope=named_scope,
     )
 
 
-def completion_query(request: CompletionRequest, tenant: str) -> CacheQuery:
+def completion_query(request: CompletionRequest, tenant: str, named_scope: str | None = None) -> CacheQuery:
     prompts = [request.prompt] if isinstance(request.prompt, str) else request.prompt
     blocker = None
     if len(prompts) != 1:
@@ -135,4 +147,5 @@ def completion_query(request: CompletionRequest, tenant: str) -> CacheQuery:
         uncacheable=blocker,
         max_tokens=request.max_tokens,
         stop=_stops(request.stop),
+        named_scope=named_scope,
     )

@@ -9,6 +9,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from precog.core import ServiceSettings
+from precog.gateway.scoping import ScopeTemplate
 
 
 class GatewaySettings(ServiceSettings):
@@ -66,6 +67,11 @@ class GatewaySettings(ServiceSettings):
         "('Is autism heritable?' answered as 'What is autism?'), so the default stays conservative.",
     )
     tenant_thresholds: dict[str, float] = Field(default_factory=dict)
+    scope_templates: list[ScopeTemplate] = Field(
+        default_factory=list,
+        description="Variable parts of system prompts that do not change the answer (a date, a name), "
+        "replaced by a placeholder before the scope is computed; see precog/gateway/scoping.py.",
+    )
     search_k: int = Field(
         default=4, ge=1, le=64, description="Candidates the semantic tier hands to the guard."
     )

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from precog.gateway.api.deps import admin, gateway_of
 from precog.gateway.errors import GatewayError
+from precog.gateway.scoping import ScopeTemplate
 from precog.gateway.shared import Invalidation
 from precog.store import Entry, normalise_text
 
@@ -98,6 +99,7 @@ class Invalidated(BaseModel):
 class ThresholdConfig(BaseModel):
     similarity_threshold: float
     tenant_thresholds: dict[str, float]
+    scope_templates: list[ScopeTemplate]
     writeback_enabled: bool
     writeback_max_temperature: float
     parallel_delay_ms: float
@@ -106,6 +108,7 @@ class ThresholdConfig(BaseModel):
 class ConfigPatch(_Strict):
     similarity_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
     tenant_thresholds: dict[str, float] | None = None
+    scope_templates: list[ScopeTemplate] | None = None
     writeback_enabled: bool | None = None
     writeback_max_temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     parallel_delay_ms: float | None = Field(default=None, ge=0.0, le=10_000.0)
@@ -203,6 +206,7 @@ def _config(request: Request) -> ThresholdConfig:
     return ThresholdConfig(
         similarity_threshold=settings.similarity_threshold,
         tenant_thresholds=dict(settings.tenant_thresholds),
+        scope_templates=list(settings.scope_templates),
         writeback_enabled=settings.writeback_enabled,
         writeback_max_temperature=settings.writeback_max_temperature,
         parallel_delay_ms=settings.parallel_delay_ms,
@@ -216,10 +220,12 @@ async def get_config(request: Request) -> ThresholdConfig:
 
 @router.patch("/config", response_model=ThresholdConfig)
 async def patch_config(request: Request, body: ConfigPatch) -> ThresholdConfig:
-    """Change thresholds and write-back policy at run time (this replica; not persisted)."""
+    """Change thresholds, scope templates and write-back policy at run time (this replica; not
+    persisted)."""
     settings = gateway_of(request).settings
-    for name, value in body.model_dump(exclude_none=True).items():
-        setattr(settings, name, value)
+    for name in body.model_fields_set:
+        if getattr(body, name) is not None:
+            setattr(settings, name, getattr(body, name))
     return _config(request)
 
 

@@ -11,6 +11,7 @@ from precog.gateway.api.deps import gateway_of, tenant
 from precog.gateway.cache_control import parse_cache_control
 from precog.gateway.query import CacheQuery, chat_query, completion_query
 from precog.gateway.schemas import ChatCompletionRequest, CompletionRequest
+from precog.gateway.scoping import SCOPE_HEADER, named_scope
 
 router = APIRouter(tags=["openai"])
 
@@ -26,6 +27,11 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 _CONTROL = Header(
     None, alias="x-precog-cache-control", description="bypass | refresh | only-if-cached (per request)."
+)
+_SCOPE = Header(
+    None,
+    alias=SCOPE_HEADER,
+    description="The request's own scope name: the system prompt then leaves the scope.",
 )
 
 
@@ -50,9 +56,12 @@ async def chat_completions(
     request: Request,
     caller: str = Depends(tenant),
     cache_control: str | None = _CONTROL,
+    scope: str | None = _SCOPE,
 ) -> Response:
     """Chat completion, answered from storage when a stored answer fits, else by the upstream."""
-    return await _answer(request, body, chat_query(body, caller), cache_control)
+    templates = gateway_of(request).settings.scope_templates
+    query = chat_query(body, caller, templates, named_scope(scope))
+    return await _answer(request, body, query, cache_control)
 
 
 @router.post("/v1/completions", responses=_ERRORS)
@@ -61,9 +70,10 @@ async def completions(
     request: Request,
     caller: str = Depends(tenant),
     cache_control: str | None = _CONTROL,
+    scope: str | None = _SCOPE,
 ) -> Response:
     """Text completion, answered from storage when a stored answer fits, else by the upstream."""
-    return await _answer(request, body, completion_query(body, caller), cache_control)
+    return await _answer(request, body, completion_query(body, caller, named_scope(scope)), cache_control)
 
 
 @router.get("/v1/models", responses={401: _ERRORS[401], 502: _ERRORS[502], 504: _ERRORS[504]})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import openai
 import pytest
@@ -211,3 +213,19 @@ def test_every_request_logs_one_line_that_says_why(
     assert lines[0].reason == "no stored question in this scope"  # type: ignore[attr-defined]
     assert lines[1].reason.startswith(entries(gateway_url)[0]["id"])  # type: ignore[attr-defined]
     assert all(r.tenant == "default" and r.model == "test-model" for r in lines)  # type: ignore[attr-defined]
+
+
+def test_a_chat_app_default_temperature_hits_stored_answers_but_is_never_written_back(
+    gateway_url: str, upstream_state: UpstreamState
+) -> None:
+    """What a chat app sends by default (no temperature: 1.0) may be served a stored answer; its own
+    sampled answer is not stored (writeback_max_temperature 0)."""
+    sampled = {"model": "test-model", "messages": [{"role": "user", "content": "Name a large ocean"}]}
+    miss = _post(gateway_url, sampled)
+    assert miss.headers["x-precog-cache"] == "miss"
+    time.sleep(0.5)
+    assert entries(gateway_url) == []
+    _post(gateway_url, chat("Name a large ocean"))  # greedy: stored
+    wait_for(lambda: len(entries(gateway_url)) == 1)
+    hit = _post(gateway_url, sampled)
+    assert hit.headers["x-precog-cache"] == "hit", hit.headers["x-precog-cache-reason"]

@@ -4,7 +4,7 @@ the one a user of the chat app would have had, whose KV cache is captured."""
 from __future__ import annotations
 
 import re
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 from precog.precompute.questions import content_stems
 from precog.precompute.upstream import Completion
@@ -52,7 +52,7 @@ class ChosenAnswer(NamedTuple):
     there is none to store (`text` is then the model's, empty when not one sentence of it was whole)."""
 
     text: str
-    source: str | None
+    source: Literal["model", "chunk"] | None
 
 
 def choose_answer(completion: Completion, question: str, chunk: str, quote_fallback: bool) -> ChosenAnswer:
@@ -69,13 +69,12 @@ def choose_answer(completion: Completion, question: str, chunk: str, quote_fallb
 
 def supporting_passage(question: str, chunk: str) -> str:
     """The sentence of `chunk` that holds the most of the question's content words: all of a one-word
-    question's, else two at least and half of them (a sentence ends as one: a heading or a caption
-    is no answer), and every number and name of it ("the 17th
-    president" is not answered by "the 16th president", nor "the tallest volcano in Asia" by "the tallest
-    volcano in Europe"); the first such sentence on a tie, after the sentence before it
-    when it opens with a pronoun ("He was born in Stagira."); '' when none does. A heading the
-    chunk opens with (its title: fewer than `MIN_SENTENCE_WORDS` words) counts as part of every sentence,
-    since every sentence under it is about it."""
+    question's, else two at least and half of them, and every number and name of it ("the 17th president"
+    is not answered by "the 16th president", nor "the tallest volcano in Asia" by "the tallest volcano in
+    Europe"). Only whole sentences count (a heading or a caption is no answer); the first one wins a tie,
+    after the sentence before it when it opens with a pronoun ("He was born in Stagira."); '' when none
+    does. A heading the chunk opens with (its title: fewer than `MIN_SENTENCE_WORDS` words) counts as part
+    of every sentence, since every sentence under it is about it."""
     wanted = set(content_stems(question)) - SOURCE_WORDS
     parts = [part.strip() for part in _SENTENCE_BREAK.split(chunk.strip()) if part.strip()]
     heading = set(content_stems(parts[0])) if parts and len(parts[0].split()) < MIN_SENTENCE_WORDS else set()

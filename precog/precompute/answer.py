@@ -6,14 +6,13 @@ from __future__ import annotations
 import re
 from typing import Literal, NamedTuple
 
-from precog.precompute.questions import content_stems
+from precog.precompute.questions import SENTENCE_BREAK, content_stems
 from precog.precompute.upstream import Completion
 
 SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s|$)")
 # Words an answer uses about its source rather than its subject ("According to the document, ...").
 SOURCE_WORDS = frozenset(content_stems("according document text passage article mentioned says"))
-_SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+|\n+")
-_ENDS_SENTENCE = re.compile(r"[.!?][\"')\]]*$")
+_ENDS_SENTENCE = re.compile(SENTENCE_END.pattern + "$")
 _OPENS_WITH_PRONOUN = re.compile(r"^(it|he|she|they|this|these|his|her|its|their)\b", re.IGNORECASE)
 MIN_SENTENCE_WORDS = 4  # shorter "sentences" are titles and headings
 GROUNDING = "Answer the user's question using the document below. Be brief and factual.\n\nDocument:\n"
@@ -76,7 +75,7 @@ def supporting_passage(question: str, chunk: str) -> str:
     does. A heading the chunk opens with (its title: fewer than `MIN_SENTENCE_WORDS` words) counts as part
     of every sentence, since every sentence under it is about it."""
     wanted = set(content_stems(question)) - SOURCE_WORDS
-    parts = [part.strip() for part in _SENTENCE_BREAK.split(chunk.strip()) if part.strip()]
+    parts = [part.strip() for part in SENTENCE_BREAK.split(chunk.strip()) if part.strip()]
     heading = set(content_stems(parts[0])) if parts and len(parts[0].split()) < MIN_SENTENCE_WORDS else set()
     sentences = [p for p in parts if len(p.split()) >= MIN_SENTENCE_WORDS and _ENDS_SENTENCE.search(p)]
     named = set(content_stems(" ".join(w for w in question.split()[1:] if w[:1].isupper())))

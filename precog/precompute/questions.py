@@ -67,7 +67,7 @@ _ASSISTANT = re.compile(
     re.IGNORECASE,
 )
 _SENTENCE_END = re.compile(r"(?<=[.!:;])\s+")
-_PASSAGE_BREAK = re.compile(r"(?<=[.!?])\s+|\n+")
+SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+|\n+")  # between sentences, and between lines
 PASSAGE_SENTENCES = 2
 MIN_WORDS, MAX_WORDS = 3, 40
 _WORD = re.compile(r"[a-z0-9]+")
@@ -131,7 +131,7 @@ def question_prompt(
 def passage(document: str, index: int, sentences: int = PASSAGE_SENTENCES) -> str:
     """The `index`-th window of `sentences` sentences of `document` (cycling), after its lead (first line or
     sentence, often the title), so that the window's "it" still names something."""
-    lead, *rest = [part for part in _PASSAGE_BREAK.split(document.strip()) if part.strip()] or [""]
+    lead, *rest = [part for part in SENTENCE_BREAK.split(document.strip()) if part.strip()] or [""]
     windows = [" ".join(rest[i : i + sentences]) for i in range(0, len(rest), sentences)]
     return f"{lead}\n\n{windows[index % len(windows)]}" if windows else document
 

@@ -161,9 +161,8 @@ def uncovered(question: str, stored_query: str, stored_answer: str) -> list[str]
 
 def answer_check(question: str, stored_query: str, stored_answer: str) -> AnswerVerdict:
     asked, stored, answer = tokenize(question), tokenize(stored_query), tokenize(stored_answer)
-    wanted = _content(asked)
-    in_query = _content(stored)
-    missing = uncovered(question, stored_query, stored_answer)
+    wanted, in_query, in_answer = _content(asked), _content(stored), _content(answer)
+    missing = sorted(wanted - in_query - in_answer)
     found = 1 - len(missing) / len(wanted) if wanted else 0.0
 
     def no(reason: str) -> AnswerVerdict:
@@ -176,13 +175,13 @@ def answer_check(question: str, stored_query: str, stored_answer: str) -> Answer
     if wanted <= in_query:
         return no("the stored question covers the question: the question guard's call")
     kind, stored_kind = question_kind(asked), question_kind(stored)
-    typed = kind in _TYPED and len(wanted) > 1 and wanted <= _content(answer)
+    typed = kind in _TYPED and len(wanted) > 1 and wanted <= in_answer
     if kind != stored_kind and not typed:
         return no(f"asks {kind}, the stored question asks {stored_kind}")
     if _negated(asked) != _negated(stored):
         return no("negation differs")
     names = _names(asked, stored, answer)
-    unchecked = sorted(wanted - _content(answer)) if (wanted - in_query) & names else []
+    unchecked = sorted(wanted - in_answer) if (wanted - in_query) & names else []
     if unchecked:
         lacking = " ".join(unchecked)
         return no(f"a name comes from the answer, which lacks {lacking}: the relation is unchecked")

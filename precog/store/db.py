@@ -40,10 +40,19 @@ class StoreMeta:
     created: float
 
 
-def _options(create: bool) -> rocksdict.Options:
+_MIN_BLOB_BYTES = 4096
+
+
+def _options(create: bool, blob_files: bool = False) -> rocksdict.Options:
+    """blob_files: BlobDB, for the KV blocks: values of 4 KiB and more go to blob files that compaction
+    leaves alone (their space comes back through blob garbage collection)."""
     options = rocksdict.Options(raw_mode=True)
     options.create_if_missing(create)
     options.create_missing_column_families(create)
+    if blob_files:
+        options.set_enable_blob_files(True)
+        options.set_min_blob_size(_MIN_BLOB_BYTES)
+        options.set_enable_blob_gc(True)
     return options
 
 
@@ -145,7 +154,7 @@ class Database:
         self.path = db_dir.parent
         self.read_only = read_only
         access = rocksdict.AccessType.read_only() if read_only else rocksdict.AccessType.read_write()
-        families = {name: _options(creating) for name in COLUMN_FAMILIES}
+        families = {name: _options(creating, blob_files=name == "blobs") for name in COLUMN_FAMILIES}
         try:
             self._db = rocksdict.Rdict(
                 str(db_dir), options=_options(creating), column_families=families, access_type=access

@@ -1,7 +1,8 @@
 """Reading entries back from RocksDB, and adding an entry's writes and removal to a write batch.
 
 Entries live in three column families: `entries` (the record), `exact` (scope + normalised query hash
--> id) and `hits` (counter); a blob stored with an entry lives in `blobs` and goes with it.
+-> id) and `hits` (counter); a blob stored with an entry lives in `blobs` (blob_table), and the store
+removes it with the entry.
 """
 
 from __future__ import annotations
@@ -125,7 +126,8 @@ class EntryTable:
         return None if value is None else value.decode()
 
     def add_delete(self, batch: Any, old: StoredEntry, claimed: Set[bytes] = frozenset()) -> None:
-        """Add the removal of `old` to `batch`, sparing exact-text keys that the batch itself claims."""
+        """Add the removal of `old`'s record and keys to `batch`, sparing exact-text keys that the batch
+        itself claims (its blob is the blob table's to remove)."""
         entry = old.entry
         id_key = entry.id.encode()
         batch.delete(id_key, self._db.handle("entries"))
@@ -138,8 +140,6 @@ class EntryTable:
             keys = [key] if key not in claimed and self._db.cf["exact"].get(key) == id_key else []
         for key in keys:
             batch.delete(key, self._db.handle("exact"))
-        if old.owns_blob and entry.kv_blob_id:
-            batch.delete(entry.kv_blob_id.encode(), self._db.handle("blobs"))
 
     def _decode_or_placeholder(self, entry_id: str, data: bytes) -> StoredEntry:
         """A corrupt record becomes a placeholder marked damaged, its scope recovered from the index

@@ -7,6 +7,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from precog.store.blob_table import BLOCK_PREFIX, is_blob_id
 from precog.store.db import DB_DIR, INDEX_DIR, Database
 from precog.store.index_files import index_disk_bytes
 from precog.store.records import CorruptRecordError, decode_entry
@@ -36,9 +37,10 @@ def collect_stats(
         per_scope[entry.scope] += 1
         per_source[entry.meta.get("file", f"({entry.source})")] += 1
         expired += entry.expired(now)
-    blob_count = blob_bytes = 0
+    blob_count = block_count = blob_bytes = 0
     for key, value in db.cf["blobs"].items():
-        blob_count += 1
+        blob_count += is_blob_id(key)
+        block_count += key.startswith(BLOCK_PREFIX)
         blob_bytes += len(key) + len(value)
     return {
         "path": str(path),
@@ -48,6 +50,7 @@ def collect_stats(
         "expired": expired,
         "corrupt": corrupt,
         "blobs": blob_count,
+        "kv_blocks": block_count,
         "scopes": dict(sorted(per_scope.items(), key=lambda item: -item[1])),
         "sources": dict(sorted(per_source.items(), key=lambda item: (-item[1], item[0]))),
         "bytes": {

@@ -20,7 +20,7 @@ import faiss
 import numpy as np
 
 from precog.store import archive
-from precog.store.blob_table import BLOB_OF_ENTRY, BLOB_STANDALONE, BlobTable
+from precog.store.blob_table import BLOB_OF_ENTRY, BlobTable, BlockRefs
 from precog.store.change_log import record_change
 from precog.store.db import INDEX_DIR, Database, stored_identity
 from precog.store.derived_index import open_index, persist_index
@@ -29,6 +29,7 @@ from precog.store.entry import Entry
 from precog.store.entry_table import EntryTable
 from precog.store.errors import ReadOnlyStoreError, StoreError
 from precog.store.index_build import build_index
+from precog.store.kv_codec import KVFormat, check_format
 from precog.store.records import StoredEntry, encode_u64, exact_key
 from precog.store.scope import normalise_text
 from precog.store.scope_index import IndexParams
@@ -60,6 +61,7 @@ class Store:
         epoch: int,
         params: IndexParams,
         progress: bool,
+        kv_format: KVFormat = "float32",
     ) -> None:
         self.path = path
         self.embedding_model = embedding_model
@@ -69,6 +71,7 @@ class Store:
         self._epoch = epoch
         self._params = params
         self._progress = progress
+        self.kv_format = kv_format
         self._write_lock = threading.RLock()
         self._closed = False
         self._loaded_index: VectorIndex | None = None
@@ -106,12 +109,15 @@ class Store:
         sync: bool = False,
         index_params: IndexParams | None = None,
         progress: bool = True,
+        kv_format: str = "float32",
     ) -> Store:
         """Open (or create) the store at `path`.
 
         read_only: many processes may read while one writes; the reader sees the records as of opening.
         sync: fsync every write (survives power loss, not just a killed process) at a large cost per put.
+        kv_format: how KV blobs put from now on are kept (`kv_codec.KV_FORMATS`; float32 is lossless).
         """
+        fmt = check_format(kv_format)
         if not isinstance(dim, int) or dim <= 0:
             raise ValueError(f"dim must be a positive integer, got {dim!r}")
         path = Path(path)
@@ -122,7 +128,7 @@ class Store:
         )
         try:
             meta = db.read_meta(embedding_model, dim)
-            return cls(path, db, embedding_model, dim, meta.epoch, params, progress)
+            return cls(path, db, embedding_model, dim, meta.epoch, params, progress, fmt)
         except BaseException:
             db.close()
             raise
@@ -169,12 +175,12 @@ class Store:
     def put_many(self, entries: list[Entry], blobs: list[KVBlob | None] | None = None) -> list[str]:
         """Store many entries in one atomic batch (much faster than put() one at a time)."""
         self._check_writable()
-        puts = prepared_puts(entries, blobs, self.dim)
+        puts = prepared_puts(entries, blobs, self.dim, self.kv_format)
         new_ids = {p.entry.id for p in puts}
         claimed = {p.exact for p in puts}
         with self._write_lock:
             self._check_open()
-            batch = self._db.batch()
+            batch, refs = self._db.batch(), BlockRefs(self._db)
             replaced: dict[str, StoredEntry] = {}
             written = [p.entry for p in puts]
             for put in puts:
@@ -182,12 +188,13 @@ class Store:
                 old_ids = {stored.id} | ({holder} - new_ids if holder is not None else set())
                 for old in self._table.stored(sorted(old_ids - set(replaced))):
                     self._table.add_delete(batch, old, claimed)
+                    self._blobs.add_entry_delete(batch, old, refs)
                     replaced[old.entry.id] = old
                 if put.blob is not None:
-                    stored.kv_blob_id = self._blobs.add_put(batch, put.blob, BLOB_OF_ENTRY)
+                    stored.kv_blob_id = self._blobs.add_put(batch, put.blob, BLOB_OF_ENTRY, refs)
                 self._table.add_put(batch, stored, put.exact, owns_blob=put.blob is not None)
             touched = [(old.entry.scope, old.entry.id) for old in replaced.values()]
-            self._commit(batch, touched + [(e.scope, e.id) for e in written])
+            self._commit(batch, touched + [(e.scope, e.id) for e in written], refs)
             self._index.remove_entries([old.entry for old in replaced.values()])
             self._index.add_entries(written)
         for entry, stored in zip(entries, written, strict=True):
@@ -287,12 +294,12 @@ class Store:
     def put_blob(self, blob: KVBlob) -> str:
         """Store a blob that belongs to no entry (it stays until delete_blob); returns its id."""
         self._check_writable()
-        batch = self._db.batch()
-        blob_id = self._blobs.add_put(batch, blob.to_bytes(), BLOB_STANDALONE)
+        from precog.store.kv_blocks import encode_blob
+
+        encoded = encode_blob(blob, self.kv_format)
         with self._write_lock:
             self._check_open()
-            self._db.write(batch)
-        return blob_id
+            return self._blobs.write_standalone(encoded)
 
     def get_blob(self, blob_id: str) -> KVBlob:
         """The verified blob; KeyError when absent, CorruptBlobError when its bytes are damaged."""
@@ -303,12 +310,7 @@ class Store:
         self._check_writable()
         with self._write_lock:
             self._check_open()
-            if not self._blobs.exists(blob_id):
-                return False
-            batch = self._db.batch()
-            self._blobs.add_delete(batch, blob_id)
-            self._db.write(batch)
-            return True
+            return self._blobs.delete_by_id(blob_id)
 
     # ---- maintenance ---------------------------------------------------------------------------
 
@@ -342,7 +344,7 @@ class Store:
             self._save_index()
 
     def compact(self) -> dict[str, int]:
-        """Drop expired entries and blobs no entry owns any more, shrink indexes, compact RocksDB."""
+        """Drop expired entries, orphan blobs and unnamed KV blocks, shrink indexes, compact RocksDB."""
         self._check_writable()
         now = time.time()
         expired = [e.id for e in self._table.iter_entries(None) if e.expired(now)]
@@ -350,13 +352,12 @@ class Store:
         with self._write_lock:
             referenced = {e.kv_blob_id for e in self._table.iter_entries(None) if e.kv_blob_id}
             batch = self._db.batch()
-            orphans = self._blobs.add_orphan_deletes(batch, referenced)
-            if orphans:
-                self._db.write(batch)
+            orphans, freed_blocks = self._blobs.sweep(batch, referenced)
+            self._db.write(batch)
             self._index.drop_tombstones()
             self._db.compact()
             self._save_index()
-        return {"expired_entries": removed, "orphan_blobs": orphans}
+        return {"expired_entries": removed, "orphan_blobs": orphans, "freed_blocks": freed_blocks}
 
     def export(self, dest: str | Path) -> Path:
         """Write a consistent copy of the store to a new directory, or to a .tar.gz file."""
@@ -394,21 +395,23 @@ class Store:
         for start in range(0, len(ids), _DELETE_CHUNK):
             with self._write_lock:
                 self._check_open()
-                batch = self._db.batch()
+                batch, refs = self._db.batch(), BlockRefs(self._db)
                 gone: list[StoredEntry] = []
                 for old in self._table.stored(list(dict.fromkeys(ids[start : start + _DELETE_CHUNK]))):
                     self._table.add_delete(batch, old)
+                    self._blobs.add_entry_delete(batch, old, refs)
                     gone.append(old)
                 if not gone:
                     continue
-                self._commit(batch, [(old.entry.scope, old.entry.id) for old in gone])
+                self._commit(batch, [(old.entry.scope, old.entry.id) for old in gone], refs)
                 self._index.remove_entries([old.entry for old in gone])
                 deleted += len(gone)
         return deleted
 
-    def _commit(self, batch: Any, touched: list[tuple[str, str]]) -> None:
-        """Write a batch that changes vectors: bump the epoch (what a saved index is checked against)
-        and log the (scope, id) pairs it touches (what a saved index catches up with)."""
+    def _commit(self, batch: Any, touched: list[tuple[str, str]], refs: BlockRefs) -> None:
+        """Write a batch that changes vectors: bump the epoch (what a saved index is checked against),
+        log the (scope, id) pairs it touches (what a saved index catches up with), count block refs."""
+        refs.flush(batch)
         batch.put(b"epoch", encode_u64(self._epoch + 1), self._db.handle("meta"))
         record_change(self._db, batch, self._epoch + 1, touched)
         self._db.write(batch)

@@ -14,6 +14,8 @@ from precog.store.records import check_id, exact_key
 from precog.store.vectors import normalised
 
 if TYPE_CHECKING:
+    from precog.store.kv_blocks import EncodedBlob
+    from precog.store.kv_codec import KVFormat
     from precog.store.kvblob import KVBlob
 
 
@@ -51,17 +53,25 @@ def validated_embedding(entry: Entry, dim: int) -> np.ndarray:
     return normalised(entry.embedding, dim)
 
 
+def _encoded(blob: KVBlob, kv_format: KVFormat) -> EncodedBlob:
+    from precog.store.kv_blocks import encode_blob  # torch loads only where blobs are written
+
+    return encode_blob(blob, kv_format)
+
+
 @dataclass(frozen=True, slots=True)
 class PreparedPut:
     """One entry of a batch, checked: the record to store (unit embedding, no hits), its exact-text key and
-    the bytes of the blob stored with it."""
+    the blob stored with it, encoded for writing."""
 
     entry: Entry
     exact: bytes
-    blob: bytes | None
+    blob: EncodedBlob | None
 
 
-def prepared_puts(entries: list[Entry], blobs: list[KVBlob | None] | None, dim: int) -> list[PreparedPut]:
+def prepared_puts(
+    entries: list[Entry], blobs: list[KVBlob | None] | None, dim: int, kv_format: KVFormat
+) -> list[PreparedPut]:
     """Check a whole batch before any of it is written; two entries of one batch may not share an id or
     a scope and normalised query (which one would win is not defined)."""
     if blobs is not None and len(blobs) != len(entries):
@@ -70,7 +80,7 @@ def prepared_puts(entries: list[Entry], blobs: list[KVBlob | None] | None, dim: 
         PreparedPut(
             dataclasses.replace(entry, embedding=validated_embedding(entry, dim), hits=0),
             exact_key(entry.scope, entry.query),
-            None if blob is None else blob.to_bytes(),
+            None if blob is None else _encoded(blob, kv_format),
         )
         for entry, blob in zip(entries, blobs or [None] * len(entries), strict=True)
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -9,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from precog.store.blob_table import BLOB_OF_ENTRY, BLOB_STANDALONE, BLOCK_PREFIX, is_blob_id
 from precog.store.db import Database
 from precog.store.errors import StoreReadError
 from precog.store.records import CorruptRecordError, decode_entry, exact_key
@@ -130,18 +132,31 @@ def _check_index(index: VectorIndex, ids_by_scope: dict[str, set[str]], report: 
 
 
 def _check_blobs(db: Database, blob_refs: set[str], report: VerifyReport) -> None:
-    from precog.store.kvblob import CorruptBlobError, KVBlob  # torch loads only when blobs are checked
+    # torch loads only when blobs are checked
+    from precog.store.kv_blocks import Manifest, is_manifest
+    from precog.store.kvblob import CorruptBlobError, KVBlob
 
     for key, data in db.cf["blobs"].items():
+        if key.startswith(BLOCK_PREFIX):
+            if hashlib.sha256(data[32:]).digest() != data[:32]:
+                report.add("corrupt-kv-block", key, "KV block checksum mismatch")
+            continue
+        if not is_blob_id(key):
+            continue
         report.blobs += 1
         try:
-            if data[:1] not in (b"E", b"S"):
+            if data[:1] not in (BLOB_OF_ENTRY, BLOB_STANDALONE):
                 raise CorruptBlobError("unknown owner tag")
-            KVBlob.from_bytes(data[1:])
+            if is_manifest(data[1:]):
+                blocks = Manifest.from_bytes(data[1:]).blocks
+                if any(v is None for v in db.cf["blobs"].get_many([BLOCK_PREFIX + b for b in blocks])):
+                    raise CorruptBlobError("a KV block the blob names is missing")
+            else:
+                KVBlob.from_bytes(data[1:])
         except CorruptBlobError as exc:
             report.add("corrupt-blob", key, str(exc))
             continue
-        if data[:1] == b"E" and key.decode() not in blob_refs:
+        if data[:1] == BLOB_OF_ENTRY and key.decode() not in blob_refs:
             report.add("orphan-blob", key, "blob of an entry that no longer exists", severity="warning")
 
 

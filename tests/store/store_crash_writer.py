@@ -33,7 +33,7 @@ def expected_entry(round_no: int, item: int) -> tuple[Entry, KVBlob | None]:
         tokens = 16 + item % 5
         blob = KVBlob(
             model="m",
-            token_ids=list(range(tokens)),
+            token_ids=list(range(item * 100, item * 100 + tokens)),  # KV is a function of its tokens
             keys=[torch.full((2, tokens, 8), float(item)) for _ in range(2)],
             values=[torch.full((2, tokens, 8), float(-item)) for _ in range(2)],
         )

@@ -10,12 +10,14 @@ import torch
 
 from precog.store import CorruptBlobError, CorruptRecordError, KVBlob, Store
 from precog.store.db import COLUMN_FAMILIES
+from precog.store.kv_blocks import Manifest
 
 
-def _blob(tokens: int = 64) -> KVBlob:
+def _blob(tokens: int = 64, first: int = 0) -> KVBlob:
+    """Random KV for tokens first..first+tokens-1 (blobs of the same tokens share their stored blocks)."""
     return KVBlob(
         model="m",
-        token_ids=list(range(tokens)),
+        token_ids=list(range(first, first + tokens)),
         keys=[torch.randn(4, tokens, 32) for _ in range(2)],
         values=[torch.randn(4, tokens, 32) for _ in range(2)],
     )
@@ -37,12 +39,25 @@ def _flip_value_byte(path: Path, family: str, key: str, offset: int) -> None:
     db.close()
 
 
-def test_corrupt_blob_value_is_reported_and_never_returned(store_path, make_entry) -> None:
+def _first_block_key(path: Path, blob_id: str) -> str:
+    with Store.open(path, progress=False, read_only=True) as store:
+        manifest = store._db.cf["blobs"].get(blob_id.encode())
+    return "blk/" + Manifest.from_bytes(manifest[1:]).blocks[0].decode()
+
+
+@pytest.mark.parametrize("part", ["manifest", "block"])
+def test_corrupt_blob_value_is_reported_and_never_returned(store_path, make_entry, part: str) -> None:
     entry, healthy = make_entry(), make_entry()
     with Store.open(store_path, progress=False) as store:
-        store.put(entry, _blob())
+        store.put(entry, _blob(first=1000))
         store.put(healthy, _blob())
-    _flip_value_byte(store_path, "blobs", entry.kv_blob_id, offset=5000)
+    if part == "manifest":
+        _flip_value_byte(store_path, "blobs", entry.kv_blob_id, offset=100)
+        expected = ("corrupt-blob", entry.kv_blob_id)
+    else:
+        block = _first_block_key(store_path, entry.kv_blob_id)
+        _flip_value_byte(store_path, "blobs", block, offset=5000)
+        expected = ("corrupt-kv-block", block)
     with Store.open(store_path, progress=False) as store:
         with pytest.raises(CorruptBlobError, match="checksum"):
             store.get_blob(entry.kv_blob_id)
@@ -50,7 +65,7 @@ def test_corrupt_blob_value_is_reported_and_never_returned(store_path, make_entr
         assert store.get(entry.id).id == entry.id
         report = store.verify()
         assert not report.ok
-        assert [(p.kind, p.key) for p in report.problems] == [("corrupt-blob", entry.kv_blob_id)]
+        assert [(p.kind, p.key) for p in report.problems] == [expected]
 
 
 def test_corrupt_sst_file_is_reported_and_read_raises(store_path, make_entry) -> None:
@@ -103,5 +118,5 @@ def test_orphan_entry_blob_is_a_warning_and_compact_removes_it(store_path, make_
     with Store.open(store_path, progress=False) as store:
         report = store.verify()
         assert report.ok and [(p.kind, p.severity) for p in report.problems] == [("orphan-blob", "warning")]
-        assert store.compact() == {"expired_entries": 0, "orphan_blobs": 1}
+        assert store.compact() == {"expired_entries": 0, "orphan_blobs": 1, "freed_blocks": 0}
         assert store.verify().problems == [] and store.stats()["blobs"] == 1

@@ -33,8 +33,7 @@ from rich.progress import track
 from rich.table import Table
 
 from precog.backend import Engine, EngineConfig, Request, SamplingParams
-from precog.store import Entry, KVBlob, Store
-from precog.store.kv_codec import KV_FORMATS
+from precog.store import KV_FORMATS, Entry, KVBlob, Store
 
 RESULTS = Path(__file__).parent / "results" / "kv_blob.json"
 FOLLOW_UP = "Tell me more."

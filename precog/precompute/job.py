@@ -171,7 +171,11 @@ class Job:
             embedder = Embedder()
             try:
                 store = Store.open(
-                    store_path, embedding_model=embedder.name, dim=embedder.dim, progress=False
+                    store_path,
+                    embedding_model=embedder.name,
+                    dim=embedder.dim,
+                    progress=False,
+                    kv_format=settings.kv_format,
                 )
             except EmbeddingMismatchError as exc:
                 raise PrecomputeError(

@@ -26,6 +26,10 @@ def build_report(job: Job, engine: str) -> dict[str, Any]:
     written = len(replay.written - replay.dropped)
     kv_bytes = sum(r.bytes for r in replay.kv.values())
     store_bytes = folder_bytes(job.store_path)
+    stats = job.store.stats()
+    stored = stats["bytes"]
+    entries, blobs = stats["entries"] or 1, stats["blobs"] or 1
+    without_kv = (stored["records"] + stored["vectors"]) / entries
     return {
         "engine": engine,
         "scope": job.scope,
@@ -51,7 +55,12 @@ def build_report(job: Job, engine: str) -> dict[str, Any]:
         "answers_quoted_from_chunk": sum(1 for a in replay.answers.values() if a.quoted),
         "entries_retired_this_run": job.retired,
         "kv_blobs": len(replay.kv),
-        "kv_bytes": kv_bytes,
+        "kv_bytes_captured": kv_bytes,
+        "kv_format": job.settings.kv_format,
+        "kv_bytes_stored": stored["blobs"],
+        "kv_blocks_stored": stats["kv_blocks"],
+        "bytes_per_entry_without_kv": round(without_kv),
+        "bytes_per_entry_with_kv": round(without_kv + stored["blobs"] / blobs) if stats["blobs"] else None,
         "entries_written": written,
         "store_bytes": store_bytes,
         "bytes_per_entry": round(store_bytes / written) if written else 0,

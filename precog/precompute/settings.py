@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from precog.core import ServiceSettings
+from precog.store import KVFormat
 
 
 class QuestionWriter(BaseModel):
@@ -83,6 +84,11 @@ class PrecomputeSettings(ServiceSettings):
     dedup_threshold: float = Field(0.99, gt=0.0, le=1.0)
     ttl_seconds: float | None = Field(30 * 24 * 3600.0, gt=0)
     capture_kv: bool = True
+    kv_format: KVFormat = Field(
+        "int8",
+        description="how captured KV blobs are stored: float32 (lossless), float16, bfloat16, or "
+        "int8/int4/int2 with group scales (bench/kv_blob_bench.py measures each one's next-turn fidelity)",
+    )
 
     concurrency: int = Field(8, ge=1, description="calls in flight per server: its continuous batching")
     request_timeout: float = Field(300.0, gt=0)

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
         StoreReadError,
         StoreWriteError,
     )
+    from precog.store.kv_formats import KV_FORMATS, KVFormat
     from precog.store.kvblob import CorruptBlobError, KVBlob
     from precog.store.records import CorruptRecordError
     from precog.store.scope import Turn, normalise_text, scope_key
@@ -41,6 +42,8 @@ _EXPORTS = {
     "StoreError": "precog.store.errors",
     "StoreReadError": "precog.store.errors",
     "StoreWriteError": "precog.store.errors",
+    "KV_FORMATS": "precog.store.kv_formats",
+    "KVFormat": "precog.store.kv_formats",
     "CorruptBlobError": "precog.store.kvblob",
     "KVBlob": "precog.store.kvblob",
     "CorruptRecordError": "precog.store.records",
@@ -58,6 +61,7 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "KV_FORMATS",
     "MODEL_DIM",
     "MODEL_NAME",
     "CorruptBlobError",
@@ -67,6 +71,7 @@ __all__ = [
     "Entry",
     "IndexParams",
     "KVBlob",
+    "KVFormat",
     "NotAStoreError",
     "Problem",
     "ReadOnlyStoreError",

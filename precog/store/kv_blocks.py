@@ -18,7 +18,8 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from precog.store.kv_codec import BlockCodecError, KVFormat, check_format, decode_block, encode_block
+from precog.store.kv_codec import BlockCodecError, decode_block, encode_block
+from precog.store.kv_formats import KVFormat, check_format
 from precog.store.kvblob import CorruptBlobError, KVBlob
 
 BLOCK_TOKENS = 32

@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Literal, get_args
 
 import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from precog.kernels import QuantizedTensor, dequantize, quantize
+from precog.store.kv_formats import KVFormat, check_format
 
-KVFormat = Literal["float32", "float16", "bfloat16", "int8", "int4", "int2"]
-KV_FORMATS: tuple[str, ...] = get_args(KVFormat)
 _FLOAT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _BITS = {"int8": 8, "int4": 4, "int2": 2}
 _MAX_VALUE_GROUP = 32
@@ -30,12 +28,6 @@ Layers = tuple[list[torch.Tensor], list[torch.Tensor]]
 
 class BlockCodecError(ValueError):
     """The bytes are not a valid encoded KV block."""
-
-
-def check_format(fmt: str) -> KVFormat:
-    if fmt not in KV_FORMATS:
-        raise ValueError(f"kv_format must be one of {', '.join(KV_FORMATS)}, got {fmt!r}")
-    return fmt  # type: ignore[return-value]
 
 
 def _value_group(head_dim: int, bits: int) -> int:

@@ -29,7 +29,7 @@ from precog.store.entry import Entry
 from precog.store.entry_table import EntryTable
 from precog.store.errors import ReadOnlyStoreError, StoreError
 from precog.store.index_build import build_index
-from precog.store.kv_codec import KVFormat, check_format
+from precog.store.kv_formats import KVFormat, check_format
 from precog.store.records import StoredEntry, encode_u64, exact_key
 from precog.store.scope import normalise_text
 from precog.store.scope_index import IndexParams

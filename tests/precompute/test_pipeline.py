@@ -44,7 +44,7 @@ def test_builds_entries_the_gateway_finds_in_its_scope(
         "the fake's near-duplicates must be caught by the embedding check"
     )
     assert report["tokens_spent"] == report["tokens_spent_this_run"] > 0
-    assert report["kv_bytes"] > 0
+    assert report["kv_bytes_captured"] > report["kv_bytes_stored"] > 0
 
     scope = scope_key(MODEL, SYSTEM, "acme")
     store = Store.open(store_path, read_only=True, progress=False)

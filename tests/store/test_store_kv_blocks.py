@@ -9,10 +9,9 @@ import pytest
 import rocksdict
 import torch
 
-from precog.store import KVBlob, Store
+from precog.store import KV_FORMATS, KVBlob, Store
 from precog.store.db import COLUMN_FAMILIES
 from precog.store.kv_blocks import BLOCK_TOKENS
-from precog.store.kv_codec import KV_FORMATS
 
 HEADS, DIM, LAYERS = 3, 64, 2
 

@@ -137,7 +137,9 @@ async def _replication(settings: GatewaySettings, store: Store | None, embedder:
             raise ValueError("a replica opens the published snapshot itself; pass no store")
         return await Replication.follow(settings)
     if store is None:
-        store = Store.open(settings.store_path, embedding_model=embedder.name, dim=embedder.dim)
+        store = Store.open(
+            settings.store_path, embedding_model=embedder.name, dim=embedder.dim, sync=settings.store_sync
+        )
     return Replication.local(settings, store)
 
 

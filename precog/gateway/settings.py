@@ -107,6 +107,12 @@ class GatewaySettings(ServiceSettings):
     redis_timeout_s: float = Field(default=0.05, gt=0)
 
     writeback_enabled: bool = True
+    store_sync: bool = Field(
+        default=True,
+        description="local role: fsync the store's log before a write-back counts as stored, so an "
+        "acknowledged write-back survives a crash of the machine, not only of the process (write-backs "
+        "are group-committed: one sync per group)",
+    )
     writeback_max_temperature: float = Field(default=0.0, ge=0.0, le=2.0)
     writeback_ttl_s: float | None = Field(default=7 * 24 * 3600.0, gt=0)
 

@@ -160,8 +160,8 @@ class StoreAccess:
         """Raises when the store is closed or unreadable (a cheap point read)."""
         await self._read(lambda s: s.get("readiness-probe"))
 
-    async def put(self, entry: Entry) -> None:
-        await self._write(self.store.put, entry)
+    async def put_many(self, entries: list[Entry]) -> None:
+        await self._write(self.store.put_many, entries)
 
     async def record_hit(self, entry_id: str) -> None:
         await self._write(self.store.record_hit, entry_id)

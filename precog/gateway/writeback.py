@@ -3,9 +3,11 @@
 Never stored: errors, truncated answers (`finish_reason: length`), answers of requests with stop strings
 (they may have been cut), answers cut off by a cancelled or failed stream, and answers sampled above the
 configured temperature (default 0: greedy only).
-A bounded queue decouples requests from the store; one worker embeds and writes, in order. A replica of a
-read-only snapshot hands the entry to the store writer through a Redis stream instead (write_queue)
-and shares it at once through the exact tier, so every replica serves it before the next snapshot.
+A bounded queue decouples requests from the store; one worker embeds and writes what has queued up as
+one group commit, so that a durable store (`store_sync`, an fsync per commit) costs one sync per group.
+A replica of a read-only snapshot hands each entry to the store writer through a Redis stream instead
+(write_queue) and shares it at once through the exact tier, so every replica serves it before the next
+snapshot.
 """
 
 from __future__ import annotations
@@ -23,11 +25,12 @@ from precog.gateway.query import CacheQuery
 from precog.gateway.settings import GatewaySettings
 from precog.gateway.shared import HotEntry, SharedCache
 from precog.gateway.store_access import StoreAccess
-from precog.store import Entry, Source
+from precog.store import Entry, Source, normalise_text
 
 log = logging.getLogger(__name__)
 
 _QUEUE_SIZE = 1024
+_GROUP = 64  # most write-backs committed together
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,26 +103,48 @@ class WriteBack:
 
     async def _run(self) -> None:
         while True:
-            pending = await self._queue.get()
+            group = [await self._queue.get()]
+            while len(group) < _GROUP and not self._queue.empty():
+                group.append(self._queue.get_nowait())
             try:
-                await self._store_one(pending)
-            except Exception:  # a failed write loses one cache entry, never the worker
-                self._metrics.writebacks.labels("failed").inc()
-                log.exception("write-back failed", extra={"scope": pending.query.scope})
+                await self._store_group(group)
+            except Exception:  # a failed write loses cache entries, never the worker
+                self._metrics.writebacks.labels("failed").inc(len(group))
+                log.exception("write-back failed", extra={"entries": len(group)})
             finally:
-                self._queue.task_done()
+                for _ in group:
+                    self._queue.task_done()
 
-    async def _store_one(self, pending: _Pending) -> None:
+    async def _store_group(self, group: list[_Pending]) -> None:
+        """Store what is queued in one batch: a single commit (one fsync with `store_sync`) for the group,
+        and only then is each entry counted and logged as stored."""
+        chosen: dict[tuple[str, str], _Pending] = {}
+        for pending in group:
+            key = (pending.query.scope, normalise_text(pending.query.question))
+            if key not in chosen or pending.replace:
+                chosen[key] = pending
+        made = await asyncio.gather(*(self._entry_of(pending) for pending in chosen.values()))
+        entries = [entry for entry in made if entry is not None]
+        if self._replica and self._shared is not None:
+            entries = [entry for entry in entries if await self._handed_to_writer(entry)]
+        elif entries:
+            await self._store.put_many(entries)
+        for entry in entries:
+            if self._shared is not None:
+                await self._shared.put_exact(HotEntry.of(entry))
+            self._metrics.writebacks.labels("stored").inc()
+            log.info("write-back stored", extra={"entry_id": entry.id, "scope": entry.scope})
+
+    async def _entry_of(self, pending: _Pending) -> Entry | None:
         query = pending.query
-        scope = query.scope
-        existing = await self._store.find_exact(scope, query.question)
+        existing = await self._store.find_exact(query.scope, query.question)
         if existing is not None and not pending.replace:
             self._metrics.writebacks.labels("duplicate").inc()
-            return
+            return None
         vector = await self._batcher.embed(query.question)
         ttl = self._settings.writeback_ttl_s
-        entry = Entry(
-            scope=scope,
+        return Entry(
+            scope=query.scope,
             query=query.question,
             answer=pending.answer,
             embedding=vector,
@@ -129,15 +154,12 @@ class WriteBack:
             meta={"tenant": query.tenant},
             completion_tokens=pending.completion_tokens or None,
         )
-        if self._replica and self._shared is not None:
-            if await self._shared.enqueue_write(entry) is None:
-                self._metrics.writebacks.labels("unacknowledged").inc()
-                log.warning(
-                    "write-back not handed to the store writer: shared tier down", extra={"scope": scope}
-                )
-                return
-        else:
-            await self._store.put(entry)
-        if self._shared is not None:
-            await self._shared.put_exact(HotEntry.of(entry))
-        self._metrics.writebacks.labels("stored").inc()
+
+    async def _handed_to_writer(self, entry: Entry) -> bool:
+        if self._shared is not None and await self._shared.enqueue_write(entry) is not None:
+            return True
+        self._metrics.writebacks.labels("unacknowledged").inc()
+        log.warning(
+            "write-back not handed to the store writer: shared tier down", extra={"scope": entry.scope}
+        )
+        return False

@@ -112,6 +112,8 @@ class KVCaptured:
     id: str
     bytes: int
     tokens: int = 0
+    kv_tokens: int = 0  # how many tokens the blob holds
+    seconds: float = 0.0  # the export's wall time (0: not timed, e.g. on Ray)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +125,7 @@ class Written:
     kv_bytes: int = 0
     dropped: str | None = None
     tokens: int = 0
+    kv_skipped: str | None = None  # why the captured KV was not kept (kv_policy "cost")
 
 
 Record = RoundDone | QueryLogDone | ChunkDone | ChunkRetired | Answered | KVCaptured | Written

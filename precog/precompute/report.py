@@ -57,6 +57,8 @@ def build_report(job: Job, engine: str) -> dict[str, Any]:
         "kv_blobs": len(replay.kv),
         "kv_bytes_captured": kv_bytes,
         "kv_format": job.settings.kv_format,
+        "entries_with_kv": stats["blobs"],
+        "kv_not_kept_prefill_faster": len(replay.kv_skipped),
         "kv_bytes_stored": stored["blobs"],
         "kv_blocks_stored": stats["kv_blocks"],
         "bytes_per_entry_without_kv": round(without_kv),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import SettingsConfigDict
@@ -84,6 +84,11 @@ class PrecomputeSettings(ServiceSettings):
     dedup_threshold: float = Field(0.99, gt=0.0, le=1.0)
     ttl_seconds: float | None = Field(30 * 24 * 3600.0, gt=0)
     capture_kv: bool = True
+    kv_policy: Literal["cost", "always"] = Field(
+        "cost",
+        description="cost: keep an exchange's KV only where loading it (measured) beats prefilling it "
+        "(the backend's measured throughput); always: keep every captured KV",
+    )
     kv_format: KVFormat = Field(
         "int8",
         description="how captured KV blobs are stored: float32 (lossless), float16, bfloat16, or "

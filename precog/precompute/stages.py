@@ -14,6 +14,7 @@ import numpy as np
 from precog.precompute.answer import answer_messages, choose_answer, exchange_messages
 from precog.precompute.generate import Round, RoundSummary
 from precog.precompute.job import Job, query_id
+from precog.precompute.kv_cost import prefill_tokens_per_s, recompute_is_faster
 from precog.precompute.records import (
     Answered,
     ChunkDone,
@@ -154,27 +155,28 @@ def capture_kv(job: Job, qid: str) -> None:
         return
     query = job.replay.queries[qid]
     messages = exchange_messages(job.settings.system_prompt, query.query, job.replay.answers[qid].answer)
+    start = time.perf_counter()
     try:
         blob = job.export_kv(messages)
     except UpstreamGarbage as exc:
         job.note_garbage(exc)
         return
-    record_kv(job, qid, blob)
+    record_kv(job, qid, blob, time.perf_counter() - start)
 
 
-def record_kv(job: Job, qid: str, blob: bytes | None) -> None:
+def record_kv(job: Job, qid: str, blob: bytes | None, seconds: float = 0.0) -> None:
     if blob is None:
         if job.kv_supported:
             log.warning("the backend has no KV export (/v1/kv/export); storing entries without KV caches")
         job.kv_supported = False
         return
     try:
-        KVBlob.from_bytes(blob)
+        tokens = len(KVBlob.from_bytes(blob).token_ids)
     except CorruptBlobError as exc:
         job.note_garbage(UpstreamGarbage(f"KV export is not a valid KV blob: {exc}"))
         return
     job.worklog.save_kv(qid, blob)
-    job.record(KVCaptured(qid, len(blob)))
+    job.record(KVCaptured(qid, len(blob), kv_tokens=tokens, seconds=seconds))
 
 
 # ---- stage 6: write --------------------------------------------------------------------------------------
@@ -191,6 +193,7 @@ def write_entry(job: Job, qid: str) -> None:
     query = job.replay.queries[qid]
     blob_path = job.worklog.kv_path(qid)
     raw = blob_path.read_bytes() if qid in job.replay.kv and blob_path.exists() else None
+    skipped = None
     if job.store.get(qid) is None:
         vector = job.vectors.get(qid)
         if vector is None:
@@ -218,5 +221,11 @@ def write_entry(job: Job, qid: str) -> None:
             completion_tokens=answered.completion_tokens,
         )
         job.store.put(entry, blob=None if raw is None else KVBlob.from_bytes(raw))
-    job.record(Written(qid, kv_bytes=len(raw) if raw else 0))
+        if raw is not None and job.settings.kv_policy == "cost" and entry.kv_blob_id:
+            rate = prefill_tokens_per_s(list(job.replay.kv.values()))
+            skipped = recompute_is_faster(job.store, entry.kv_blob_id, job.replay.kv[qid].kv_tokens, rate)
+            if skipped:
+                entry.kv_blob_id = None
+                job.store.put(entry)  # replaces the entry; its blob goes with the old one
+    job.record(Written(qid, kv_bytes=len(raw) if raw else 0, kv_skipped=skipped))
     blob_path.unlink(missing_ok=True)

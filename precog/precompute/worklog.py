@@ -51,6 +51,7 @@ class Replay:
     queries: dict[str, Question] = field(default_factory=dict)
     answers: dict[str, Answered] = field(default_factory=dict)
     kv: dict[str, KVCaptured] = field(default_factory=dict)
+    kv_skipped: dict[str, str] = field(default_factory=dict)
     written: set[str] = field(default_factory=set)  # done with: stored, or dropped
     dropped: set[str] = field(default_factory=set)  # answered but not stored (see Answered.unusable)
     query_log_done: bool = False
@@ -83,6 +84,8 @@ class Replay:
                 self.written.add(record.id)
                 if record.dropped:
                     self.dropped.add(record.id)
+                if record.kv_skipped:
+                    self.kv_skipped[record.id] = record.kv_skipped
 
     def known_chunks(self) -> set[str]:
         """Every chunk the log holds work of."""
@@ -98,6 +101,7 @@ class Replay:
             self.kv.pop(qid, None)
             self.written.discard(qid)
             self.dropped.discard(qid)
+            self.kv_skipped.pop(qid, None)
 
     def _accept(self, parsed: int, duplicates: int, accepted: tuple[Question, ...]) -> None:
         self.parsed += parsed

@@ -45,6 +45,8 @@ def test_builds_entries_the_gateway_finds_in_its_scope(
     )
     assert report["tokens_spent"] == report["tokens_spent_this_run"] > 0
     assert report["kv_bytes_captured"] > report["kv_bytes_stored"] > 0
+    assert report["entries_with_kv"] + report["kv_not_kept_prefill_faster"] == report["kv_blobs"]
+    assert report["bytes_per_entry_with_kv"] > report["bytes_per_entry_without_kv"] > 0
 
     scope = scope_key(MODEL, SYSTEM, "acme")
     store = Store.open(store_path, read_only=True, progress=False)

@@ -174,6 +174,7 @@ class Database:
         self._handles = {name: self._db.get_column_family_handle(name) for name in COLUMN_FAMILIES}
         self._write_options = rocksdict.WriteOptions()
         self._write_options.sync = sync
+        self._unsynced = rocksdict.WriteOptions()
 
     @classmethod
     def open(
@@ -190,10 +191,11 @@ class Database:
     def handle(self, name: str) -> rocksdict.ColumnFamily:
         return self._handles[name]
 
-    def write(self, batch: rocksdict.WriteBatch) -> None:
-        """Commit atomically; StoreWriteError (nothing written) when RocksDB refuses."""
+    def write(self, batch: rocksdict.WriteBatch, durable: bool = True) -> None:
+        """Commit atomically; StoreWriteError (nothing written) when RocksDB refuses. durable=False skips
+        the fsync of a store opened with sync (for counters a crash may lose)."""
         try:
-            self._db.write(batch, self._write_options)
+            self._db.write(batch, self._write_options if durable else self._unsynced)
         except Exception as exc:
             raise StoreWriteError(f"write to {self.path} failed and nothing of it was stored: {exc}") from exc
 

@@ -245,7 +245,7 @@ class Store:
                 return False
             batch = self._db.batch()
             self._table.add_hit(batch, entry_id, time.time())
-            self._db.write(batch)
+            self._db.write(batch, durable=False)
             return True
 
     def delete(self, entry_id: str) -> bool:

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +42,7 @@ class Gateway:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.acknowledged: list[str] = []
+        self.last_lines: deque[str] = deque(maxlen=20)
         settings = {
             "PRECOG_GATEWAY_RATE_LIMIT_PER_MINUTE": "0",
             "PRECOG_GATEWAY_LOG_LEVEL": "info",
@@ -58,7 +60,9 @@ class Gateway:
         self._reader.start()
         deadline = time.monotonic() + 300
         while True:
-            assert self.process.poll() is None, "the gateway exited during start-up"
+            if self.process.poll() is not None:
+                self._reader.join(timeout=10)
+                raise AssertionError("the gateway exited during start-up:\n" + "".join(self.last_lines))
             try:
                 if httpx.get(f"{self.url}/readyz", timeout=1.0).status_code == 200:
                     break
@@ -70,6 +74,7 @@ class Gateway:
     def _read_log(self) -> None:
         assert self.process.stderr is not None
         for line in self.process.stderr:
+            self.last_lines.append(line)
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:

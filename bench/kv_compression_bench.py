@@ -169,7 +169,7 @@ def kl_section(
 ) -> dict:
     """Next-token KL and top-1 agreement under teacher forcing on the offline contexts; KV held."""
     prompts = {name: chat_ids(engine, *pair) for name, pair in contexts().items()}
-    bytes_per_block = engine.spec.kv_bytes_per_token * engine.block_manager.block_size
+    bytes_per_block = engine.kv_cache.bytes_per_block
     full = [Run(ids, None) for ids in prompts.values()]
     full_blocks, full_s = run_all(engine, full, KVCompression("none", 0.0), continuation)
     rows = []
@@ -206,7 +206,7 @@ def passkey_section(
     """Passkey accuracy at the longest context, with the KV bytes held and decode tokens/s of each run."""
     cases = passkey_cases(engine.tokenizer, num_tokens, depths)
     prompts = [case.token_ids for case in cases]
-    bytes_per_block = engine.spec.kv_bytes_per_token * engine.block_manager.block_size
+    bytes_per_block = engine.kv_cache.bytes_per_block
 
     def run(method: str, ratio: float) -> dict[str, Any]:
         result = run_batch(

@@ -318,7 +318,11 @@ def summarise(
             "build_seconds": wall,
             "build_seconds_per_1k_questions": round(1000 * wall / entries, 1),
             "bytes_per_entry_without_kv": round(without_kv),
-            "bytes_per_entry_with_kv": round(without_kv + part["blobs"] / entries),
+            "bytes_per_entry_with_kv": round(without_kv + part["blobs"] / max(stats["blobs"], 1)),
+            "entries_with_kv": stats["blobs"],
+            "kv_format": report["kv_format"],
+            "kv_bytes_per_blob_stored": round(part["blobs"] / max(stats["blobs"], 1)),
+            "kv_bytes_per_blob_float32": round(report["kv_bytes_captured"] / max(report["kv_blobs"], 1)),
         },
         "coverage": {
             "split": args.split,

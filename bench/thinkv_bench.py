@@ -113,7 +113,7 @@ def measure(
     for c in completions:
         report = engine.thinkv.report(c.request_id)
         tokens = len(c.prompt_token_ids) + len(c.token_ids) - 1  # the last token never gets KV
-        full = tokens * engine.spec.kv_bytes_per_token
+        full = tokens * engine.spec.kv_bytes_per_token(engine.kv_cache.dtype)
         full_bytes += full
         effective += full if report is None else report.effective_bytes
         blocks += -(-tokens // block_size) if report is None else report.blocks_held

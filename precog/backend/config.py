@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
@@ -11,6 +11,9 @@ from pydantic_settings import SettingsConfigDict
 from precog.backend.compress import CompressionMethod, KVCompression
 from precog.backend.sparse import SparseSettings, budget_pages_for
 from precog.core import ServiceSettings
+
+if TYPE_CHECKING:
+    import torch
 
 MiB = 1 << 20
 
@@ -41,6 +44,9 @@ class EngineConfig(ServiceSettings):
     # Longest prompt + completion; None: the model's max_position_embeddings.
     max_model_len: int | None = Field(default=None, ge=2)
     enable_prefix_caching: bool = True
+    # Weights, activations and KV pages (attention softmax and logits stay float32). bfloat16 halves the
+    # memory of both; on this CPU it is slower per token than float32 (no native bf16 matmul).
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     # Decode attention: "torch" (reference) or "kernels" (precog.kernels.paged_attention: Triton on GPU).
     attention_backend: Literal["torch", "kernels"] = "torch"
     # torch intra-op threads; None: torch's default. On a CPU shared with other busy processes, 1 is
@@ -66,6 +72,11 @@ class EngineConfig(ServiceSettings):
     # Keep the running requests' estimated working sets within the fast tier (defer or preempt).
     sparse_working_set_batching: bool = True
 
+    def torch_dtype(self) -> torch.dtype:
+        import torch  # here, so that reading settings does not load torch
+
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[self.dtype]
+
     def kv_compression(self) -> KVCompression | None:
         """The default as a request option; None when it is off."""
         if self.kv_compression_method == "none":
@@ -82,6 +93,8 @@ class EngineConfig(ServiceSettings):
 
     @model_validator(mode="after")
     def _check(self) -> EngineConfig:
+        if self.kv_compression_method == "ojakv" and self.dtype != "float32":
+            raise ValueError(f"kv_compression_method ojakv needs dtype float32, not {self.dtype}")
         if self.max_num_batched_tokens < self.max_num_seqs:
             raise ValueError(
                 f"max_num_batched_tokens ({self.max_num_batched_tokens}) must be at least max_num_seqs "

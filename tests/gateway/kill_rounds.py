@@ -22,6 +22,7 @@ from pathlib import Path
 
 import httpx
 
+from precog.shell.up import wait_healthy
 from precog.store import Store
 from tests.gateway.support import free_port
 
@@ -58,18 +59,11 @@ class Gateway:
         )
         self._reader = threading.Thread(target=self._read_log, daemon=True)
         self._reader.start()
-        deadline = time.monotonic() + 300
-        while True:
-            if self.process.poll() is not None:
-                self._reader.join(timeout=10)
-                raise AssertionError("the gateway exited during start-up:\n" + "".join(self.last_lines))
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1.0).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the gateway did not become ready"
-            time.sleep(0.1)
+        try:
+            wait_healthy(f"{self.url}/readyz", self.process, timeout=300)  # type: ignore[arg-type]
+        except SystemExit as exc:
+            self._reader.join(timeout=10)
+            raise AssertionError(f"{exc}; its last log lines:\n" + "".join(self.last_lines)) from None
 
     def _read_log(self) -> None:
         assert self.process.stderr is not None

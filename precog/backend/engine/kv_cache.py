@@ -9,14 +9,20 @@ from precog.backend.model.spec import ModelSpec
 
 
 class KVCache:
-    def __init__(self, spec: ModelSpec, num_blocks: int, block_size: int) -> None:
+    def __init__(
+        self, spec: ModelSpec, num_blocks: int, block_size: int, dtype: torch.dtype = torch.float32
+    ) -> None:
         shape = (num_blocks, block_size, spec.num_kv_heads, spec.head_dim)
         self.block_size = block_size
-        self.layers = [(torch.zeros(shape), torch.zeros(shape)) for _ in range(spec.num_layers)]
+        self.dtype = dtype
+        self.layers = [
+            (torch.zeros(shape, dtype=dtype), torch.zeros(shape, dtype=dtype)) for _ in range(spec.num_layers)
+        ]
+        self.bytes_per_block = self.block_bytes(spec, block_size, dtype)
 
     @staticmethod
-    def bytes_per_block(spec: ModelSpec, block_size: int) -> int:
-        return spec.kv_bytes_per_token * block_size
+    def block_bytes(spec: ModelSpec, block_size: int, dtype: torch.dtype = torch.float32) -> int:
+        return spec.kv_bytes_per_token(dtype) * block_size
 
     def slots(self, block_table: list[int], start: int, end: int) -> torch.Tensor:
         """Flat slot index of each position in [start, end) of a sequence with this block table."""

@@ -69,12 +69,12 @@ class Engine:
             torch.set_num_threads(self.config.num_threads)
         self.spec = spec = ModelSpec.from_dir(model_dir)
         self.max_model_len, num_blocks = resolve_limits(self.config, spec)
-        self.model = load_model(model_dir, spec, self.max_model_len)
+        self.model = load_model(model_dir, spec, self.max_model_len, self.config.torch_dtype())
         self.model_dir: Path = model_dir
         self.model_name = self.config.model_name or model_dir.name
         self.tokenizer: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(model_dir)
         self.eos_token_ids = spec.eos_token_ids
-        self.kv_cache = KVCache(spec, num_blocks, self.config.block_size)
+        self.kv_cache = KVCache(spec, num_blocks, self.config.block_size, self.config.torch_dtype())
         self.block_manager = BlockManager(
             num_blocks, self.config.block_size, self.config.enable_prefix_caching
         )

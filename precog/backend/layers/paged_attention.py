@@ -124,7 +124,7 @@ def decode_attention_reference(
     scores = torch.matmul(grouped, k.transpose(-1, -2)) * scale + plan.decode_bias  # [b, KVH, G, T]
     if head_bias is not None:
         scores = scores + head_bias
-    return torch.matmul(torch.softmax(scores, dim=-1), v).view(b, h, d)
+    return torch.matmul(torch.softmax(scores, dim=-1, dtype=torch.float32).to(v.dtype), v).view(b, h, d)
 
 
 def prefill_attention_reference(
@@ -146,5 +146,5 @@ def prefill_attention_reference(
         v = values[span.slots].transpose(0, 1).unsqueeze(1)
         grouped = q[span.start : span.end].view(rows, kvh, h // kvh, d).permute(1, 2, 0, 3)  # [KVH, G, n, D]
         scores = torch.matmul(grouped, k.transpose(-1, -2)) * scale + span.bias  # [KVH, G, n, T]
-        attended = torch.matmul(torch.softmax(scores, dim=-1), v)  # [KVH, G, n, D]
+        attended = torch.matmul(torch.softmax(scores, dim=-1, dtype=torch.float32).to(v.dtype), v)
         out[span.start : span.end] = attended.permute(2, 0, 1, 3).reshape(rows, h, d)

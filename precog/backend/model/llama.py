@@ -110,7 +110,8 @@ class LlamaModel(nn.Module):
     ) -> torch.Tensor:
         """[N] token ids -> [len(meta.logit_rows), vocab] logits of the rows that will be sampled."""
         x = self.embed_tokens(input_ids)
-        cos_sin = self.rope.at(meta.positions)
+        cos, sin = self.rope.at(meta.positions)
+        cos_sin = (cos.to(x.dtype), sin.to(x.dtype))
         for layer, cache in zip(self.layers, kv_caches, strict=True):
             x = layer(x, cos_sin, cache, meta)
-        return self.lm_head(self.norm(x[meta.logit_rows]))
+        return self.lm_head(self.norm(x[meta.logit_rows])).float()

@@ -30,11 +30,13 @@ def _read_checkpoint(model_dir: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def _our_state_dict(spec: ModelSpec, ckpt: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def _our_state_dict(
+    spec: ModelSpec, ckpt: dict[str, torch.Tensor], dtype: torch.dtype
+) -> dict[str, torch.Tensor]:
     def take(name: str) -> torch.Tensor:
         if name not in ckpt:
             raise UnsupportedModelError(f"checkpoint lacks tensor {name}")
-        return ckpt[name].float()
+        return ckpt[name].to(dtype)
 
     state = {
         "embed_tokens.weight": take("model.embed_tokens.weight"),
@@ -69,12 +71,14 @@ def _our_state_dict(spec: ModelSpec, ckpt: dict[str, torch.Tensor]) -> dict[str,
     return state
 
 
-def load_model(model_dir: Path, spec: ModelSpec, max_positions: int) -> LlamaModel:
-    """Read the weights of `model_dir` (described by `spec`) into a fresh fp32 LlamaModel in eval mode."""
+def load_model(
+    model_dir: Path, spec: ModelSpec, max_positions: int, dtype: torch.dtype = torch.float32
+) -> LlamaModel:
+    """Read the weights of `model_dir` (described by `spec`) into a fresh LlamaModel in `dtype`, eval mode."""
     rope = RotaryEmbedding(spec.inv_freq, spec.rope_attention_scaling, max_positions)
     with torch.device("meta"):
         model = LlamaModel(spec, rope)
-    model.load_state_dict(_our_state_dict(spec, _read_checkpoint(model_dir)), strict=True, assign=True)
+    model.load_state_dict(_our_state_dict(spec, _read_checkpoint(model_dir), dtype), strict=True, assign=True)
     if spec.tie_word_embeddings:
         model.lm_head.weight = model.embed_tokens.weight
     return model.eval()

@@ -41,10 +41,9 @@ class ModelSpec:
     rope_attention_scaling: float
     eos_token_ids: frozenset[int]
 
-    @property
-    def kv_bytes_per_token(self) -> int:
-        """fp32 K and V of one token across all layers."""
-        return 2 * self.num_layers * self.num_kv_heads * self.head_dim * 4
+    def kv_bytes_per_token(self, dtype: torch.dtype = torch.float32) -> int:
+        """K and V of one token across all layers, in `dtype`."""
+        return 2 * self.num_layers * self.num_kv_heads * self.head_dim * dtype.itemsize
 
     @classmethod
     def from_dir(cls, model_dir: Path) -> ModelSpec:

@@ -76,14 +76,17 @@ def reuse_prefill(model: LlamaModel, token_ids: list[int], reuse: KVReuse) -> Re
     for layer_index, module in enumerate(model.layers):
         layer = cast(DecoderLayer, module)
         attn = cast(SelfAttention, layer.self_attn)
-        k_all = torch.empty(n, spec.num_kv_heads, spec.head_dim)
-        v_all = torch.empty(n, spec.num_kv_heads, spec.head_dim)
-        k_all[new_pos] = rotate(reference.keys[layer_index][:, ref_pos].transpose(0, 1).float(), turn)
-        v_all[new_pos] = reference.values[layer_index][:, ref_pos].transpose(0, 1).float()
+        k_all = torch.empty(n, spec.num_kv_heads, spec.head_dim, dtype=x.dtype)
+        v_all = torch.empty(n, spec.num_kv_heads, spec.head_dim, dtype=x.dtype)
+        k_all[new_pos] = rotate(reference.keys[layer_index][:, ref_pos].transpose(0, 1).float(), turn).to(
+            x.dtype
+        )
+        v_all[new_pos] = reference.values[layer_index][:, ref_pos].transpose(0, 1).to(x.dtype)
 
         rows = len(active)
         q, k, v = attn.qkv_proj(layer.input_layernorm(x)).split(attn.split, dim=-1)
-        cos_sin = model.rope.at(active)
+        cos, sin = model.rope.at(active)
+        cos_sin = (cos.to(x.dtype), sin.to(x.dtype))
         q = apply_rope(q.view(rows, attn.num_heads, attn.head_dim), cos_sin)
         k = apply_rope(k.view(rows, attn.num_kv_heads, attn.head_dim), cos_sin)
         v = v.view(rows, attn.num_kv_heads, attn.head_dim)

@@ -32,7 +32,7 @@ def create_app(engine: Engine, store_path: Path | None = None, kv_protect: bool 
     kv_protect: whether compressed chat requests keep their system prompt and marked spans by default.
     """
     async_engine = AsyncEngine(engine)
-    metrics = ServerMetrics(engine.stats, engine.spec.kv_bytes_per_token * engine.config.block_size)
+    metrics = ServerMetrics(engine.stats, engine.kv_cache.bytes_per_block)
     state = ServerState(
         async_engine, KVSource(store_path), metrics, TokenStreams(async_engine, metrics), kv_protect
     )

@@ -67,6 +67,7 @@ class SparseAttention:
         num_kv_heads: int,
         block_size: int,
         head_dim: int,
+        dtype: torch.dtype = torch.float32,
     ) -> None:
         self.settings = settings
         self.num_layers = num_layers
@@ -74,7 +75,7 @@ class SparseAttention:
         self.block_size = block_size
         self.summaries = PageSummaries(num_layers, num_blocks, num_kv_heads, head_dim)
         self._tier_shape = (num_layers, num_blocks, num_kv_heads, block_size, head_dim)
-        self.tier = FastTier(settings.fast_tier_pages, *self._tier_shape)
+        self.tier = FastTier(settings.fast_tier_pages, *self._tier_shape, dtype=dtype)
         self.selection = SelectionStats()
 
     @classmethod
@@ -84,7 +85,9 @@ class SparseAttention:
         """Sparse attention over a paged cache's per-layer [blocks, block_size, KVH, D] pages as they are
         (a fresh fast tier; summaries of every page, so prefix-cached blocks stay usable)."""
         num_blocks, block_size, num_kv_heads, head_dim = layers[0][0].shape
-        sparse = cls(settings, len(layers), num_blocks, num_kv_heads, block_size, head_dim)
+        sparse = cls(
+            settings, len(layers), num_blocks, num_kv_heads, block_size, head_dim, layers[0][0].dtype
+        )
         sparse.rewritten(list(range(num_blocks)), layers)
         return sparse
 

@@ -60,7 +60,7 @@ def prefill_kv(
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Per-layer keys (RoPE applied) and values [KVH, T, D] of one prompt, in a private scratch cache."""
     n = len(token_ids)
-    cache = KVCache(spec, -(-n // block_size), block_size)
+    cache = KVCache(spec, -(-n // block_size), block_size, model.embed_tokens.weight.dtype)
     table = list(range(-(-n // block_size)))
     meta = AttentionMetadata(
         positions=torch.arange(n),

@@ -5,6 +5,8 @@ A new method is one module with a KVPolicy and one line in `KVPolicies.__init__`
 
 from __future__ import annotations
 
+import torch
+
 from precog.backend.compress import PRESSES, KVCompression
 from precog.backend.engine.kv.base import EngineParts, KVPolicy, KVState
 from precog.backend.engine.kv.ojakv import OjaKV
@@ -18,6 +20,7 @@ class KVPolicies:
 
     def __init__(self, parts: EngineParts) -> None:
         self.counters = parts.counters
+        self._dtype = parts.kv_cache.dtype
         self.thinkv = ThinKVRunner(parts)
         presses = PressPolicy(parts)
         self.by_method: dict[str, KVPolicy] = {
@@ -27,7 +30,9 @@ class KVPolicies:
         }
 
     def check(self, compression: KVCompression, sparse: bool) -> None:
-        """Raise ValueError if this engine's attention cannot serve the (validated) option."""
+        """Raise ValueError if this engine's attention or dtype cannot serve the (validated) option."""
+        if compression.active and compression.method == "ojakv" and self._dtype != torch.float32:
+            raise ValueError(f"ojakv needs an engine in float32 (this engine: {str(self._dtype)[6:]})")
         if not compression.active or not sparse:
             return
         option = self.by_method[compression.method].dense_only(compression)

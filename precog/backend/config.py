@@ -44,8 +44,8 @@ class EngineConfig(ServiceSettings):
     # Longest prompt + completion; None: the model's max_position_embeddings.
     max_model_len: int | None = Field(default=None, ge=2)
     enable_prefix_caching: bool = True
-    # Weights, activations and KV pages (attention softmax and logits stay float32). bfloat16 halves the
-    # memory of both; on this CPU it is slower per token than float32 (no native bf16 matmul).
+    # Weights, activations and KV pages (attention softmax and logits stay float32); bfloat16 halves the
+    # memory of both.
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     # Decode attention: "torch" (reference) or "kernels" (precog.kernels.paged_attention: Triton on GPU).
     attention_backend: Literal["torch", "kernels"] = "torch"

@@ -89,6 +89,9 @@ def make_settings(url: str, **overrides: object) -> PrecomputeSettings:
         "max_rounds_per_chunk": 3,
         "concurrency": 2,
         "request_timeout": 10.0,
+        # The fake's KV export is an instant reply, so the cost policy's choice would follow the load of the
+        # machine; these tests check that KV is kept (the policy itself: test_kv_cost.py).
+        "kv_policy": "always",
     }
     values.update(overrides)
     return PrecomputeSettings(**values)  # type: ignore[arg-type]

@@ -7,9 +7,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from precog.precompute import run_precompute
 from precog.precompute.kv_cost import prefill_tokens_per_s, recompute_is_faster
 from precog.precompute.records import KVCaptured
 from precog.store import Entry, KVBlob, Store
+from tests.precompute.conftest import make_settings
+from tests.precompute.fake_upstream import FakeUpstream
 
 
 def test_prefill_throughput_counts_only_timed_exports() -> None:
@@ -31,3 +34,20 @@ def test_the_blob_goes_only_when_prefill_is_faster_than_its_measured_load(tmp_pa
         reason = recompute_is_faster(store, entry.kv_blob_id, 64, tokens_per_s=1e12)
         assert reason is not None and reason.startswith("prefill of 64 tokens")
         assert recompute_is_faster(store, entry.kv_blob_id, 64, tokens_per_s=None) is None
+
+
+def test_under_the_cost_policy_every_entry_is_written_with_or_without_its_kv(
+    fake: FakeUpstream, corpus: Path, tmp_path: Path
+) -> None:
+    report, _ = run_precompute(
+        make_settings(fake.url, kv_policy="cost"), corpus, tmp_path / "s", progress=False
+    )
+    assert report["kv_blobs"] == report["entries_written"] > 0
+    assert report["entries_with_kv"] + report["kv_not_kept_prefill_faster"] == report["kv_blobs"]
+    with Store.open(tmp_path / "s", read_only=True, progress=False) as store:
+        entries = store.entries(limit=1000)
+        assert len(entries) == report["entries_written"]
+        with_kv = [e for e in entries if e.kv_blob_id]
+        assert len(with_kv) == report["entries_with_kv"]
+        assert all(store.get_blob(e.kv_blob_id).token_ids for e in with_kv)
+        assert store.verify().ok

@@ -15,6 +15,7 @@ from precog.store import Store
 
 
 def prefill_tokens_per_s(captured: list[KVCaptured]) -> float | None:
+    """Tokens per second over the timed exports of `captured` (the caller passes the recent ones)."""
     timed = [record for record in captured if record.seconds > 0 and record.kv_tokens > 0]
     if not timed:
         return None

@@ -6,6 +6,7 @@ nothing else: a question is judged again, an answer asked again, an entry put ag
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 
@@ -222,7 +223,7 @@ def write_entry(job: Job, qid: str) -> None:
         )
         job.store.put(entry, blob=None if raw is None else KVBlob.from_bytes(raw))
         if raw is not None and job.settings.kv_policy == "cost" and entry.kv_blob_id:
-            rate = prefill_tokens_per_s(list(job.replay.kv.values()))
+            rate = prefill_tokens_per_s(list(itertools.islice(reversed(job.replay.kv.values()), 256)))
             skipped = recompute_is_faster(job.store, entry.kv_blob_id, job.replay.kv[qid].kv_tokens, rate)
             if skipped:
                 entry.kv_blob_id = None

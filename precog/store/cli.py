@@ -106,7 +106,7 @@ def stats(store: StorePath = _DEFAULT_STORE, as_json: AsJson = False) -> None:
     summary = Table(title=f"store {data['path']}", show_header=False)
     summary.add_row("embedding model", f"{data['embedding_model']} (dim {data['dim']})")
     summary.add_row("entries", f"{data['entries']:,} ({data['expired']:,} expired)")
-    summary.add_row("KV blobs", f"{data['blobs']:,}")
+    summary.add_row("KV blobs", f"{data['blobs']:,} ({data['kv_blocks']:,} blocks of KV, each stored once)")
     for part, size in data["bytes"].items():
         summary.add_row(f"bytes: {part}", f"{size:,}")
     console.print(summary)

@@ -81,18 +81,22 @@ class BlobTable:
         batch.put(blob_id.encode(), owner + blob.manifest, self._db.handle("blobs"))
         return blob_id
 
-    def add_delete(self, batch: Any, blob_id: str, refs: BlockRefs) -> None:
+    def add_delete(self, batch: Any, blob_id: str, refs: BlockRefs) -> bool:
+        """Add the removal of the blob (its blocks lose a reference) to `batch`; False when it is absent."""
         from precog.store.kv_blocks import Manifest, is_manifest
         from precog.store.kvblob import CorruptBlobError
 
         data = self._db.cf["blobs"].get(blob_id.encode())
-        if data is not None and is_manifest(data[1:]):
+        if data is None:
+            return False
+        if is_manifest(data[1:]):
             try:
                 for key in Manifest.from_bytes(data[1:]).blocks:
                     refs.remove(key)
             except CorruptBlobError:
                 pass  # its blocks lose this reference at the next sweep
         batch.delete(blob_id.encode(), self._db.handle("blobs"))
+        return True
 
     def add_entry_delete(self, batch: Any, old: StoredEntry, refs: BlockRefs) -> None:
         """Add the removal of the blob stored with `old` (if it owns one) to `batch`."""
@@ -109,10 +113,9 @@ class BlobTable:
 
     def delete_by_id(self, blob_id: str) -> bool:
         """Remove a blob (and the blocks only it named) now; False when it is absent."""
-        if not is_blob_id(blob_id.encode()) or self._db.cf["blobs"].get(blob_id.encode()) is None:
-            return False
         batch, refs = self._db.batch(), BlockRefs(self._db)
-        self.add_delete(batch, blob_id, refs)
+        if not is_blob_id(blob_id.encode()) or not self.add_delete(batch, blob_id, refs):
+            return False
         refs.flush(batch)
         self._db.write(batch)
         return True

@@ -15,12 +15,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
 
-from precog.store.kv_codec import BlockCodecError, decode_block, encode_block
+from precog.store.kv_codec import decode_block, encode_block
 from precog.store.kv_formats import KVFormat, check_format
-from precog.store.kvblob import CorruptBlobError, KVBlob
+from precog.store.kvblob import CorruptBlobError, KVBlob, seal, unseal
 
 BLOCK_TOKENS = 32
 MANIFEST_VERSION = "2"
@@ -49,21 +47,15 @@ class Manifest:
             "meta": self.meta,
             "version": MANIFEST_VERSION,
         }
-        tokens = {"token_ids": torch.tensor(self.token_ids, dtype=torch.int64)}
-        body = st_save(tokens, metadata={"precog": json.dumps(header, sort_keys=True)})
-        return _MAGIC + hashlib.sha256(body).digest() + body
+        return _MAGIC + seal({"token_ids": torch.tensor(self.token_ids, dtype=torch.int64)}, header)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Manifest:
-        digest, body = data[len(_MAGIC) : len(_MAGIC) + 32], data[len(_MAGIC) + 32 :]
-        if hashlib.sha256(body).digest() != digest:
-            raise CorruptBlobError("blob manifest checksum mismatch")
+        tensors, header = unseal(data[len(_MAGIC) :], "blob manifest")
         try:
-            size = int.from_bytes(body[:8], "little")
-            header = json.loads(json.loads(body[8 : 8 + size])["__metadata__"]["precog"])
             return cls(
                 model=header["model"],
-                token_ids=st_load(body)["token_ids"].tolist(),
+                token_ids=tensors["token_ids"].tolist(),
                 fmt=check_format(header["format"]),
                 blocks=[b.encode() for b in header["blocks"]],
                 num_layers=int(header["num_layers"]),
@@ -71,7 +63,7 @@ class Manifest:
                 rope=header.get("rope", {}),
                 meta=header.get("meta", {}),
             )
-        except (KeyError, ValueError, json.JSONDecodeError) as exc:
+        except (KeyError, ValueError) as exc:
             raise CorruptBlobError(f"blob manifest does not parse: {exc}") from exc
 
 
@@ -127,10 +119,7 @@ def decode_blob(manifest: Manifest, blocks: list[bytes | None]) -> KVBlob:
     """The blob back from its manifest and its blocks' bytes (None: a block is missing)."""
     if any(data is None for data in blocks):
         raise CorruptBlobError("a KV block the blob names is missing")
-    try:
-        parts = [decode_block(data, manifest.num_layers, manifest.kv_heads) for data in blocks if data]
-    except BlockCodecError as exc:
-        raise CorruptBlobError(str(exc)) from exc
+    parts = [decode_block(data, manifest.num_layers, manifest.kv_heads) for data in blocks if data]
     keys = [torch.cat([p[0][i] for p in parts], dim=1) for i in range(manifest.num_layers)]
     values = [torch.cat([p[1][i] for p in parts], dim=1) for i in range(manifest.num_layers)]
     try:

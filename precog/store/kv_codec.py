@@ -4,30 +4,23 @@ The integer formats follow KIVI: keys are quantised per channel (a group runs al
 because a few key channels carry outliers that a per-token group would smear over the rest), values per
 token (groups of up to 32 channels). A block shorter than its group is padded by repeating its last token,
 which leaves every channel's minimum and maximum unchanged. Codes, scales and zeros come from
-`precog.kernels.quant`. Each encoded block is a checksummed safetensors body.
+`precog.kernels.quant`. Each encoded block is sealed like every stored KV part (`kvblob.seal`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-
 import torch
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
 
 from precog.kernels import QuantizedTensor, dequantize, quantize
 from precog.store.kv_formats import KVFormat, check_format
+from precog.store.kvblob import CorruptBlobError, seal, unseal
 
 _FLOAT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _BITS = {"int8": 8, "int4": 4, "int2": 2}
 _MAX_VALUE_GROUP = 32
+_HEADER_KEY = "precog-kv-block"
 
 Layers = tuple[list[torch.Tensor], list[torch.Tensor]]
-
-
-class BlockCodecError(ValueError):
-    """The bytes are not a valid encoded KV block."""
 
 
 def _value_group(head_dim: int, bits: int) -> int:
@@ -79,19 +72,18 @@ def encode_block(keys: list[torch.Tensor], values: list[torch.Tensor], fmt: KVFo
             padded = torch.cat([k, k[:, -1:].expand(-1, key_group - tokens, -1)], dim=1) if tokens else k
             _put_quantised(tensors, f"k{i}", quantize(padded.float().transpose(1, 2), bits, key_group))
             _put_quantised(tensors, f"v{i}", quantize(v.float(), bits, value_group))
-    body = st_save(tensors, metadata={"precog-kv-block": json.dumps(header, sort_keys=True)})
-    return hashlib.sha256(body).digest() + body
+    return seal(tensors, header, _HEADER_KEY)
+
+
+def check_block(data: bytes) -> None:
+    """CorruptBlobError unless `data` is an intact, readable block (what `verify` asks of each one)."""
+    unseal(data, "KV block", _HEADER_KEY)
 
 
 def decode_block(data: bytes, num_layers: int, kv_heads: int) -> Layers:
-    """Float32 keys and values per layer; BlockCodecError when the bytes are damaged or not a block."""
-    digest, body = data[:32], data[32:]
-    if len(data) < 32 or hashlib.sha256(body).digest() != digest:
-        raise BlockCodecError("KV block checksum mismatch")
+    """Float32 keys and values per layer; CorruptBlobError when the bytes are damaged or not a block."""
+    tensors, header = unseal(data, "KV block", _HEADER_KEY)
     try:
-        tensors = st_load(body)
-        size = int.from_bytes(body[:8], "little")
-        header = json.loads(json.loads(body[8 : 8 + size])["__metadata__"]["precog-kv-block"])
         fmt, tokens, head_dim = check_format(header["format"]), int(header["tokens"]), int(header["head_dim"])
         if fmt in _FLOAT_DTYPES:
             keys = [tensors[f"k{i}"].float() for i in range(num_layers)]
@@ -107,8 +99,8 @@ def decode_block(data: bytes, num_layers: int, kv_heads: int) -> Layers:
             values = [
                 _get_quantised(tensors, f"v{i}", bits, value_group, value_shape) for i in range(num_layers)
             ]
-    except (KeyError, ValueError, RuntimeError, json.JSONDecodeError) as exc:
-        raise BlockCodecError(f"KV block does not parse: {exc}") from exc
+    except (KeyError, ValueError, RuntimeError) as exc:
+        raise CorruptBlobError(f"KV block does not parse: {exc}") from exc
     if any(tuple(k.shape) != (kv_heads, tokens, head_dim) for k in (*keys, *values)):
-        raise BlockCodecError("KV block tensors do not have the shape its header names")
+        raise CorruptBlobError("KV block tensors do not have the shape its header names")
     return [k.contiguous() for k in keys], values

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from safetensors.torch import load as st_load
@@ -59,21 +60,13 @@ class KVBlob:
         tensors |= {f"v.{i}": v.contiguous() for i, v in enumerate(self.values)}
         tensors["token_ids"] = torch.tensor(self.token_ids, dtype=torch.int64)
         header = {"model": self.model, "rope": self.rope, "meta": self.meta, "version": FORMAT_VERSION}
-        body = st_save(tensors, metadata={"precog": json.dumps(header, sort_keys=True)})
-        return hashlib.sha256(body).digest() + body
+        return seal(tensors, header)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> KVBlob:
         """Parse and verify; raises CorruptBlobError on any mismatch, never returns bad tensors."""
-        if len(data) < 32:
-            raise CorruptBlobError("blob is shorter than its checksum")
-        digest, body = data[:32], data[32:]
-        if hashlib.sha256(body).digest() != digest:
-            raise CorruptBlobError("blob checksum mismatch")
+        tensors, header = unseal(data, "blob")
         try:
-            tensors = st_load(body)
-
-            header = json.loads(_metadata(body)["precog"])
             n = sum(1 for name in tensors if name.startswith("k."))
             return cls(
                 model=header["model"],
@@ -85,6 +78,26 @@ class KVBlob:
             )
         except (KeyError, ValueError, json.JSONDecodeError) as exc:
             raise CorruptBlobError(f"blob does not parse: {exc}") from exc
+
+
+def seal(tensors: dict[str, torch.Tensor], header: dict[str, Any], key: str = "precog") -> bytes:
+    """The framing of every stored KV part: the SHA-256 of a safetensors body, then the body, which carries
+    `header` as JSON in its metadata under `key`."""
+    body = st_save(tensors, metadata={key: json.dumps(header, sort_keys=True)})
+    return hashlib.sha256(body).digest() + body
+
+
+def unseal(data: bytes, what: str, key: str = "precog") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The tensors and header of `seal`ed bytes; CorruptBlobError naming `what` when they are damaged."""
+    if len(data) < 32:
+        raise CorruptBlobError(f"{what} is shorter than its checksum")
+    digest, body = data[:32], data[32:]
+    if hashlib.sha256(body).digest() != digest:
+        raise CorruptBlobError(f"{what} checksum mismatch")
+    try:
+        return st_load(body), json.loads(_metadata(body)[key])
+    except (KeyError, ValueError, json.JSONDecodeError) as exc:
+        raise CorruptBlobError(f"{what} does not parse: {exc}") from exc
 
 
 def _metadata(body: bytes) -> dict[str, str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -134,12 +133,15 @@ def _check_index(index: VectorIndex, ids_by_scope: dict[str, set[str]], report: 
 def _check_blobs(db: Database, blob_refs: set[str], report: VerifyReport) -> None:
     # torch loads only when blobs are checked
     from precog.store.kv_blocks import Manifest, is_manifest
+    from precog.store.kv_codec import check_block
     from precog.store.kvblob import CorruptBlobError, KVBlob
 
     for key, data in db.cf["blobs"].items():
         if key.startswith(BLOCK_PREFIX):
-            if hashlib.sha256(data[32:]).digest() != data[:32]:
-                report.add("corrupt-kv-block", key, "KV block checksum mismatch")
+            try:
+                check_block(data)
+            except CorruptBlobError as exc:
+                report.add("corrupt-kv-block", key, str(exc))
             continue
         if not is_blob_id(key):
             continue

@@ -47,6 +47,11 @@ class EngineConfig(ServiceSettings):
     # Weights, activations and KV pages (attention softmax and logits stay float32); bfloat16 halves the
     # memory of both.
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    # KV pages: "auto" (in dtype), or packed "int8" / "int4" codes with float16 scales per 32 channels of
+    # each token and head, dequantised in attention's gather (a quarter / an eighth of float32's bytes plus
+    # the scales). Packed pages serve dense attention with the torch backend and presses, not sparse
+    # attention, OjaKV or ThinKV (which keep pages of their own).
+    kv_dtype: Literal["auto", "int8", "int4"] = "auto"
     # Decode attention: "torch" (reference) or "kernels" (precog.kernels.paged_attention: Triton on GPU).
     attention_backend: Literal["torch", "kernels"] = "torch"
     # torch intra-op threads; None: torch's default. On a CPU shared with other busy processes, 1 is
@@ -93,6 +98,15 @@ class EngineConfig(ServiceSettings):
 
     @model_validator(mode="after")
     def _check(self) -> EngineConfig:
+        if self.kv_dtype != "auto":
+            clash = {
+                "attention": self.attention == "sparse",
+                "attention_backend": self.attention_backend == "kernels",
+                "kv_compression_method": self.kv_compression_method in ("ojakv", "thinkv"),
+            }
+            for name, bad in clash.items():
+                if bad:
+                    raise ValueError(f"kv_dtype {self.kv_dtype} cannot serve {name} {getattr(self, name)}")
         if self.kv_compression_method == "ojakv" and self.dtype != "float32":
             raise ValueError(f"kv_compression_method ojakv needs dtype float32, not {self.dtype}")
         if self.max_num_batched_tokens < self.max_num_seqs:

@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -124,16 +125,25 @@ def kill_round(
     return result
 
 
-def searchable_delays(url: str, count: int, prefix: str = "fresh") -> list[float]:
-    """Seconds from a miss's answer arriving to the first `only-if-cached` ask of it that hits."""
-    delays = []
-    with httpx.Client() as http:
-        for n in range(count):
-            question = f"{prefix} question {n}"
-            assert ask(http, url, question).status_code == 200
-            done = time.perf_counter()
-            while ask(http, url, question, **{"x-precog-cache-control": "only-if-cached"}).status_code != 200:
-                assert time.perf_counter() - done < 30, f"{question!r} was never served from the store"
-                time.sleep(0.005)
-            delays.append(time.perf_counter() - done)
-    return delays
+def searchable_delays(url: str, count: int, prefix: str = "fresh", clients: int = 1) -> list[float]:
+    """Seconds from a miss's answer arriving to the first `only-if-cached` ask of it that hits, with
+    `clients` clients asking at once (count questions each)."""
+
+    def one_client(client: int) -> list[float]:
+        delays = []
+        with httpx.Client(timeout=60) as http:
+            for n in range(count):
+                question = f"{prefix} question {client}-{n}"
+                assert ask(http, url, question).status_code == 200
+                done = time.perf_counter()
+                while (
+                    ask(http, url, question, **{"x-precog-cache-control": "only-if-cached"}).status_code
+                    != 200
+                ):
+                    assert time.perf_counter() - done < 30, f"{question!r} was never served from the store"
+                    time.sleep(0.005)
+                delays.append(time.perf_counter() - done)
+        return delays
+
+    with ThreadPoolExecutor(clients) as pool:
+        return [delay for delays in pool.map(one_client, range(clients)) for delay in delays]

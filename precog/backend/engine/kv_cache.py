@@ -1,28 +1,61 @@
-"""The preallocated paged KV cache: per layer, keys and values as [num_blocks, block_size, KVH, D]."""
+"""The preallocated paged KV cache: per layer, keys and values as [num_blocks, block_size, KVH, D] pages,
+in the engine's dtype or packed to int8 / int4 codes with group scales (precog.backend.layers.kv_pages)."""
 
 from __future__ import annotations
 
 import torch
 
 from precog.backend.layers.attention import write_kv
+from precog.backend.layers.kv_pages import LayerPages, PackedPages, gather_pages, pages_nbytes, plain_pages
 from precog.backend.model.spec import ModelSpec
+
+PACKED_BITS = {"int8": 8, "int4": 4}
 
 
 class KVCache:
     def __init__(
-        self, spec: ModelSpec, num_blocks: int, block_size: int, dtype: torch.dtype = torch.float32
+        self,
+        spec: ModelSpec,
+        num_blocks: int,
+        block_size: int,
+        dtype: torch.dtype = torch.float32,
+        kv_dtype: str = "auto",
     ) -> None:
-        shape = (num_blocks, block_size, spec.num_kv_heads, spec.head_dim)
+        """kv_dtype: "auto" (pages in `dtype`) or a PACKED_BITS key (pages read back in `dtype`)."""
         self.block_size = block_size
         self.dtype = dtype
-        self.layers = [
-            (torch.zeros(shape, dtype=dtype), torch.zeros(shape, dtype=dtype)) for _ in range(spec.num_layers)
+        self.kv_dtype = kv_dtype
+        self.packed = kv_dtype != "auto"
+        self.layers: list[LayerPages] = [
+            (self._pages(spec, num_blocks, block_size), self._pages(spec, num_blocks, block_size))
+            for _ in range(spec.num_layers)
         ]
-        self.bytes_per_block = self.block_bytes(spec, block_size, dtype)
+        self.bytes_per_block = self.nbytes // num_blocks
+
+    def _pages(self, spec: ModelSpec, num_blocks: int, block_size: int) -> torch.Tensor | PackedPages:
+        if not self.packed:
+            return torch.zeros(num_blocks, block_size, spec.num_kv_heads, spec.head_dim, dtype=self.dtype)
+        bits = PACKED_BITS[self.kv_dtype]
+        return PackedPages(num_blocks, block_size, spec.num_kv_heads, spec.head_dim, bits, self.dtype)
+
+    def plain_layers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Every layer's pages as tensors (see kv_pages.plain_pages)."""
+        return [plain_pages(layer) for layer in self.layers]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the pool holds (every layer's key and value pages with their scales)."""
+        return sum(pages_nbytes(k) + pages_nbytes(v) for k, v in self.layers)
 
     @staticmethod
-    def block_bytes(spec: ModelSpec, block_size: int, dtype: torch.dtype = torch.float32) -> int:
-        return spec.kv_bytes_per_token(dtype) * block_size
+    def block_bytes(
+        spec: ModelSpec, block_size: int, dtype: torch.dtype = torch.float32, kv_dtype: str = "auto"
+    ) -> int:
+        """Bytes one block takes, before any is allocated (for sizing the pool from a budget)."""
+        if kv_dtype == "auto":
+            return spec.kv_bytes_per_token(dtype) * block_size
+        per_token = PackedPages.bytes_per_token(spec.num_kv_heads, spec.head_dim, PACKED_BITS[kv_dtype])
+        return 2 * spec.num_layers * per_token * block_size
 
     def slots(self, block_table: list[int], start: int, end: int) -> torch.Tensor:
         """Flat slot index of each position in [start, end) of a sequence with this block table."""
@@ -41,15 +74,13 @@ class KVCache:
         """Store positions [start, end) from per-layer [KVH, T, D] tensors (T >= end) into the blocks."""
         slots = self.slots(block_table, start, end)
         for cache, k, v in zip(self.layers, keys, values, strict=True):
-            k_new = k[:, start:end].transpose(0, 1).to(cache[0].dtype)
-            v_new = v[:, start:end].transpose(0, 1).to(cache[1].dtype)
-            write_kv(cache, slots, k_new, v_new)
+            write_kv(cache, slots, k[:, start:end].transpose(0, 1), v[:, start:end].transpose(0, 1))
 
     def read(self, block_table: list[int], num_tokens: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Copies of positions [0, num_tokens) as per-layer [KVH, T, D] keys and values."""
+        """Copies of positions [0, num_tokens) as per-layer [KVH, T, D] keys and values (in self.dtype)."""
         slots = self.slots(block_table, 0, num_tokens)
         keys, values = [], []
         for k_cache, v_cache in self.layers:
-            keys.append(k_cache.view(-1, *k_cache.shape[2:])[slots].transpose(0, 1).contiguous())
-            values.append(v_cache.view(-1, *v_cache.shape[2:])[slots].transpose(0, 1).contiguous())
+            keys.append(gather_pages(k_cache, slots).transpose(0, 1).contiguous())
+            values.append(gather_pages(v_cache, slots).transpose(0, 1).contiguous())
         return keys, values

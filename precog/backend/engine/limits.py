@@ -17,7 +17,7 @@ def resolve_limits(config: EngineConfig, spec: ModelSpec) -> tuple[int, int]:
             f"max_model_len {max_model_len} exceeds the model's max_position_embeddings {model_max}"
         )
     block_size = config.block_size
-    per_block = KVCache.block_bytes(spec, block_size, config.torch_dtype())
+    per_block = KVCache.block_bytes(spec, block_size, config.torch_dtype(), config.kv_dtype)
     num_blocks = config.num_kv_blocks or config.kv_memory_bytes // per_block
     if num_blocks * block_size < max_model_len:
         raise ConfigError(

@@ -74,7 +74,9 @@ class Engine:
         self.model_name = self.config.model_name or model_dir.name
         self.tokenizer: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(model_dir)
         self.eos_token_ids = spec.eos_token_ids
-        self.kv_cache = KVCache(spec, num_blocks, self.config.block_size, self.config.torch_dtype())
+        self.kv_cache = KVCache(
+            spec, num_blocks, self.config.block_size, self.config.torch_dtype(), self.config.kv_dtype
+        )
         self.block_manager = BlockManager(
             num_blocks, self.config.block_size, self.config.enable_prefix_caching
         )
@@ -118,6 +120,8 @@ class Engine:
                 "model": self.model_name,
                 "kv_blocks": num_blocks,
                 "block_size": self.config.block_size,
+                "kv_dtype": self.config.kv_dtype,
+                "kv_pool_bytes": self.kv_cache.nbytes,
                 "max_model_len": self.max_model_len,
             },
         )
@@ -128,7 +132,11 @@ class Engine:
         it is, so prefix-cached blocks stay usable."""
         if self.has_work():
             raise ValueError("attention can only be switched while the engine is idle")
-        self.sparse = None if sparse is None else SparseAttention.over(sparse, self.kv_cache.layers)
+        if sparse is not None and self.kv_cache.packed:
+            raise ValueError(
+                f"sparse attention cannot serve packed KV pages (kv_dtype {self.kv_cache.kv_dtype})"
+            )
+        self.sparse = None if sparse is None else SparseAttention.over(sparse, self.kv_cache.plain_layers())
         self.runner.sparse = self.sparse
         batching = self.sparse is not None and self.sparse.settings.working_set_batching
         self.scheduler.working_set = WorkingSetBudget(self.sparse) if batching and self.sparse else None
@@ -201,7 +209,7 @@ class Engine:
     def _after_step(self, seq: Sequence) -> None:
         """The KV method's hook; pages it rewrote in place get fresh sparse-attention summaries."""
         if seq.kv_state is not None and seq.kv_state.policy.after_step(seq) and self.sparse is not None:
-            self.sparse.rewritten(seq.block_table, self.kv_cache.layers)
+            self.sparse.rewritten(seq.block_table, self.kv_cache.plain_layers())
 
     def _record(self, batch: ScheduledBatch, num_sampled: int) -> None:
         decode_tokens = sum(

@@ -87,7 +87,7 @@ class ModelRunner:
         else:
             return
         if self.sparse is not None:
-            self.sparse.rewritten(seq.block_table, self.kv_cache.layers)
+            self.sparse.rewritten(seq.block_table, self.kv_cache.plain_layers())
 
 
 def head_bias(masks: list[HeadMask], decode_shape: torch.Size, num_layers: int) -> list[torch.Tensor] | None:

@@ -14,6 +14,7 @@ from typing import Literal, Protocol
 import torch
 
 from precog.backend.layers.capture import HiddenCapture
+from precog.backend.layers.kv_pages import LayerPages, plain_pages, store_pages
 from precog.backend.layers.lowrank_attention import LowRankPlan, attend_lowrank
 from precog.backend.layers.paged_attention import (
     AttentionPlan,
@@ -35,7 +36,7 @@ class LayerAttention(Protocol):
         q: torch.Tensor,
         k: torch.Tensor,
         v: torch.Tensor,
-        kv_cache: tuple[torch.Tensor, torch.Tensor],
+        kv_cache: LayerPages,
         meta: AttentionMetadata,
         scale: float,
     ) -> torch.Tensor: ...
@@ -68,20 +69,17 @@ class AttentionMetadata:
     head_bias: list[torch.Tensor] | None = None
 
 
-def write_kv(
-    kv_cache: tuple[torch.Tensor, torch.Tensor], slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor
-) -> None:
+def write_kv(kv_cache: LayerPages, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
     """k, v [n, KVH, D] into the given flat slots of one layer's paged cache."""
-    k_cache, v_cache = kv_cache
-    k_cache.view(-1, *k_cache.shape[2:]).index_copy_(0, slots, k)
-    v_cache.view(-1, *v_cache.shape[2:]).index_copy_(0, slots, v)
+    store_pages(kv_cache[0], slots, k)
+    store_pages(kv_cache[1], slots, v)
 
 
 def paged_attention(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
-    kv_cache: tuple[torch.Tensor, torch.Tensor],
+    kv_cache: LayerPages,
     meta: AttentionMetadata,
     scale: float,
     layer: int = 0,
@@ -96,11 +94,12 @@ def paged_attention(
         out = torch.empty_like(q)
         plan = meta.plan
         if len(plan.decode_rows):
+            k_pages, v_pages = plain_pages(kv_cache)
             decoded = kernel_decode_attention(
-                q[plan.decode_rows], k_cache, v_cache, plan.decode_tables, plan.decode_lens, scale
+                q[plan.decode_rows], k_pages, v_pages, plan.decode_tables, plan.decode_lens, scale
             )
             out[plan.decode_rows] = decoded.out
         prefill_attention_reference(q, k_cache, v_cache, plan, scale, out)
     if meta.lowrank is not None:
-        attend_lowrank(q, out, kv_cache, meta.lowrank, layer, scale)
+        attend_lowrank(q, out, plain_pages(kv_cache), meta.lowrank, layer, scale)
     return out

@@ -8,8 +8,8 @@ the 30-odd layers of a model only gather and multiply.
 
 Shapes:
     q        [N, H, D]
-    k_cache  [num_blocks, block_size, KVH, D]   (this step's keys already written)
-    v_cache  [num_blocks, block_size, KVH, D]
+    k_cache  [num_blocks, block_size, KVH, D]   (this step's keys already written; a tensor or packed
+    v_cache  [num_blocks, block_size, KVH, D]    pages, see kv_pages)
     returns  [N, H, D]
 """
 
@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
+from precog.backend.layers.kv_pages import Pages, gather_pages
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,8 +94,8 @@ def plan_attention(
 
 def paged_attention_reference(
     q: torch.Tensor,
-    k_cache: torch.Tensor,
-    v_cache: torch.Tensor,
+    k_cache: Pages,
+    v_cache: Pages,
     plan: AttentionPlan,
     scale: float,
     head_bias: torch.Tensor | None = None,
@@ -107,8 +109,8 @@ def paged_attention_reference(
 
 def decode_attention_reference(
     q: torch.Tensor,
-    k_cache: torch.Tensor,
-    v_cache: torch.Tensor,
+    k_cache: Pages,
+    v_cache: Pages,
     plan: AttentionPlan,
     scale: float,
     head_bias: torch.Tensor | None = None,
@@ -118,8 +120,8 @@ def decode_attention_reference(
     _, h, d = q.shape
     kvh = k_cache.shape[2]
     b = len(plan.decode_rows)
-    k = k_cache.view(-1, kvh, d)[plan.decode_slots].transpose(1, 2)  # [b, KVH, T, D]
-    v = v_cache.view(-1, kvh, d)[plan.decode_slots].transpose(1, 2)
+    k = gather_pages(k_cache, plan.decode_slots).transpose(1, 2)  # [b, KVH, T, D]
+    v = gather_pages(v_cache, plan.decode_slots).transpose(1, 2)
     grouped = q[plan.decode_rows].view(b, kvh, h // kvh, d)
     scores = torch.matmul(grouped, k.transpose(-1, -2)) * scale + plan.decode_bias  # [b, KVH, G, T]
     if head_bias is not None:
@@ -129,8 +131,8 @@ def decode_attention_reference(
 
 def prefill_attention_reference(
     q: torch.Tensor,
-    k_cache: torch.Tensor,
-    v_cache: torch.Tensor,
+    k_cache: Pages,
+    v_cache: Pages,
     plan: AttentionPlan,
     scale: float,
     out: torch.Tensor,
@@ -138,12 +140,10 @@ def prefill_attention_reference(
     """Each multi-token chunk of q, one after another, written into its rows of out [N, H, D]."""
     _, h, d = q.shape
     kvh = k_cache.shape[2]
-    keys = k_cache.view(-1, kvh, d)
-    values = v_cache.view(-1, kvh, d)
     for span in plan.prefills:
         rows = span.end - span.start
-        k = keys[span.slots].transpose(0, 1).unsqueeze(1)  # [KVH, 1, T, D]
-        v = values[span.slots].transpose(0, 1).unsqueeze(1)
+        k = gather_pages(k_cache, span.slots).transpose(0, 1).unsqueeze(1)  # [KVH, 1, T, D]
+        v = gather_pages(v_cache, span.slots).transpose(0, 1).unsqueeze(1)
         grouped = q[span.start : span.end].view(rows, kvh, h // kvh, d).permute(1, 2, 0, 3)  # [KVH, G, n, D]
         scores = torch.matmul(grouped, k.transpose(-1, -2)) * scale + span.bias  # [KVH, G, n, T]
         attended = torch.matmul(torch.softmax(scores, dim=-1, dtype=torch.float32).to(v.dtype), v)

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from precog.backend.layers.attention import AttentionMetadata, paged_attention
+from precog.backend.layers.kv_pages import LayerPages
 from precog.backend.model.rope import RotaryEmbedding, apply_rope
 from precog.backend.model.spec import ModelSpec
 
@@ -41,7 +42,7 @@ class SelfAttention(nn.Module):
         self,
         x: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor],
-        kv_cache: tuple[torch.Tensor, torch.Tensor],
+        kv_cache: LayerPages,
         meta: AttentionMetadata,
     ) -> torch.Tensor:
         n = x.shape[0]
@@ -81,7 +82,7 @@ class DecoderLayer(nn.Module):
         self,
         x: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor],
-        kv_cache: tuple[torch.Tensor, torch.Tensor],
+        kv_cache: LayerPages,
         meta: AttentionMetadata,
     ) -> torch.Tensor:
         x = x + self.self_attn(self.input_layernorm(x), rope, kv_cache, meta)
@@ -105,7 +106,7 @@ class LlamaModel(nn.Module):
     def forward(
         self,
         input_ids: torch.Tensor,
-        kv_caches: list[tuple[torch.Tensor, torch.Tensor]],
+        kv_caches: list[LayerPages],
         meta: AttentionMetadata,
     ) -> torch.Tensor:
         """[N] token ids -> [len(meta.logit_rows), vocab] logits of the rows that will be sampled."""

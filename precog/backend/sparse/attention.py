@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from precog.backend.layers.attention import AttentionMetadata, write_kv
+from precog.backend.layers.kv_pages import LayerPages, plain_pages
 from precog.backend.layers.paged_attention import prefill_attention_reference
 from precog.backend.sparse.page_summary import PageSummaries
 from precog.backend.sparse.selection import page_upper_bounds, select_pages
@@ -114,21 +115,22 @@ class SparseAttention:
         q: torch.Tensor,
         k: torch.Tensor,
         v: torch.Tensor,
-        kv_cache: tuple[torch.Tensor, torch.Tensor],
+        kv_cache: LayerPages,
         meta: AttentionMetadata,
         scale: float,
     ) -> torch.Tensor:
         """q [N, H, D], new k/v [N, KVH, D] -> [N, H, D]; decode rows sparse, prefill chunks dense."""
-        write_kv(kv_cache, meta.slot_mapping, k, v)
-        self.summaries.refresh(layer, kv_cache[0], torch.unique(meta.slot_mapping // self.block_size))
+        pages = plain_pages(kv_cache)
+        write_kv(pages, meta.slot_mapping, k, v)
+        self.summaries.refresh(layer, pages[0], torch.unique(meta.slot_mapping // self.block_size))
         self.tier.write_through(layer, meta.slot_mapping, k, v)
         out = torch.empty_like(q)
         plan = meta.plan
         if len(plan.decode_rows):
             out[plan.decode_rows] = self.decode(
-                layer, q[plan.decode_rows], kv_cache, plan.decode_tables, plan.decode_lens, scale
+                layer, q[plan.decode_rows], pages, plan.decode_tables, plan.decode_lens, scale
             )
-        prefill_attention_reference(q, kv_cache[0], kv_cache[1], plan, scale, out)
+        prefill_attention_reference(q, pages[0], pages[1], plan, scale, out)
         return out
 
     def decode(

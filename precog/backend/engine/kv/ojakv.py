@@ -176,7 +176,7 @@ class OjaKV(KVPolicy):
         bm.truncate(seq, num_full)
         lowrank = new_state(basis_k, basis_v, int(fixed.sum()), bm.block_size)
         lowrank.block_table = bm.take(pages) or []
-        write_coefficients(self.kv_cache.layers, lowrank, 0, coeff_k, coeff_v)
+        write_coefficients(self.kv_cache.plain_layers(), lowrank, 0, coeff_k, coeff_v)
         lowrank.num_tokens = num_middle
         seq.num_evicted += num_middle
         state.lowrank = lowrank
@@ -198,7 +198,7 @@ class OjaKV(KVPolicy):
                 return False
             state.block_table.extend(pages)
         keys, values = self.kv_cache.read(seq.block_table, cached)
-        old_k, old_v = read_coefficients(self.kv_cache.layers, state)
+        old_k, old_v = read_coefficients(self.kv_cache.plain_layers(), state)
         lo, hi = state.num_fixed, state.num_fixed + m
         coeff_k, coeff_v = [], []
         for layer in range(len(keys)):
@@ -210,7 +210,7 @@ class OjaKV(KVPolicy):
             coeff_k.append(torch.cat([old_k[layer] @ to_new_k, xk @ uk], dim=1))
             coeff_v.append(torch.cat([old_v[layer] @ to_new_v, xv @ uv], dim=1))
             state.basis_k[layer], state.basis_v[layer] = uk, uv
-        write_coefficients(self.kv_cache.layers, state, 0, coeff_k, coeff_v)
+        write_coefficients(self.kv_cache.plain_layers(), state, 0, coeff_k, coeff_v)
         state.num_tokens += m
         shifted_k = [torch.cat([k[:, :lo], k[:, hi:]], dim=1) for k in keys]
         shifted_v = [torch.cat([v[:, :lo], v[:, hi:]], dim=1) for v in values]

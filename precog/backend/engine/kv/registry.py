@@ -21,6 +21,7 @@ class KVPolicies:
     def __init__(self, parts: EngineParts) -> None:
         self.counters = parts.counters
         self._dtype = parts.kv_cache.dtype
+        self._packed = parts.kv_cache.kv_dtype if parts.kv_cache.packed else None
         self.thinkv = ThinKVRunner(parts)
         presses = PressPolicy(parts)
         self.by_method: dict[str, KVPolicy] = {
@@ -30,7 +31,11 @@ class KVPolicies:
         }
 
     def check(self, compression: KVCompression, sparse: bool) -> None:
-        """Raise ValueError if this engine's attention or dtype cannot serve the (validated) option."""
+        """Raise ValueError if this engine's attention, dtype or pages cannot serve the (validated) option."""
+        if compression.active and compression.method in ("ojakv", "thinkv") and self._packed:
+            raise ValueError(
+                f"{compression.method} keeps pages of its own (this engine: kv_dtype {self._packed})"
+            )
         if compression.active and compression.method == "ojakv" and self._dtype != torch.float32:
             raise ValueError(f"ojakv needs an engine in float32 (this engine: {str(self._dtype)[6:]})")
         if not compression.active or not sparse:

@@ -174,7 +174,7 @@ class ThinKVRunner(KVPolicy):
             ).view(len(rows), attention.num_heads, attention.head_dim)
             cos_sin = self.model.rope.at(query_pos)
             q = apply_rope(q, cos_sin).transpose(0, 1)
-            k_cache = self.kv_cache.layers[layer][0]
+            k_cache = self.kv_cache.plain_layers()[layer][0]
             keys = k_cache.view(-1, *k_cache.shape[2:])[slots].transpose(0, 1)
             weights = attention_weights(q, keys, query_pos, key_pos)
             sparsities.append(attention_sparsity(weights, visible, state.policy.attention_mass).mean())
@@ -197,7 +197,7 @@ class ThinKVRunner(KVPolicy):
         group = state.policy.group_size
         quantise_keys = quantise_channels if state.policy.keys_per_channel else quantise_tokens
         nbytes = 0
-        for k_cache, v_cache in self.kv_cache.layers:
+        for k_cache, v_cache in self.kv_cache.plain_layers():
             for cache, quantise in ((k_cache, quantise_keys), (v_cache, quantise_tokens)):
                 flat = cache.view(-1, *cache.shape[2:])
                 flat[slots], size = quantise(flat[slots], bits, group)
@@ -226,7 +226,7 @@ class ThinKVRunner(KVPolicy):
         movers = [i for i in range(n_kept, n_cached) if i not in dropped]
         if holes:
             to, source = self._slots(seq, holes), self._slots(seq, movers)
-            for k_cache, v_cache in self.kv_cache.layers:
+            for k_cache, v_cache in self.kv_cache.plain_layers():
                 for cache in (k_cache, v_cache):
                     flat = cache.view(-1, *cache.shape[2:])
                     flat[to] = flat[source]

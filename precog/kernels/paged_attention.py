@@ -80,13 +80,18 @@ def paged_attention(
     scale: float | None = None,
     backend: Backend = "auto",
 ) -> AttentionOutput:
-    """Paged decode attention; the Triton kernel on CUDA tensors, `paged_attention_ref` otherwise."""
+    """Paged decode attention; the Triton kernel on CUDA tensors, `paged_attention_ref` otherwise. Each
+    call is a profiler range named for the one that ran (precog.kernels.paged_attention.triton / .torch)."""
     if not use_triton(backend, q, k_cache, v_cache):
-        return paged_attention_ref(q, k_cache, v_cache, block_tables, context_lens, scale)
+        with torch.profiler.record_function("precog.kernels.paged_attention.torch"):
+            return paged_attention_ref(q, k_cache, v_cache, block_tables, context_lens, scale)
     check_paged_attention_inputs(q, k_cache, v_cache, block_tables, context_lens)
     from precog.kernels.triton_kernels.paged_attention import launch_paged_attention
 
-    return launch_paged_attention(q, k_cache, v_cache, block_tables, context_lens, _scale(scale, q.shape[2]))
+    with torch.profiler.record_function("precog.kernels.paged_attention.triton"):
+        return launch_paged_attention(
+            q, k_cache, v_cache, block_tables, context_lens, _scale(scale, q.shape[2])
+        )
 
 
 def _scale(scale: float | None, head_dim: int) -> float:

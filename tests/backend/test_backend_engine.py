@@ -178,3 +178,21 @@ def test_decode_attention_through_the_kernels_package(
     )
     out = via_kernels.generate(prompts[:3], GREEDY)
     assert [c.token_ids for c in out] == cold[:3]
+    kernels_ran = ops_run(via_kernels, prompts[0])
+    assert "precog.kernels.paged_attention.torch" in kernels_ran  # CPU tensors: the package's reference
+    assert "aten::scaled_dot_product_attention" in kernels_ran
+
+
+def test_the_torch_backend_runs_neither_kernel(engine: Engine, prompts: list[list[int]]) -> None:
+    ran = ops_run(engine, prompts[0])
+    assert not any(name.startswith("precog.kernels.paged_attention") for name in ran)
+    assert "aten::scaled_dot_product_attention" not in ran
+
+
+def ops_run(engine: Engine, prompt: list[int]) -> set[str]:
+    """Names of the profiler events of one short greedy generation: which functions really ran."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as trace:
+        engine.generate([prompt], SamplingParams(temperature=0.0, max_tokens=3, ignore_eos=True))
+    return {event.key for event in trace.key_averages()}

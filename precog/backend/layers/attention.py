@@ -3,7 +3,7 @@
 The model calls `paged_attention` with explicit metadata (no global context object). Two kernels sit
 behind it: "torch", our pure-torch reference for every row, and "kernels", which sends the decode rows
 to `precog.kernels.paged_attention` (Triton on CUDA tensors, that package's torch reference elsewhere) and
-keeps prefill chunks on our reference.
+prefill chunks to torch's fused scaled_dot_product_attention.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from precog.backend.layers.lowrank_attention import LowRankPlan, attend_lowrank
 from precog.backend.layers.paged_attention import (
     AttentionPlan,
     paged_attention_reference,
-    prefill_attention_reference,
+    prefill_attention_sdpa,
 )
 from precog.kernels import paged_attention as kernel_decode_attention
 
@@ -99,7 +99,7 @@ def paged_attention(
                 q[plan.decode_rows], k_pages, v_pages, plan.decode_tables, plan.decode_lens, scale
             )
             out[plan.decode_rows] = decoded.out
-        prefill_attention_reference(q, k_cache, v_cache, plan, scale, out)
+        prefill_attention_sdpa(q, k_cache, v_cache, plan, scale, out)
     if meta.lowrank is not None:
         attend_lowrank(q, out, plain_pages(kv_cache), meta.lowrank, layer, scale)
     return out

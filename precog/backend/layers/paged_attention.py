@@ -148,3 +148,23 @@ def prefill_attention_reference(
         scores = torch.matmul(grouped, k.transpose(-1, -2)) * scale + span.bias  # [KVH, G, n, T]
         attended = torch.matmul(torch.softmax(scores, dim=-1, dtype=torch.float32).to(v.dtype), v)
         out[span.start : span.end] = attended.permute(2, 0, 1, 3).reshape(rows, h, d)
+
+
+def prefill_attention_sdpa(
+    q: torch.Tensor,
+    k_cache: Pages,
+    v_cache: Pages,
+    plan: AttentionPlan,
+    scale: float,
+    out: torch.Tensor,
+) -> None:
+    """As `prefill_attention_reference`, through torch's fused scaled_dot_product_attention (flash or
+    memory-efficient kernels on CUDA; the chunk's causal bias is its mask, GQA without copying heads)."""
+    for span in plan.prefills:
+        k = gather_pages(k_cache, span.slots).transpose(0, 1).unsqueeze(0)  # [1, KVH, T, D]
+        v = gather_pages(v_cache, span.slots).transpose(0, 1).unsqueeze(0)
+        rows = q[span.start : span.end].transpose(0, 1).unsqueeze(0)  # [1, H, n, D]
+        attended = torch.nn.functional.scaled_dot_product_attention(
+            rows, k, v, attn_mask=span.bias.to(q.dtype), scale=scale, enable_gqa=True
+        )
+        out[span.start : span.end] = attended[0].transpose(0, 1)

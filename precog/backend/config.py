@@ -10,7 +10,7 @@ from pydantic_settings import SettingsConfigDict
 
 from precog.backend.compress import CompressionMethod, KVCompression
 from precog.backend.sparse import SparseSettings, budget_pages_for
-from precog.core import ServiceSettings
+from precog.core import ConfigError, ServiceSettings
 
 if TYPE_CHECKING:
     import torch
@@ -44,6 +44,10 @@ class EngineConfig(ServiceSettings):
     # Longest prompt + completion; None: the model's max_position_embeddings.
     max_model_len: int | None = Field(default=None, ge=2)
     enable_prefix_caching: bool = True
+    # Where weights, KV pages and every step's tensors live: "cpu", "cuda" (the current CUDA device) or
+    # "auto" (cuda when torch sees one). On cuda the engine serves dense attention without KV compression
+    # or semantic reuse (those run on the cpu device only); the host syncs once per step (sampled ids).
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
     # Weights, activations and KV pages (attention softmax and logits stay float32); bfloat16 halves the
     # memory of both.
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
@@ -82,6 +86,16 @@ class EngineConfig(ServiceSettings):
 
         return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[self.dtype]
 
+    def torch_device(self) -> torch.device:
+        """The device this engine computes on; ConfigError if cuda is asked for and torch sees none."""
+        import torch
+
+        if self.device == "cpu" or (self.device == "auto" and not torch.cuda.is_available()):
+            return torch.device("cpu")
+        if not torch.cuda.is_available():
+            raise ConfigError("engine device 'cuda' asked for, but torch sees no CUDA device")
+        return torch.device("cuda", torch.cuda.current_device())
+
     def kv_compression(self) -> KVCompression | None:
         """The default as a request option; None when it is off."""
         if self.kv_compression_method == "none":
@@ -98,6 +112,13 @@ class EngineConfig(ServiceSettings):
 
     @model_validator(mode="after")
     def _check(self) -> EngineConfig:
+        if self.device == "cuda":
+            for name, bad in {
+                "attention": self.attention == "sparse",
+                "kv_compression_method": self.kv_compression_method != "none",
+            }.items():
+                if bad:
+                    raise ValueError(f"device cuda cannot serve {name} {getattr(self, name)} (cpu only)")
         if self.kv_dtype != "auto":
             clash = {
                 "attention": self.attention == "sparse",

@@ -20,10 +20,12 @@ class KVCache:
         block_size: int,
         dtype: torch.dtype = torch.float32,
         kv_dtype: str = "auto",
+        device: torch.device | None = None,
     ) -> None:
         """kv_dtype: "auto" (pages in `dtype`) or a PACKED_BITS key (pages read back in `dtype`)."""
         self.block_size = block_size
         self.dtype = dtype
+        self.device = device or torch.device("cpu")
         self.kv_dtype = kv_dtype
         self.packed = kv_dtype != "auto"
         self.layers: list[LayerPages] = [
@@ -34,9 +36,12 @@ class KVCache:
 
     def _pages(self, spec: ModelSpec, num_blocks: int, block_size: int) -> torch.Tensor | PackedPages:
         if not self.packed:
-            return torch.zeros(num_blocks, block_size, spec.num_kv_heads, spec.head_dim, dtype=self.dtype)
+            shape = (num_blocks, block_size, spec.num_kv_heads, spec.head_dim)
+            return torch.zeros(shape, dtype=self.dtype, device=self.device)
         bits = PACKED_BITS[self.kv_dtype]
-        return PackedPages(num_blocks, block_size, spec.num_kv_heads, spec.head_dim, bits, self.dtype)
+        return PackedPages(
+            num_blocks, block_size, spec.num_kv_heads, spec.head_dim, bits, self.dtype, self.device
+        )
 
     def plain_layers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Every layer's pages as tensors (see kv_pages.plain_pages)."""
@@ -58,7 +63,8 @@ class KVCache:
         return 2 * spec.num_layers * per_token * block_size
 
     def slots(self, block_table: list[int], start: int, end: int) -> torch.Tensor:
-        """Flat slot index of each position in [start, end) of a sequence with this block table."""
+        """Flat slot index (a host tensor) of each position in [start, end) of a sequence with this block
+        table."""
         positions = torch.arange(start, end)
         blocks = torch.tensor(block_table, dtype=torch.long)[positions // self.block_size]
         return blocks * self.block_size + positions % self.block_size
@@ -71,14 +77,17 @@ class KVCache:
         keys: list[torch.Tensor],
         values: list[torch.Tensor],
     ) -> None:
-        """Store positions [start, end) from per-layer [KVH, T, D] tensors (T >= end) into the blocks."""
-        slots = self.slots(block_table, start, end)
+        """Store positions [start, end) from per-layer [KVH, T, D] tensors (T >= end, on any device) into
+        the blocks."""
+        slots = self.slots(block_table, start, end).to(self.device)
         for cache, k, v in zip(self.layers, keys, values, strict=True):
-            write_kv(cache, slots, k[:, start:end].transpose(0, 1), v[:, start:end].transpose(0, 1))
+            k_new, v_new = (x[:, start:end].transpose(0, 1).to(self.device) for x in (k, v))
+            write_kv(cache, slots, k_new, v_new)
 
     def read(self, block_table: list[int], num_tokens: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Copies of positions [0, num_tokens) as per-layer [KVH, T, D] keys and values (in self.dtype)."""
-        slots = self.slots(block_table, 0, num_tokens)
+        """Copies of positions [0, num_tokens) as per-layer [KVH, T, D] keys and values (in self.dtype, on
+        self.device)."""
+        slots = self.slots(block_table, 0, num_tokens).to(self.device)
         keys, values = [], []
         for k_cache, v_cache in self.layers:
             keys.append(gather_pages(k_cache, slots).transpose(0, 1).contiguous())

@@ -69,13 +69,19 @@ class Engine:
             torch.set_num_threads(self.config.num_threads)
         self.spec = spec = ModelSpec.from_dir(model_dir)
         self.max_model_len, num_blocks = resolve_limits(self.config, spec)
-        self.model = load_model(model_dir, spec, self.max_model_len, self.config.torch_dtype())
+        self.device = self.config.torch_device()
+        self.model = load_model(model_dir, spec, self.max_model_len, self.config.torch_dtype(), self.device)
         self.model_dir: Path = model_dir
         self.model_name = self.config.model_name or model_dir.name
         self.tokenizer: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(model_dir)
         self.eos_token_ids = spec.eos_token_ids
         self.kv_cache = KVCache(
-            spec, num_blocks, self.config.block_size, self.config.torch_dtype(), self.config.kv_dtype
+            spec,
+            num_blocks,
+            self.config.block_size,
+            self.config.torch_dtype(),
+            self.config.kv_dtype,
+            self.device,
         )
         self.block_manager = BlockManager(
             num_blocks, self.config.block_size, self.config.enable_prefix_caching
@@ -99,6 +105,7 @@ class Engine:
             self.model_name,
             self.max_model_len,
             lambda compression: self.kv.check(compression, sparse=self.sparse is not None),
+            self.device.type,
         )
         self._outputs = OutputProcessor(
             self.tokenizer, self.kv_cache, spec, self.model_name, self.max_model_len
@@ -120,6 +127,7 @@ class Engine:
                 "model": self.model_name,
                 "kv_blocks": num_blocks,
                 "block_size": self.config.block_size,
+                "device": str(self.device),
                 "kv_dtype": self.config.kv_dtype,
                 "kv_pool_bytes": self.kv_cache.nbytes,
                 "max_model_len": self.max_model_len,
@@ -132,6 +140,8 @@ class Engine:
         it is, so prefix-cached blocks stay usable."""
         if self.has_work():
             raise ValueError("attention can only be switched while the engine is idle")
+        if sparse is not None and self.device.type != "cpu":
+            raise ValueError(f"sparse attention runs on the cpu device only (this engine: {self.device})")
         if sparse is not None and self.kv_cache.packed:
             raise ValueError(
                 f"sparse attention cannot serve packed KV pages (kv_dtype {self.kv_cache.kv_dtype})"

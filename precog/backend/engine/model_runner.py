@@ -32,6 +32,7 @@ class ModelRunner:
         self.kv_cache = kv_cache
         self.attention_backend: AttentionBackend = attention_backend
         self.sparse = sparse
+        self.device = kv_cache.device
 
     @torch.inference_mode()
     def run(self, batch: ScheduledBatch) -> tuple[list[Sequence], torch.Tensor]:
@@ -60,18 +61,21 @@ class ModelRunner:
             context_lens,
             self.kv_cache.block_size,
         )
+        device = self.device
         meta = AttentionMetadata(
-            positions=torch.cat(positions),
-            slot_mapping=torch.cat(slots),
-            plan=plan,
-            logit_rows=torch.tensor(logit_rows, dtype=torch.long),
+            positions=torch.cat(positions).to(device, non_blocking=True),
+            slot_mapping=torch.cat(slots).to(device, non_blocking=True),
+            plan=plan.to(device),
+            logit_rows=torch.tensor(logit_rows, dtype=torch.long).to(device, non_blocking=True),
             backend=self.attention_backend,
             capture=extras.capture if extras.capture.spans else None,
             layer_attention=self.sparse,
             lowrank=plan_lowrank(extras.lowrank_rows),
-            head_bias=head_bias(extras.head_masks, plan.decode_slots.shape, len(self.kv_cache.layers)),
+            head_bias=head_bias(
+                extras.head_masks, plan.decode_slots.shape, len(self.kv_cache.layers), device
+            ),
         )
-        logits = self.model(torch.tensor(input_ids), self.kv_cache.layers, meta)
+        logits = self.model(torch.tensor(input_ids).to(device, non_blocking=True), self.kv_cache.layers, meta)
         return sampled, logits
 
     def _import(self, seq: Sequence, start: int, end: int) -> None:
@@ -90,7 +94,9 @@ class ModelRunner:
             self.sparse.rewritten(seq.block_table, self.kv_cache.plain_layers())
 
 
-def head_bias(masks: list[HeadMask], decode_shape: torch.Size, num_layers: int) -> list[torch.Tensor] | None:
+def head_bias(
+    masks: list[HeadMask], decode_shape: torch.Size, num_layers: int, device: torch.device
+) -> list[torch.Tensor] | None:
     """Per layer [b, KVH, 1, T] decode bias: -inf where a head-adaptive sequence's head holds no token."""
     if not masks:
         return None
@@ -101,4 +107,4 @@ def head_bias(masks: list[HeadMask], decode_shape: torch.Size, num_layers: int) 
         for bias, layer_valid in zip(biases, mask.valid, strict=True):
             n = layer_valid.shape[1]
             bias[mask.decode_index, :, 0, :n].masked_fill_(~layer_valid, float("-inf"))
-    return biases
+    return [bias.to(device, non_blocking=True) for bias in biases]

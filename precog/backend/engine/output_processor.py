@@ -58,8 +58,8 @@ class OutputProcessor:
         return KVBlob(
             model=self.model_name,
             token_ids=list(seq.request.prompt_token_ids),
-            keys=keys,
-            values=values,
+            keys=[k.cpu() for k in keys],
+            values=[v.cpu() for v in values],
             rope={"type": self.spec.rope_type, "theta": self.spec.rope_theta},
         )
 

@@ -32,6 +32,7 @@ class RequestChecker:
     model_name: str
     max_model_len: int
     check_policy: Callable[[KVCompression], None]  # whether this engine's KV policies can run the option
+    device_type: str = "cpu"  # the engine's device ("cuda": no semantic KV reuse)
 
     def check_request(
         self,
@@ -98,6 +99,10 @@ class RequestChecker:
         if kv_prefix is not None:
             self._check_blob(kv_prefix, prompt_token_ids)
         if kv_reuse is not None:
+            if self.device_type != "cpu":
+                raise RequestError(
+                    f"kv_reuse runs on the cpu device only (this engine: {self.device_type})", "kv_reuse"
+                )
             if kv_prefix is not None:
                 raise RequestError(
                     "a request takes an exact KV prefix or a KV reuse reference, not both", "kv_reuse"

@@ -24,13 +24,16 @@ def _filter(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
 
 @torch.inference_mode()
 def sample(logits: torch.Tensor, seqs: list[Sequence]) -> list[int]:
-    """logits [S, V] for seqs -> one token id per sequence."""
+    """logits [S, V] (on any device) for seqs -> one token id per sequence: one host copy for the greedy
+    ids, one more for the rows that sample (their generators are host generators)."""
     chosen = logits.argmax(dim=-1).tolist()
-    for i, seq in enumerate(seqs):
-        params = seq.params
-        if params.greedy:
-            continue
-        filtered = _filter(logits[i] / params.temperature, params.top_k, params.top_p)
+    sampling = [i for i, seq in enumerate(seqs) if not seq.params.greedy]
+    if not sampling:
+        return chosen
+    rows = logits[sampling].float().cpu()
+    for row, i in zip(rows, sampling, strict=True):
+        params = seqs[i].params
+        filtered = _filter(row / params.temperature, params.top_k, params.top_p)
         probs = torch.softmax(filtered, dim=-1)
-        chosen[i] = int(torch.multinomial(probs, 1, generator=seq.generator).item())
+        chosen[i] = int(torch.multinomial(probs, 1, generator=seqs[i].generator).item())
     return chosen

@@ -22,7 +22,14 @@ class PackedPages:
     """Quantised pages of logical shape [num_blocks, block_size, KVH, D], read back in `dtype`."""
 
     def __init__(
-        self, num_blocks: int, block_size: int, kv_heads: int, head_dim: int, bits: int, dtype: torch.dtype
+        self,
+        num_blocks: int,
+        block_size: int,
+        kv_heads: int,
+        head_dim: int,
+        bits: int,
+        dtype: torch.dtype,
+        device: torch.device | None = None,
     ) -> None:
         self.bits = bits
         self.group_size = min(GROUP_SIZE, head_dim)
@@ -30,9 +37,10 @@ class PackedPages:
             raise ValueError(f"head_dim {head_dim} cannot be packed at {bits} bits")
         self.shape = torch.Size((num_blocks, block_size, kv_heads, head_dim))
         self.dtype = dtype
+        self.device = device or torch.device("cpu")
         flat = (num_blocks * block_size, kv_heads)
-        self.codes = torch.zeros(*flat, head_dim * bits // 8, dtype=torch.uint8)
-        self.scale = torch.zeros(*flat, head_dim // self.group_size, dtype=METADATA_DTYPE)
+        self.codes = torch.zeros(*flat, head_dim * bits // 8, dtype=torch.uint8, device=self.device)
+        self.scale = torch.zeros(*flat, head_dim // self.group_size, dtype=METADATA_DTYPE, device=self.device)
         self.zero = torch.zeros_like(self.scale)
 
     @staticmethod
@@ -45,7 +53,7 @@ class PackedPages:
         return sum(t.untyped_storage().nbytes() for t in (self.codes, self.scale, self.zero))
 
     def store(self, slots: torch.Tensor, x: torch.Tensor) -> None:
-        """x [n, KVH, D] into flat slots [n]."""
+        """x [n, KVH, D] into flat slots [n] (both on self.device)."""
         q = quantize(x, self.bits, self.group_size)
         n, kvh = x.shape[0], x.shape[1]
         self.codes.index_copy_(0, slots, q.packed.view(n, kvh, -1))
@@ -80,7 +88,7 @@ def gather_pages(cache: Pages, slots: torch.Tensor) -> torch.Tensor:
 
 
 def store_pages(cache: Pages, slots: torch.Tensor, x: torch.Tensor) -> None:
-    """x [n, KVH, D] into flat slots [n]."""
+    """x [n, KVH, D] into flat slots [n], both on the cache's device."""
     if isinstance(cache, PackedPages):
         cache.store(slots, x)
     else:

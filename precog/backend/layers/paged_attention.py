@@ -31,6 +31,11 @@ class PrefillSpan:
     slots: torch.Tensor
     bias: torch.Tensor
 
+    def to(self, device: torch.device) -> PrefillSpan:
+        return PrefillSpan(
+            self.start, self.end, *(t.to(device, non_blocking=True) for t in (self.slots, self.bias))
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class AttentionPlan:
@@ -43,6 +48,23 @@ class AttentionPlan:
     decode_tables: torch.Tensor
     decode_lens: torch.Tensor
     prefills: list[PrefillSpan]
+
+    def to(self, device: torch.device) -> AttentionPlan:
+        """The plan on `device` (built on the host, copied once per step)."""
+        if device.type == "cpu":
+            return self
+
+        def move(t: torch.Tensor) -> torch.Tensor:
+            return t.to(device, non_blocking=True)
+
+        return AttentionPlan(
+            decode_rows=move(self.decode_rows),
+            decode_slots=move(self.decode_slots),
+            decode_bias=move(self.decode_bias),
+            decode_tables=move(self.decode_tables),
+            decode_lens=move(self.decode_lens),
+            prefills=[span.to(device) for span in self.prefills],
+        )
 
 
 def _slots(table: list[int], num_tokens: int, block_size: int) -> torch.Tensor:

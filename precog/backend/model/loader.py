@@ -72,13 +72,20 @@ def _our_state_dict(
 
 
 def load_model(
-    model_dir: Path, spec: ModelSpec, max_positions: int, dtype: torch.dtype = torch.float32
+    model_dir: Path,
+    spec: ModelSpec,
+    max_positions: int,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | None = None,
 ) -> LlamaModel:
-    """Read the weights of `model_dir` (described by `spec`) into a fresh LlamaModel in `dtype`, eval mode."""
-    rope = RotaryEmbedding(spec.inv_freq, spec.rope_attention_scaling, max_positions)
+    """Read the weights of `model_dir` (described by `spec`) into a fresh LlamaModel in `dtype` on
+    `device` (default cpu), eval mode."""
+    device = device or torch.device("cpu")
+    rope = RotaryEmbedding(spec.inv_freq, spec.rope_attention_scaling, max_positions).to(device)
     with torch.device("meta"):
         model = LlamaModel(spec, rope)
     model.load_state_dict(_our_state_dict(spec, _read_checkpoint(model_dir), dtype), strict=True, assign=True)
+    model.to(device)
     if spec.tie_word_embeddings:
         model.lm_head.weight = model.embed_tokens.weight
     return model.eval()

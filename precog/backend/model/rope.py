@@ -14,6 +14,10 @@ class RotaryEmbedding:
         self.cos = emb.cos() * attention_scaling  # [max_positions, head_dim]
         self.sin = emb.sin() * attention_scaling
 
+    def to(self, device: torch.device) -> RotaryEmbedding:
+        self.cos, self.sin = self.cos.to(device), self.sin.to(device)
+        return self
+
     def at(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """cos, sin [N, 1, D] for positions [N]; looked up once per step, used by every layer."""
         return self.cos[positions].unsqueeze(1), self.sin[positions].unsqueeze(1)

@@ -22,6 +22,7 @@ class KVPolicies:
         self.counters = parts.counters
         self._dtype = parts.kv_cache.dtype
         self._packed = parts.kv_cache.kv_dtype if parts.kv_cache.packed else None
+        self._device = parts.kv_cache.device
         self.thinkv = ThinKVRunner(parts)
         presses = PressPolicy(parts)
         self.by_method: dict[str, KVPolicy] = {
@@ -32,6 +33,8 @@ class KVPolicies:
 
     def check(self, compression: KVCompression, sparse: bool) -> None:
         """Raise ValueError if this engine's attention, dtype or pages cannot serve the (validated) option."""
+        if compression.active and self._device.type != "cpu":
+            raise ValueError(f"kv_compression runs on the cpu device only (this engine: {self._device})")
         if compression.active and compression.method in ("ojakv", "thinkv") and self._packed:
             raise ValueError(
                 f"{compression.method} keeps pages of its own (this engine: kv_dtype {self._packed})"

@@ -5,11 +5,12 @@ SIGKILL at a seeded random moment, then the store reopened: how many write-backs
 acknowledged (logged "write-back stored" after its group commit returned) and how many of those are
 missing. Freshness: seconds from a miss's answer reaching the client to the first `only-if-cached` ask of
 the same question that is served from the store (p50/p99), with store_sync on (the default: fsync per
-group commit) and off (the peer: what the gateway did before).
+group commit) and off (the peer: what the gateway did before), and with 16 clients asking at once (the
+load under which the issue saw 1.5 s).
 
 The upstream is the deterministic test server (tests/gateway/fake_upstream.py).
 
-    python bench/writeback_bench.py [--rounds 100] [--asks 200] [--seed 1]
+    python bench/writeback_bench.py [--rounds 100] [--asks 200] [--seed 1] [--clients 16]
 Writes bench/results/writeback.json and prints a table. Figures are on this machine (CPU, local disk).
 """
 
@@ -47,21 +48,29 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=100)
     parser.add_argument("--asks", type=int, default=200)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--clients", type=int, default=16, help="clients asking at once in the loaded row")
     args = parser.parse_args()
     upstream = ServerThread(create_upstream(UpstreamState())).start()
     rng = random.Random(args.seed)
     report: dict[str, object] = {"seed": args.seed}
     with tempfile.TemporaryDirectory() as tmp:
         freshness = {}
-        for sync in (True, False):
+        runs = [
+            ("sync", True, 1),
+            ("no sync", False, 1),
+            (f"sync, {args.clients} clients", True, args.clients),
+        ]
+        for name, sync, clients in runs:
             gateway = Gateway(
-                Path(tmp) / f"fresh-{sync}", upstream.url, {"PRECOG_GATEWAY_STORE_SYNC": str(sync)}
+                Path(tmp) / f"fresh-{len(freshness)}", upstream.url, {"PRECOG_GATEWAY_STORE_SYNC": str(sync)}
             )
             try:
-                delays = searchable_delays(gateway.url, args.asks)
+                delays = searchable_delays(gateway.url, max(1, args.asks // clients), clients=clients)
             finally:
                 gateway.stop()
-            freshness["sync" if sync else "no sync"] = {
+            freshness[name] = {
+                "clients": clients,
+                "write_backs": len(delays),
                 "p50_ms": 1000 * statistics.median(delays),
                 "p99_ms": 1000 * pct(delays, 0.99),
                 "max_ms": 1000 * max(delays),

@@ -5,10 +5,13 @@
   (requests queue) and HF padded-batched, in this process.
 - TTFT of a request whose ~1K-token prefix is in the prefix cache vs the same-sized cold prompt.
 - KV bytes per 1K tokens held at the 32-request peak: our paged blocks vs HF's padded batch cache.
+- Greedy parity: our engine's 32 greedy tokens on 8 prompts against HF generate's, on the same device.
 
 Writes bench/results/backend.json and prints a table.
 
     python bench/backend_bench.py [--max-tokens 32] [--levels 1,8,32] [--threads 2]
+        [--device cpu|cuda] [--dtype float32|bfloat16] [--kv-dtype auto|int8|int4]
+        [--attention-backend torch|kernels]
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, L
 from precog.backend import prepared_model_dir
 
 RESULTS = Path(__file__).parent / "results" / "backend.json"
+PARITY_TOKENS = 32
 DOCUMENT_FACTS = 64  # ~1K tokens of system prompt for the prefix-cache measurement
 QUESTIONS = [
     "What is the capital of France?",
@@ -67,12 +71,14 @@ FACTS = [
 
 
 @contextmanager
-def serving(model_dir: Path, threads: int, max_num_seqs: int) -> Iterator[str]:
-    """`precog backend serve` in its own process, as deployed; the client side stays in this one."""
+def serving(model_dir: Path, threads: int, max_num_seqs: int, engine: dict[str, str]) -> Iterator[str]:
+    """`precog backend serve` in its own process, as deployed (engine: more PRECOG_ENGINE_ settings); the
+    client side stays in this one."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     env = {**os.environ, "PRECOG_ENGINE_NUM_THREADS": str(threads), "PRECOG_BACKEND_LOG_LEVEL": "warning"}
+    env |= {f"PRECOG_ENGINE_{name.upper()}": value for name, value in engine.items()}
     command = [sys.executable, "-m", "precog", "backend", "serve", "--port", str(port)]
     command += ["--model-dir", str(model_dir), "--max-num-seqs", str(max_num_seqs)]
     proc = subprocess.Popen(command, env=env)
@@ -184,8 +190,8 @@ class FirstTokenClock(LogitsProcessor):
 def _hf_generate(model: Any, prompts: list[list[int]], max_tokens: int, pad_id: int) -> tuple[float, Any]:
     """One left-padded generate call; returns (time of its first token, output)."""
     width = max(len(p) for p in prompts)
-    input_ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts])
-    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    input_ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts], device=model.device)
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=model.device)
     clock = FirstTokenClock()
     with torch.inference_mode():
         out = model.generate(
@@ -198,8 +204,38 @@ def _hf_generate(model: Any, prompts: list[list[int]], max_tokens: int, pad_id: 
             logits_processor=LogitsProcessorList([clock]),
             return_dict_in_generate=True,
         )
+    if model.device.type == "cuda":
+        torch.cuda.synchronize()
     assert clock.first is not None
     return clock.first, out
+
+
+def greedy_parity(
+    model_dir: Path, hf: Any, prompts: list[list[int]], engine: dict[str, str]
+) -> dict[str, Any]:
+    """Our engine (in this process, same settings as the server) vs HF generate one by one, greedy: the
+    share of output positions before the first different token, and of outputs equal throughout."""
+    from precog.backend import Engine, EngineConfig, SamplingParams
+
+    ours = Engine(EngineConfig(model_dir=model_dir, max_model_len=2048, num_kv_blocks=1024, **engine))
+    params = SamplingParams(temperature=0.0, max_tokens=PARITY_TOKENS, ignore_eos=True)
+    mine = [c.token_ids for c in ours.generate(prompts, params)]
+    pad_id = hf.generation_config.eos_token_id
+    pad_id = pad_id[0] if isinstance(pad_id, list) else pad_id
+    theirs = [
+        _hf_generate(hf, [p], PARITY_TOKENS, pad_id)[1].sequences[0, len(p) :].tolist() for p in prompts
+    ]
+    del ours
+    before = [
+        next((i for i, (a, b) in enumerate(zip(x, y, strict=True)) if a != b), PARITY_TOKENS)
+        for x, y in zip(mine, theirs, strict=True)
+    ]
+    return {
+        "prompts": len(prompts),
+        "tokens": PARITY_TOKENS,
+        "prefix_agreement": sum(before) / (PARITY_TOKENS * len(prompts)),
+        "identical": sum(b == PARITY_TOKENS for b in before) / len(prompts),
+    }
 
 
 def hf_one_by_one(model: Any, prompts: list[list[int]], max_tokens: int, pad_id: int) -> dict[str, Any]:
@@ -255,7 +291,17 @@ def main() -> None:
         "--threads", type=int, default=1, help="torch threads for both (1: robust on shared cores)"
     )
     parser.add_argument("--prefix-rounds", type=int, default=3)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="both systems' device")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
+    parser.add_argument("--kv-dtype", choices=("auto", "int8", "int4"), default="auto", help="ours only")
+    parser.add_argument("--attention-backend", choices=("torch", "kernels"), default="torch")
     args = parser.parse_args()
+    engine = {
+        "device": args.device,
+        "dtype": args.dtype,
+        "kv_dtype": args.kv_dtype,
+        "attention_backend": args.attention_backend,
+    }
     levels = [int(x) for x in args.levels.split(",")]
     torch.set_num_threads(args.threads)
     model_dir = prepared_model_dir()
@@ -266,7 +312,7 @@ def main() -> None:
     console = Console()
 
     results: dict[str, Any] = {"levels": {}, "config": vars(args)}
-    with serving(model_dir, args.threads, max(levels)) as url:
+    with serving(model_dir, args.threads, max(levels), engine) as url:
         model = httpx.get(f"{url}/v1/models").json()["data"][0]["id"]
         results["config"]["model"] = model
         asyncio.run(_wave(url, model, prompts[:2], 4))  # warm-up
@@ -281,7 +327,11 @@ def main() -> None:
     held = kv_tokens_held(prompts[: max(levels)], args.max_tokens)
     ours_kv_per_1k = top["peak_kv_blocks"] * block_bytes / held * 1000
 
-    hf = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    hf = (
+        AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, args.dtype))
+        .to(args.device)
+        .eval()
+    )
     pad_id = hf.generation_config.eos_token_id
     pad_id = pad_id[0] if isinstance(pad_id, list) else pad_id
     _hf_generate(hf, prompts[:2], 4, pad_id)  # warm-up
@@ -294,6 +344,9 @@ def main() -> None:
     for row in results["levels"].values():
         row["speedup_vs_hf_one_by_one"] = row["ours"]["tokens_per_s"] / row["hf_one_by_one"]["tokens_per_s"]
         row["speedup_vs_hf_batched"] = row["ours"]["tokens_per_s"] / row["hf_batched"]["tokens_per_s"]
+    results["greedy_parity_with_hf"] = greedy_parity(
+        model_dir, hf, prompts[:8], engine | {"num_threads": args.threads}
+    )
     results["kv_memory"] = {
         "ours_bytes_per_1k_tokens_at_peak": ours_kv_per_1k,
         "hf_batched_bytes_per_1k_tokens": hf_kv_per_1k,
@@ -301,6 +354,7 @@ def main() -> None:
         "hf_process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     results["machine"] = {
+        "device": torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu",
         "cpu": platform.processor() or platform.machine(),
         "threads": args.threads,
         "torch": torch.__version__,
@@ -331,6 +385,12 @@ def _print(console: Console, results: dict[str, Any]) -> None:
     console.print(
         f"TTFT with a {p['prefix_tokens']}-token prompt: cold {p['cold_ttft_s']:.3f} s, prefix cached "
         f"{p['cached_ttft_s']:.3f} s ({p['cached_over_cold']:.1%} of cold; target <= 20%)"
+    )
+    g = results["greedy_parity_with_hf"]
+    console.print(
+        f"greedy parity with HF ({g['prompts']} prompts x {g['tokens']} tokens): "
+        f"{g['prefix_agreement']:.1%} of positions before the first difference, "
+        f"{g['identical']:.0%} identical"
     )
     m = results["kv_memory"]
     console.print(

@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# The GPU check, one prepared script for a machine with an NVIDIA GPU: the kernel tests on CUDA (Triton
-# compiled, no TRITON_INTERPRET), then the kernel, backend and KV-compression benchmarks in quick modes,
-# in under 8 minutes. Every step's JSON (and log) lands in one folder, with summary.json listing each
-# step's exit status and seconds. Without a GPU it stops at once with a message and exit status 2.
+# The GPU check, one prepared script for a machine with an NVIDIA GPU, in under 8 minutes: the kernel
+# tests on CUDA (Triton compiled, no TRITON_INTERPRET) and the kernels bench; then the whole engine on
+# CUDA: its device tests (greedy output against the CPU engine, Triton decode, int8 pages), backend_bench
+# (bfloat16, Triton decode + SDPA prefill; tokens/s vs HF generate one by one and batched at 1/8/32,
+# greedy parity with HF on the GPU, TTFT with a cached prefix) and kv_pages_bench (GPU memory the KV pool
+# holds in float32 / bfloat16 / int8 / int4). Every step's JSON and log lands in one folder; summary.json
+# has each step's exit status and seconds and the headline figures. Without a GPU it stops at once with
+# a message and exit status 2.
 #
 #   bash bench/gpu_check.sh [OUT_DIR]      # default: bench/results/gpu-check-<UTC time>
 #   PYTHON=/path/to/python bash bench/gpu_check.sh
@@ -62,23 +66,45 @@ step() {
     STEPS+=("$name:$rc:$((SECONDS - began))")
 }
 
-# 140 + 60 + 170 + 90 = 460 s of limits: the whole check stays under 8 minutes.
-step kernel_tests 140 - "$PY" -m pytest -q -p no:cacheprovider tests/kernels --junitxml "$OUT/kernel_tests.xml"
-step kernels_bench 60 bench/results/kernels.json "$PY" bench/kernels_bench.py --repeats 10
-step backend_bench 170 bench/results/backend.json \
-    "$PY" bench/backend_bench.py --levels 1,8 --max-tokens 16 --prefix-rounds 1 --threads "$THREADS"
-step kv_compression_bench 90 bench/results/kv_compression.json \
-    "$PY" bench/kv_compression_bench.py --quick --sections kl \
-    --methods expected_attention,snapkv,streaming_llm,ojakv --threads "$THREADS"
+# 120 + 45 + 75 + 150 + 75 = 465 s of limits: the whole check stays under 8 minutes.
+step kernel_tests 120 - "$PY" -m pytest -q -p no:cacheprovider tests/kernels --junitxml "$OUT/kernel_tests.xml"
+step kernels_bench 45 bench/results/kernels.json "$PY" bench/kernels_bench.py --repeats 10
+step engine_cuda_tests 75 - "$PY" -m pytest -q -s -p no:cacheprovider tests/backend/test_backend_device.py \
+    --junitxml "$OUT/engine_cuda_tests.xml"
+step backend_bench 150 bench/results/backend.json \
+    "$PY" bench/backend_bench.py --device cuda --dtype bfloat16 --attention-backend kernels \
+    --levels 1,8,32 --max-tokens 32 --prefix-rounds 2 --threads "$THREADS"
+step kv_pages_bench 75 bench/results/kv_pages.json \
+    "$PY" bench/kv_pages_bench.py --device cuda --blocks 4096 --threads "$THREADS"
 
-"$PY" - "$OUT/summary.json" "${STEPS[@]}" <<'PY'
-import json, sys
+"$PY" - "$OUT" "${STEPS[@]}" <<'PY'
+import json, pathlib, sys
+out = pathlib.Path(sys.argv[1])
 steps = [dict(zip(("step", "exit", "seconds"), s.rsplit(":", 2))) for s in sys.argv[2:]]
 for s in steps:
     s["exit"], s["seconds"] = int(s["exit"]), int(s["seconds"])
-json.dump({"ok": all(s["exit"] == 0 for s in steps), "steps": steps}, open(sys.argv[1], "w"), indent=2)
-print("| step | exit | seconds |\n|---|---|---|")
-for s in steps:
-    print(f"| {s['step']} | {s['exit']} | {s['seconds']} |")
+summary = {"ok": all(s["exit"] == 0 for s in steps), "steps": steps}
+summary["device"] = json.loads((out / "device.json").read_text())
+if (out / "backend.json").is_file():
+    backend = json.loads((out / "backend.json").read_text())
+    summary["engine_vs_hf"] = {
+        "greedy_parity": backend["greedy_parity_with_hf"],
+        "prefix_cache_ttft_cached_over_cold": backend["prefix_cache"]["cached_over_cold"],
+        "levels": {
+            level: {
+                "ours_tokens_per_s": row["ours"]["tokens_per_s"],
+                "hf_batched_tokens_per_s": row["hf_batched"]["tokens_per_s"],
+                "ours_over_hf_batched": row["speedup_vs_hf_batched"],
+                "ours_over_hf_one_by_one": row["speedup_vs_hf_one_by_one"],
+            }
+            for level, row in backend["levels"].items()
+        },
+    }
+if (out / "kv_pages.json").is_file():
+    pages = json.loads((out / "kv_pages.json").read_text())["configs"]
+    keep = ("pool_bytes", "pool_ratio", "resident_saved", "tokens_per_s_batch8", "greedy_agreement")
+    summary["kv_pages"] = {name: {k: row[k] for k in keep} for name, row in pages.items()}
+(out / "summary.json").write_text(json.dumps(summary, indent=2))
+print(json.dumps(summary, indent=2))
 PY
 exit "$FAILED"

@@ -68,3 +68,23 @@ def test_cpu_only_features_are_refused_on_another_device(meta_engine: Engine) ->
     prompt = chat_prompt_ids(meta_engine.tokenizer, QUESTIONS[1])
     with pytest.raises(RequestError, match="kv_compression runs on the cpu device only"):
         meta_engine.check_request(prompt, SamplingParams(), compression=KVCompression("snapkv", 0.5))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (bench/gpu_check.sh runs it)")
+@pytest.mark.parametrize("settings", [{}, {"attention_backend": "kernels"}, {"kv_dtype": "int8"}])
+def test_the_engine_generates_on_cuda_like_on_the_cpu(
+    engine: Engine, model_dir: Path, settings: dict[str, str]
+) -> None:
+    cuda = Engine(
+        EngineConfig(model_dir=model_dir, device="cuda", max_model_len=512, num_kv_blocks=256, **settings)
+    )
+    assert {p.device.type for p in cuda.model.parameters()} == {"cuda"}
+    prompts = [chat_prompt_ids(engine.tokenizer, q) for q in QUESTIONS[:8]]
+    params = SamplingParams(temperature=0.0, max_tokens=16, ignore_eos=True)
+    on_cpu = [c.token_ids for c in engine.generate(prompts, params)]
+    on_cuda = [c.token_ids for c in cuda.generate(prompts, params)]
+    same_first = sum(a[0] == b[0] for a, b in zip(on_cpu, on_cuda, strict=True))
+    print(f"cuda {settings or 'defaults'} vs cpu: same first token {same_first}/8")
+    assert same_first >= 7
+    blob = cuda.export_kv(prompts[0])
+    assert blob.keys[0].device.type == "cpu"

@@ -33,10 +33,11 @@ def test_external_upstream_profile_keeps_precog_extensions_away_from_the_upstrea
     assert loaded["gateway"].writeback_max_temperature == 0.0  # type: ignore[attr-defined]
 
 
-def test_gpu_profile_runs_decode_attention_through_the_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_gpu_profile_runs_the_engine_on_cuda_through_the_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
     loaded = load_every_section(DEPLOY / "profiles" / "gpu.toml", monkeypatch)
     engine = loaded["engine"]
     assert engine.attention_backend == "kernels"  # type: ignore[attr-defined]
+    assert engine.device == "cuda" and engine.kv_compression() is None  # type: ignore[attr-defined]
     assert engine.max_num_batched_tokens >= engine.max_num_seqs  # type: ignore[attr-defined]
 
 

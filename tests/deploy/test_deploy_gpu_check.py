@@ -12,8 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from precog.backend.compress import METHODS
-
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "bench" / "gpu_check.sh"
 SHELL_SCRIPTS = [SCRIPT, *sorted((ROOT / "deploy" / "docker").glob("*.sh"))]
@@ -52,7 +50,7 @@ def test_gpu_check_passes_only_flags_its_benchmarks_accept() -> None:
     assert {path for path, _ in calls} == {
         "bench/kernels_bench.py",
         "bench/backend_bench.py",
-        "bench/kv_compression_bench.py",
+        "bench/kv_pages_bench.py",
     }
     for path, args in calls:
         source = (ROOT / path).read_text()
@@ -60,6 +58,8 @@ def test_gpu_check_passes_only_flags_its_benchmarks_accept() -> None:
             assert f'"{flag}"' in source, f"{path} has no {flag}"
 
 
-def test_gpu_check_compression_methods_are_real() -> None:
-    [listed] = re.findall(r"--methods ([\w,]+)", SCRIPT.read_text())
-    assert set(listed.split(",")) <= set(METHODS)
+def test_gpu_check_runs_the_engine_benchmarks_on_cuda() -> None:
+    text = SCRIPT.read_text().replace("\\\n", " ")
+    for bench in ("backend_bench.py", "kv_pages_bench.py"):
+        [call] = re.findall(rf"bench/{bench}[^\n]*", text)
+        assert "--device cuda" in call, call

@@ -94,7 +94,20 @@ class EngineConfig(ServiceSettings):
             return torch.device("cpu")
         if not torch.cuda.is_available():
             raise ConfigError("engine device 'cuda' asked for, but torch sees no CUDA device")
+        if cpu_only := self._cpu_only_settings():  # "auto" became cuda: the rule of device = "cuda"
+            raise ConfigError(self._cpu_only_refusal(cpu_only[0]))
         return torch.device("cuda", torch.cuda.current_device())
+
+    def _cpu_only_settings(self) -> list[str]:
+        """The settings in force that run on the cpu device only."""
+        cpu_only = {
+            "attention": self.attention == "sparse",
+            "kv_compression_method": self.kv_compression_method != "none",
+        }
+        return [name for name, used in cpu_only.items() if used]
+
+    def _cpu_only_refusal(self, name: str) -> str:
+        return f"device cuda cannot serve {name} {getattr(self, name)} (cpu only)"
 
     def kv_compression(self) -> KVCompression | None:
         """The default as a request option; None when it is off."""
@@ -112,13 +125,8 @@ class EngineConfig(ServiceSettings):
 
     @model_validator(mode="after")
     def _check(self) -> EngineConfig:
-        if self.device == "cuda":
-            for name, bad in {
-                "attention": self.attention == "sparse",
-                "kv_compression_method": self.kv_compression_method != "none",
-            }.items():
-                if bad:
-                    raise ValueError(f"device cuda cannot serve {name} {getattr(self, name)} (cpu only)")
+        if self.device == "cuda" and (cpu_only := self._cpu_only_settings()):
+            raise ValueError(self._cpu_only_refusal(cpu_only[0]))
         if self.kv_dtype != "auto":
             clash = {
                 "attention": self.attention == "sparse",

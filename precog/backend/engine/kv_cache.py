@@ -27,7 +27,6 @@ class KVCache:
         self.dtype = dtype
         self.device = device or torch.device("cpu")
         self.kv_dtype = kv_dtype
-        self.packed = kv_dtype != "auto"
         self.layers: list[LayerPages] = [
             (self._pages(spec, num_blocks, block_size), self._pages(spec, num_blocks, block_size))
             for _ in range(spec.num_layers)
@@ -42,6 +41,10 @@ class KVCache:
         return PackedPages(
             num_blocks, block_size, spec.num_kv_heads, spec.head_dim, bits, self.dtype, self.device
         )
+
+    @property
+    def packed(self) -> bool:
+        return self.kv_dtype != "auto"
 
     def plain_layers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Every layer's pages as tensors (see kv_pages.plain_pages)."""

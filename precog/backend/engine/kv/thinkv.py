@@ -47,6 +47,7 @@ from precog.backend.engine.kv.base import (
     state_of,
 )
 from precog.backend.engine.sequence import Sequence
+from precog.backend.layers.kv_pages import plain_pages
 from precog.backend.model.llama import SelfAttention
 from precog.backend.model.rope import apply_rope
 
@@ -174,7 +175,7 @@ class ThinKVRunner(KVPolicy):
             ).view(len(rows), attention.num_heads, attention.head_dim)
             cos_sin = self.model.rope.at(query_pos)
             q = apply_rope(q, cos_sin).transpose(0, 1)
-            k_cache = self.kv_cache.plain_layers()[layer][0]
+            k_cache, _ = plain_pages(self.kv_cache.layers[layer])
             keys = k_cache.view(-1, *k_cache.shape[2:])[slots].transpose(0, 1)
             weights = attention_weights(q, keys, query_pos, key_pos)
             sparsities.append(attention_sparsity(weights, visible, state.policy.attention_mass).mean())

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from precog.gateway.batcher import EmbeddingBatcher
+from precog.gateway.calibration import Calibrator, Candidate, Judgement
 from precog.gateway.guard import AnswerVerdict, answer_check, uncovered
 from precog.gateway.metrics import GatewayMetrics
 from precog.gateway.openai_format import StoredAnswer, estimate_tokens
@@ -38,9 +39,15 @@ class Verdict(Protocol):
     @property
     def score(self) -> float: ...
 
+    @property
+    def veto(self) -> bool: ...
+
 
 class CandidateGuard(Protocol):
-    """Decides whether a close stored question really asks the same thing (numbers, negation, ...)."""
+    """Decides whether a close stored question really asks the same thing (numbers, negation, ...);
+    `threshold`: the score from which it accepts."""
+
+    threshold: float
 
     def check(self, query: str, candidate: str, similarity: float) -> Verdict: ...
 
@@ -92,15 +99,25 @@ class Hit:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Check:
+    """A would-be hit relayed instead, whose fresh answer is to be compared with the stored one."""
+
+    judgement: Judgement
+    stored_answer: str
+
+
 @dataclass(slots=True)
 class LookupResult:
     """`near_kv_blob_id`: the KV blob of the closest candidate over the reuse floor (a near miss feeds
-    the upstream's semantic KV reuse); None when reuse is off or no candidate qualifies."""
+    the upstream's semantic KV reuse); None when reuse is off or no candidate qualifies. `check`: the
+    calibrator chose to relay a would-be hit and learn from the answer (see `Lookup.settle`)."""
 
     hit: Hit | None = None
     reason: str = ""
     timings_ms: dict[str, float] = field(default_factory=dict)
     near_kv_blob_id: str | None = None
+    check: Check | None = None
 
 
 class Lookup:
@@ -115,6 +132,8 @@ class Lookup:
         k: int = 4,
         reuse_floor: float | None = None,
         answers: AnswerTier | None = None,
+        calibrator: Calibrator | None = None,
+        agree_similarity: float = 0.9,
     ) -> None:
         self._store = store
         self._batcher = batcher
@@ -125,6 +144,8 @@ class Lookup:
         self._k = k
         self._reuse_floor = reuse_floor
         self._answers = answers
+        self._calibrator = calibrator
+        self._agree_similarity = agree_similarity
 
     @contextmanager
     def _stage(self, result: LookupResult, name: str) -> Iterator[None]:
@@ -174,19 +195,67 @@ class Lookup:
         else:
             with self._stage(result, "guard"):
                 verdicts = await asyncio.to_thread(self._judge, query.question, close)
-            for (entry, score), verdict in zip(close, verdicts, strict=False):
-                if verdict.accept:
+            judged = sorted(zip(close, verdicts, strict=False), key=lambda pair: not pair[1].accept)
+            for (entry, score), verdict in judged:  # accepted ones first: a check never displaces a hit
+                candidate = Candidate(
+                    query.tenant, "semantic", entry.id, verdict.score, verdict.accept, verdict.veto
+                )
+                decision = self._decide(candidate, entry, result)
+                if decision == "serve":
                     result.hit = Hit.of(entry, score, "semantic")
                     result.reason = f"similarity {score:.3f}, guard: {verdict.reason}"
                     return result
-            result.reason = f"guard rejected {len(close)} close candidate(s): {verdicts[0].reason}"
+                if decision == "verify":
+                    result.reason = f"similarity {score:.3f}, guard: {verdict.reason}; {result.reason}"
+                    return result
+                if decision == "explore":  # checked only if the answer tier serves nothing either
+                    break
+            rejected = f"guard rejected {len(close)} close candidate(s): {verdicts[0].reason}"
+            result.reason = rejected if result.check is None else f"{rejected}; {result.reason}"
         if self._answers is not None and nearest:
-            await self._answer_tier(query.question, scope, nearest, self._answers, result)
+            await self._answer_tier(query, scope, nearest, self._answers, result)
         return result
+
+    def _decide(self, candidate: Candidate, entry: Entry, result: LookupResult) -> str:
+        """serve / refuse, or a check: the would-be hit is relayed and its answer compared (`settle`)."""
+        if self._calibrator is None:
+            return "serve" if candidate.accepted else "refuse"
+        judgement = self._calibrator.judge(candidate)
+        if judgement.checks:
+            result.check = Check(judgement, entry.answer)
+            result.reason = (
+                f"{judgement.decision}: relayed to check a would-be hit "
+                f"(estimated false-hit rate {judgement.estimate:.3f} at this score)"
+            )
+        if judgement.decision == "serve":
+            self._metrics.false_hit_estimate.labels(candidate.tenant).set(
+                self._calibrator.tenant_estimate(candidate.tenant).expected_false_hit_rate or 0.0
+            )
+        return judgement.decision
+
+    async def settle(self, check: Check, fresh_answer: str) -> None:
+        """Teach the calibrator whether the stored answer agreed with the fresh one: the same text once
+        normalised, or answer embeddings at least `agree_similarity` apart."""
+        if self._calibrator is None:
+            return
+        stored, fresh = check.stored_answer, fresh_answer
+        agreed = " ".join(stored.lower().split()) == " ".join(fresh.lower().split())
+        if not agreed and stored.strip() and fresh.strip():
+            a, b = await asyncio.gather(self._batcher.embed(stored), self._batcher.embed(fresh))
+            agreed = float(a @ b) >= self._agree_similarity
+        self._calibrator.observe(check.judgement, agreed)
+        judgement = check.judgement
+        tenant = judgement.candidate.tenant
+        self._metrics.calibration_checks.labels(
+            tenant, judgement.decision, "agreed" if agreed else "wrong"
+        ).inc()
+        estimate = self._calibrator.tenant_estimate(tenant)
+        if estimate.verified:
+            self._metrics.false_hit_verified.labels(tenant).set(estimate.verified_false / estimate.verified)
 
     async def _answer_tier(
         self,
-        question: str,
+        query: CacheQuery,
         scope: str,
         nearest: list[tuple[Entry, float]],
         tier: AnswerTier,
@@ -195,18 +264,23 @@ class Lookup:
         """Serve the first candidate whose stored answer answers `question`: the dense ones from the
         floor up, best first, then the lexical ones; a miss adds why the closest one was refused."""
         with self._stage(result, "answer_search"):
-            lexical = await self._store.search_text(scope, question, tier.candidates)
+            lexical = await self._store.search_text(scope, query.question, tier.candidates)
         similarity = {entry.id: score for entry, score in nearest}
         pool = {e.id: e for e, score in nearest if score >= tier.min_similarity and not e.expired()}
         pool.update((e.id, e) for e, _ in lexical if e.id not in pool and not e.expired())
         if not pool:
             return
         with self._stage(result, "answer_check"):
-            entry, verdict = await asyncio.to_thread(self._best_answering, question, list(pool.values()))
+            entry, verdict = await asyncio.to_thread(
+                self._best_answering, query.question, list(pool.values())
+            )
         if verdict.accept:
             score = similarity.get(entry.id, 0.0)
-            result.hit = Hit.of(entry, score, "answer")
-            result.reason = f"similarity {score:.3f}, answer check: {verdict.reason}"
+            candidate = Candidate(query.tenant, "answer", entry.id, verdict.score, True)
+            if self._decide(candidate, entry, result) == "serve":
+                result.check = None
+                result.hit = Hit.of(entry, score, "answer")
+                result.reason = f"similarity {score:.3f}, answer check: {verdict.reason}"
         else:
             result.reason += f"; answer tier, {len(pool)} candidate(s), the closest: {verdict.reason}"
 
@@ -238,7 +312,8 @@ class Lookup:
             if verdict.accept and self._answers is not None and score < self._answers.covered_below:
                 missing = uncovered(question, entry.query, entry.answer)
                 if missing:
-                    verdict = AnswerVerdict(False, f"the stored exchange lacks: {' '.join(missing)}", score)
+                    lacks = f"the stored exchange lacks: {' '.join(missing)}"
+                    verdict = AnswerVerdict(False, lacks, score, veto=True)
             verdicts.append(verdict)
             if verdict.accept:
                 break

@@ -52,6 +52,24 @@ class GatewayMetrics:
             "1 when the Redis tier answers, 0 when degraded to local.",
             registry=r,
         )
+        self.false_hit_estimate = Gauge(
+            "precog_gateway_false_hit_rate_estimate",
+            "Expected false-hit rate of the stored answers served, from the calibrator's posteriors.",
+            ["tenant"],
+            registry=r,
+        )
+        self.false_hit_verified = Gauge(
+            "precog_gateway_false_hit_rate_verified",
+            "Share of sampled served-eligible hits whose fresh answer disagreed with the stored one.",
+            ["tenant"],
+            registry=r,
+        )
+        self.calibration_checks = Counter(
+            "precog_gateway_calibration_checks",
+            "Would-be hits relayed and compared, by why (verify: sampled; explore: not yet safe) and result.",
+            ["tenant", "decision", "result"],
+            registry=r,
+        )
         self.embed_batch_size = Histogram(
             "precog_gateway_embed_batch_size",
             "Questions embedded per batch.",

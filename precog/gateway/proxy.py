@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from precog.gateway.cache_control import CacheControl, header_safe
 from precog.gateway.conversation import NextTurnIndex
 from precog.gateway.errors import GatewayError
-from precog.gateway.lookup import Hit, Lookup, LookupResult
+from precog.gateway.lookup import Check, Hit, Lookup, LookupResult
 from precog.gateway.metrics import GatewayMetrics
 from precog.gateway.openai_format import AnswerCollector
 from precog.gateway.pending import KVParam, PendingRequest, UpstreamRequest, start_request
@@ -218,9 +218,10 @@ class CompletionProxy:
             exc.headers = {**exc.headers, **headers}
             raise
         self._count(query, outcome, started, reason)
+        check = result.check if result is not None and response.status_code == 200 else None
         if stream:
             return StreamingResponse(
-                self._pipe(query, response, writeback, replace),
+                self._pipe(query, response, writeback, replace, check),
                 status_code=response.status_code,
                 media_type="text/event-stream",
                 headers={**headers, "cache-control": "no-cache"},
@@ -234,16 +235,43 @@ class CompletionProxy:
             ) from exc
         finally:
             await response.aclose()
-        if writeback:
+        if writeback or check is not None:
             collector = AnswerCollector(query.kind)
             with contextlib.suppress(ValueError):
                 collector.take_body(json.loads(content))
-            self._writeback.offer(query, collector, replace=replace)
+            self._after_answer(query, collector, writeback, replace, check)
         return Response(
             content, status_code=response.status_code, media_type="application/json", headers=headers
         )
 
-    async def _pipe(self, query: CacheQuery, response: httpx.Response, writeback: bool, replace: bool) -> Any:
+    def _after_answer(
+        self,
+        query: CacheQuery,
+        collector: AnswerCollector,
+        writeback: bool,
+        replace: bool,
+        check: Check | None,
+    ) -> None:
+        """A relayed answer arrived whole: offer it for write-back, and settle the check it answers."""
+        if writeback:
+            self._writeback.offer(query, collector, replace=replace)
+        if check is not None and collector.text:
+            self._spawn(self._settle(check, collector.text))
+
+    async def _settle(self, check: Check, fresh_answer: str) -> None:
+        try:
+            await self._lookup.settle(check, fresh_answer)
+        except Exception:  # a lost check only slows learning; it never touches the response
+            log.exception("calibration check failed", extra={"entry": check.judgement.candidate.entry_id})
+
+    async def _pipe(
+        self,
+        query: CacheQuery,
+        response: httpx.Response,
+        writeback: bool,
+        replace: bool,
+        check: Check | None = None,
+    ) -> Any:
         """Relay SSE bytes as they come (the client's pace is the upstream's pace), collecting the answer."""
         collector = AnswerCollector(query.kind)
         finished = False
@@ -259,5 +287,5 @@ class CompletionProxy:
             yield b"data: " + json.dumps(error.body()).encode() + b"\n\n"
         finally:
             await response.aclose()
-        if finished and writeback:
-            self._writeback.offer(query, collector, replace=replace)
+        if finished:
+            self._after_answer(query, collector, writeback, replace, check)

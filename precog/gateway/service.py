@@ -12,6 +12,7 @@ from typing import cast
 import torch
 
 from precog.gateway.batcher import EmbeddingBatcher
+from precog.gateway.calibration import CalibrationPolicy, Calibrator
 from precog.gateway.conversation import NextTurnIndex
 from precog.gateway.lookup import AnswerTier, CandidateGuard, Lookup
 from precog.gateway.metrics import GatewayMetrics
@@ -42,6 +43,7 @@ class Gateway:
     stats: Stats
     metrics: GatewayMetrics
     owns_store: bool
+    calibrator: Calibrator | None = None
 
     @classmethod
     async def start(
@@ -64,9 +66,9 @@ class Gateway:
         writeback = WriteBack(
             settings, replication.store, batcher, metrics, replication.shared, replica=replication.replica
         )
-        proxy = _proxy(
-            settings, replication, batcher, guard or _default_guard(), upstream, writeback, stats, metrics
-        )
+        guard = guard or _default_guard()
+        calibrator = _calibrator(settings, guard)
+        proxy = _proxy(settings, replication, batcher, guard, calibrator, upstream, writeback, stats, metrics)
         gateway = cls(
             settings=settings,
             replication=replication,
@@ -79,6 +81,7 @@ class Gateway:
             stats=stats,
             metrics=metrics,
             owns_store=store is None,
+            calibrator=calibrator,
         )
         await gateway._start_workers()
         return gateway
@@ -159,11 +162,21 @@ def _default_guard() -> CandidateGuard:
     return cast(CandidateGuard, Guard())
 
 
+def _calibrator(settings: GatewaySettings, guard: CandidateGuard) -> Calibrator | None:
+    if not settings.calibration:
+        return None
+    policy = CalibrationPolicy(
+        settings.max_false_hit_rate, settings.calibration_verify_every, settings.calibration_explore_from
+    )
+    return Calibrator(policy, {"semantic": guard.threshold, "answer": 0.0})
+
+
 def _proxy(
     settings: GatewaySettings,
     replication: Replication,
     batcher: EmbeddingBatcher,
     guard: CandidateGuard,
+    calibrator: Calibrator | None,
     upstream: Upstream,
     writeback: WriteBack,
     stats: Stats,
@@ -187,6 +200,8 @@ def _proxy(
             if settings.answer_tier
             else None
         ),
+        calibrator,
+        settings.calibration_agree_similarity,
     )
     return CompletionProxy(
         settings,

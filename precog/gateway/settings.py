@@ -93,6 +93,30 @@ class GatewaySettings(ServiceSettings):
         description="With the answer tier on: below this cosine a stored question the guard accepts must "
         "also hold, with its answer, every content word of the new question.",
     )
+    calibration: bool = Field(
+        default=True,
+        description="Keep each tenant's false-hit rate under max_false_hit_rate by checking would-be "
+        "hits against fresh answers (precog/gateway/calibration.py); off: the guard's fixed point decides.",
+    )
+    max_false_hit_rate: float = Field(
+        default=0.01, gt=0.0, lt=1.0, description="The error bound δ the calibrator keeps, per tenant."
+    )
+    calibration_verify_every: int = Field(
+        default=20, ge=1, description="Relay and compare every n-th would-be hit that could be served."
+    )
+    calibration_explore_from: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        description="Guard scores from here up, under its accept point, are relayed and compared so that "
+        "their band can earn the right to serve.",
+    )
+    calibration_agree_similarity: float = Field(
+        default=0.9,
+        ge=0.0,
+        le=1.0,
+        description="Cosine between a stored and a fresh answer from which they count as the same answer.",
+    )
 
     api_keys: dict[str, str] = Field(
         default_factory=dict,

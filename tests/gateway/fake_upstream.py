@@ -33,11 +33,13 @@ class UpstreamState:
     reject_kv: bool = False  # answer a kv_blob_id with 400, like a server without that blob
     requests: list[dict[str, Any]] = field(default_factory=list)
     streams: dict[str, str] = field(default_factory=dict)  # question -> "finished" | "cancelled"
+    answers: dict[str, str] = field(default_factory=dict)  # question -> answer, instead of answer_for
 
     def reset(self) -> None:
         self.mode, self.delay_s, self.token_delay_s, self.reject_kv = "ok", 0.0, 0.0, False
         self.requests.clear()
         self.streams.clear()
+        self.answers.clear()
 
 
 def _question(body: dict[str, Any]) -> str:
@@ -74,7 +76,7 @@ def create_upstream(state: UpstreamState) -> FastAPI:
         if state.mode == "slow" or state.delay_s:
             await asyncio.sleep(state.delay_s or 5.0)
         question = _question(body)
-        words = answer_for(question).split(" ")
+        words = state.answers.get(question, answer_for(question)).split(" ")
         limit = body.get("max_tokens")
         finish = "stop"
         if limit is not None and limit < len(words):

@@ -169,7 +169,7 @@ def test_a_replaced_content_word_is_reported_as_changed(guard: Guard) -> None:
 
 def test_verdicts_name_the_mismatch_and_accept_identical_questions(guard: Guard) -> None:
     assert guard.check("How many calories in 3 eggs?", "How many calories in 5 eggs?", 0.97) == GuardVerdict(
-        False, "count mismatch: 3 vs 5", 0.0
+        False, "count mismatch: 3 vs 5", 0.0, veto=True
     )
     same = guard.check("  how do I reset my PASSWORD ", "How do I reset my password?", 0.99)
     assert same.accept and same.score == 1.0

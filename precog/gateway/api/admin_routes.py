@@ -7,6 +7,7 @@ the others through the shared tier.
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -135,8 +136,9 @@ class Snapshot(BaseModel):
 
 @router.get("/stats")
 async def stats(request: Request) -> dict[str, Any]:
-    """Hit rate over windows, per tenant and model, latency histograms, tokens and cost saved; with the
-    shared tier, `shared_tier.cluster` sums every replica's requests."""
+    """Hit rate over windows, per tenant and model, latency histograms, tokens and cost saved, each
+    tenant's false-hit rate (estimated and verified, see precog/gateway/calibration.py); with the shared
+    tier, `shared_tier.cluster` sums every replica's requests."""
     gateway = gateway_of(request)
     snapshot = gateway.stats.snapshot()
     served = gateway.store.snapshot
@@ -146,6 +148,12 @@ async def stats(request: Request) -> dict[str, Any]:
         "snapshot": None if served is None else served.name,
     }
     snapshot["upstream"] = {"breaker": gateway.upstream.breaker.state.name.lower()}
+    calibrator = gateway.calibrator
+    snapshot["false_hits"] = (
+        None
+        if calibrator is None
+        else [asdict(calibrator.tenant_estimate(tenant)) for tenant in calibrator.tenants()]
+    )
     if gateway.shared is not None:
         snapshot["shared_tier"] = {
             "up": gateway.shared.up,

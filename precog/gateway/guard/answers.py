@@ -48,6 +48,7 @@ class AnswerVerdict:
     accept: bool
     reason: str
     score: float  # the share of the new question's content words found in the stored exchange
+    veto: bool = False
 
 
 def question_kind(tokens: list[Token]) -> str:

@@ -26,11 +26,13 @@ DEFAULT_MIN_SIMILARITY = 0.5
 
 @dataclass(frozen=True, slots=True)
 class GuardVerdict:
-    """Serve the stored answer or not, why, and the guard's confidence that both questions are the same."""
+    """Serve the stored answer or not, why, and the guard's confidence that both questions are the same;
+    `veto`: a rule refused it (a changed number, negation, question word), which no evidence may open."""
 
     accept: bool
     reason: str
     score: float
+    veto: bool = False
 
 
 class Guard:
@@ -76,7 +78,7 @@ class Guard:
         if probability >= self.threshold:
             swapped = question_word_check(comparison.alignment)
             if swapped is not None:
-                return GuardVerdict(False, f"{swapped.detail} (p={probability:.2f})", probability)
+                return GuardVerdict(False, f"{swapped.detail} (p={probability:.2f})", probability, veto=True)
             return GuardVerdict(True, f"same question (p={probability:.2f})", probability)
         alignment = comparison.alignment
         left = " ".join(t.surface for t in alignment.left_content) or "-"
@@ -94,7 +96,7 @@ def early_verdict(comparison: Comparison, similarity: float, min_similarity: flo
     if similarity < min_similarity:
         return GuardVerdict(False, f"low similarity: {similarity:.3f} < {min_similarity:.3f}", 0.0)
     if comparison.mismatches:
-        return GuardVerdict(False, comparison.mismatches[0].detail, 0.0)
+        return GuardVerdict(False, comparison.mismatches[0].detail, 0.0, veto=True)
     return None
 
 

@@ -84,6 +84,22 @@ function fillTable(id, entries) {
   }));
 }
 
+function fillFalseHits(rows) {
+  const body = document.querySelector("#false-hits tbody");
+  body.replaceChildren(...(rows || []).map((t) => {
+    const row = document.createElement("tr");
+    const verified = t.verified ? t.verified_false / t.verified : null;
+    const ci = t.verified_interval ? fmt.pct(t.verified_interval[0]) + " – " + fmt.pct(t.verified_interval[1]) : "–";
+    for (const text of [t.tenant, fmt.int(t.served), fmt.pct(t.max_false_hit_rate), fmt.pct(t.expected_false_hit_rate),
+                        fmt.pct(verified), ci, fmt.int(t.verified + t.explored)]) {
+      const cell = document.createElement("td");
+      cell.textContent = text;
+      row.appendChild(cell);
+    }
+    return row;
+  }));
+}
+
 async function refresh() {
   const status = document.getElementById("status");
   try {
@@ -99,6 +115,7 @@ async function refresh() {
     setText("kpi-breaker", stats.upstream.breaker);
     drawHitRate(stats.series);
     drawLatency(stats.latency_ms);
+    fillFalseHits(stats.false_hits);
     const page = await admin("/admin/entries?limit=500");
     fillTable("top-entries", page.entries.sort((a, b) => b.hits - a.hits).slice(0, 10));
     status.textContent = "updated " + new Date().toLocaleTimeString();

@@ -1,0 +1,161 @@
+"""The false-hit bound: the calibrator's rules on their own, then the gateway learning from relayed checks
+over real HTTP (a band closes after a wrong answer, an entry found wrong is never served at that score)."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from precog.gateway.calibration import CalibrationPolicy, Calibrator, Candidate, wilson_interval
+from tests.gateway.conftest import GatewayFactory
+from tests.gateway.fake_upstream import UpstreamState
+from tests.gateway.support import chat, entries, wait_for
+
+POINT = 0.84
+
+
+def calibrator(**policy: float) -> Calibrator:
+    return Calibrator(CalibrationPolicy(**policy), {"semantic": POINT, "answer": 0.0})  # type: ignore[arg-type]
+
+
+def ask(
+    c: Calibrator, score: float, entry: str = "e1", tenant: str = "t", accepted: bool | None = None
+) -> str:
+    accepted = score >= POINT if accepted is None else accepted
+    judgement = c.judge(Candidate(tenant, "semantic", entry, score, accepted))
+    return judgement.decision
+
+
+def test_cold_start_is_the_shipped_operating_point() -> None:
+    c = calibrator(verify_every=1000)
+    assert ask(c, 0.95) == "serve"
+    assert ask(c, 0.85) == "serve"
+    assert ask(c, 0.7) == "explore"  # the guard refused it, but it may earn its band the right to serve
+    assert ask(c, 0.3) == "refuse"
+    vetoed = c.judge(Candidate("t", "semantic", "e1", 0.99, False, vetoed=True))
+    assert vetoed.decision == "refuse"
+
+
+def test_every_nth_servable_hit_is_verified_and_counted_apart() -> None:
+    c = calibrator(verify_every=3)
+    decisions = [c.judge(Candidate("t", "semantic", f"e{i}", 0.9, True)) for i in range(6)]
+    assert [d.decision for d in decisions] == ["serve", "serve", "verify", "serve", "serve", "verify"]
+    c.observe(decisions[2], agreed=True)
+    c.observe(decisions[5], agreed=False)
+    estimate = c.tenant_estimate("t")
+    assert (estimate.served, estimate.verified, estimate.verified_false) == (4, 2, 1)
+    assert estimate.verified_interval == wilson_interval(1, 2)
+
+
+def test_a_wrong_answer_closes_its_band_until_enough_agreements_reopen_it() -> None:
+    c = calibrator(verify_every=1000)
+    first = c.judge(Candidate("t", "semantic", "e1", 0.9, True))
+    c.observe(first, agreed=False)
+    assert ask(c, 0.9, entry="e2") == "explore"  # the whole band now needs evidence
+    assert ask(c, 0.97, entry="e2") == "serve"  # another band is untouched
+    agreements = 0
+    while ask(c, 0.9, entry="e2") == "explore":
+        c.observe(c.judge(Candidate("t", "semantic", "e2", 0.9, True)), agreed=True)
+        agreements += 1
+        assert agreements < 200
+    # (δ/2 · 20 + 1) / (20 + 1 + n) <= δ needs n >= 90 agreements after one false hit
+    assert 85 <= agreements <= 95
+
+
+def test_an_entry_found_wrong_is_not_served_at_that_score_again() -> None:
+    c = calibrator(verify_every=1000)
+    for _ in range(200):  # a band with plenty of clean evidence
+        c.observe(c.judge(Candidate("t", "semantic", "good", 0.9, True)), agreed=True)
+    wrong = c.judge(Candidate("t", "semantic", "bad", 0.9, True))
+    c.observe(wrong, agreed=False)
+    assert ask(c, 0.9, entry="good") == "serve"
+    assert ask(c, 0.9, entry="bad") == "refuse"
+    assert ask(c, 0.85, entry="bad") == "refuse"
+    assert ask(c, 0.95, entry="bad") == "serve"
+
+
+def test_a_band_under_the_point_opens_on_evidence_and_only_for_its_tenant() -> None:
+    c = calibrator(verify_every=1000)
+    n = 0
+    while ask(c, 0.8, entry=f"q{n}", tenant="flooder") == "explore":
+        judgement = c.judge(Candidate("flooder", "semantic", f"q{n}", 0.8, False))
+        c.observe(judgement, agreed=True)
+        n += 1
+        assert n < 500
+    assert ask(c, 0.8, entry="x", tenant="flooder") == "serve"
+    # the flood moved nothing of another tenant's: its band under the point still explores
+    assert ask(c, 0.8, entry="x", tenant="victim") == "explore"
+    assert c.estimate_at("victim", "semantic", 0.8) > c.policy.max_false_hit_rate
+
+
+def test_a_flood_of_easy_agreements_cannot_open_a_harder_band() -> None:
+    """Poisoning: agreements at high scores never dilute a lower band's errors (bands are separate)."""
+    c = calibrator(verify_every=1000)
+    wrong = c.judge(Candidate("t", "semantic", "trap", 0.85, True))
+    c.observe(wrong, agreed=False)
+    for i in range(1000):
+        c.observe(c.judge(Candidate("t", "semantic", f"easy{i}", 0.99, True)), agreed=True)
+    assert c.estimate_at("t", "semantic", 0.85) > c.policy.max_false_hit_rate
+    assert ask(c, 0.85, entry="other") == "explore"
+
+
+def test_bad_policies_are_refused() -> None:
+    with pytest.raises(ValueError, match="max_false_hit_rate"):
+        CalibrationPolicy(max_false_hit_rate=0.0)
+    with pytest.raises(ValueError, match="verify_every"):
+        CalibrationPolicy(verify_every=0)
+
+
+def _ask(url: str, question: str, **extra: float) -> httpx.Response:
+    return httpx.post(f"{url}/v1/chat/completions", json=chat(question, **extra), timeout=30)
+
+
+def test_the_gateway_checks_would_be_hits_and_stops_serving_a_wrong_entry(
+    start_gateway: GatewayFactory, upstream_state: UpstreamState
+) -> None:
+    url = start_gateway(calibration_verify_every=2).url
+    stored = "How tall is the Eiffel Tower in meters?"
+    _ask(url, stored)
+    wait_for(lambda: len(entries(url)) == 1)
+
+    first = _ask(url, "What is the height of the Eiffel Tower in meters?")
+    assert first.headers["x-precog-cache"] == "hit", first.headers["x-precog-cache-reason"]
+
+    paraphrase = "What's the height of the Eiffel Tower in meters?"
+    upstream_state.answers[paraphrase] = "It is 330 metres tall since the antenna was added in 2022."
+    checked = _ask(url, paraphrase, temperature=1.0)  # a sampled answer: relayed, never written back
+    assert checked.headers["x-precog-cache"] == "miss"
+    assert checked.headers["x-precog-cache-reason"].startswith("similarity"), checked.headers
+    assert "verify: relayed to check a would-be hit" in checked.headers["x-precog-cache-reason"]
+    assert checked.json()["choices"][0]["message"]["content"] == upstream_state.answers[paraphrase]
+
+    def verified() -> list[dict]:
+        return httpx.get(f"{url}/admin/stats", timeout=10).json()["false_hits"]
+
+    wait_for(lambda: bool(verified()) and verified()[0]["verified"] == 1)
+    row = verified()[0]
+    assert (row["tenant"], row["verified_false"], row["served"]) == ("default", 1, 1)
+    metrics = httpx.get(f"{url}/metrics", timeout=10).text
+    assert 'precog_gateway_false_hit_rate_verified{tenant="default"} 1.0' in metrics
+    assert (
+        'precog_gateway_calibration_checks_total{decision="verify",result="wrong",tenant="default"} 1.0'
+        in metrics
+    )
+
+    # the entry found wrong for that question is not served for it again (nor at a lower score)
+    again = _ask(url, paraphrase, temperature=1.0)
+    assert again.headers["x-precog-cache"] == "miss", again.headers["x-precog-cache-reason"]
+    assert len(entries(url)) == 1
+    # "what's" is "what is" once normalised: the paraphrase served before has the same guard score
+    before = _ask(url, "What is the height of the Eiffel Tower in meters?")
+    assert before.headers["x-precog-cache"] == "miss", before.headers["x-precog-cache-reason"]
+
+
+def test_calibration_off_is_the_fixed_guard(start_gateway: GatewayFactory) -> None:
+    url = start_gateway(calibration=False, calibration_verify_every=1).url
+    _ask(url, "How tall is the Eiffel Tower in meters?")
+    wait_for(lambda: len(entries(url)) == 1)
+    for _ in range(3):
+        hit = _ask(url, "What is the height of the Eiffel Tower in meters?")
+        assert hit.headers["x-precog-cache"] == "hit"
+    assert httpx.get(f"{url}/admin/stats", timeout=10).json()["false_hits"] is None

@@ -11,8 +11,9 @@ deciding score (the guard's P(same) in the question tier), and each entry also k
   measured without bias and a band that goes bad closes.
 - A candidate the guard scored from `explore_from` up, in a band not (yet) under δ, is relayed and
   compared: that is how a band below the shipped point earns the right to serve.
-- An entry whose stored answer was found wrong for a question at score s is never served at s or below
-  again (the entry's own threshold, as in vCache).
+- Each entry keeps its own threshold, as in vCache: found wrong for a question at score s, it is never
+  served at s or below again; found right at s (and never wrong), it is served from s up, whatever its
+  band says, so a question that was checked once is answered from storage when it comes again.
 
 Rules that fail closed (a changed number, negation, a swapped question word) are vetoes: no evidence
 can open them. State lives in memory, per gateway process; a restart starts again from the prior.
@@ -108,6 +109,7 @@ class Calibrator:
         self._points = accept_points
         self._bands: dict[tuple[str, str, int], _Band] = defaultdict(_Band)
         self._entry_false_at: dict[str, float] = {}
+        self._entry_right_from: dict[str, float] = {}
         self._tallies: dict[str, _Tally] = defaultdict(_Tally)
 
     def judge(self, candidate: Candidate) -> Judgement:
@@ -120,7 +122,8 @@ class Calibrator:
             return Judgement("refuse", estimate, candidate)
         tally = self._tallies[candidate.tenant]
         learnable = candidate.accepted or candidate.score >= policy.explore_from
-        if estimate <= policy.max_false_hit_rate and learnable:
+        right_from = self._entry_right_from.get(candidate.entry_id, math.inf)
+        if learnable and (estimate <= policy.max_false_hit_rate or candidate.score >= right_from):
             tally.eligible += 1
             if tally.eligible % policy.verify_every == 0:
                 return Judgement("verify", estimate, candidate)
@@ -137,10 +140,16 @@ class Calibrator:
         candidate = judgement.candidate
         band = self._bands[self._band_key(candidate.tenant, candidate.tier, candidate.score)]
         band.checked += 1
-        if not agreed:
+        entry = candidate.entry_id
+        if agreed:
+            if entry not in self._entry_false_at:
+                self._entry_right_from[entry] = min(
+                    self._entry_right_from.get(entry, math.inf), candidate.score
+                )
+        else:
             band.false += 1
-            previous = self._entry_false_at.get(candidate.entry_id, -math.inf)
-            self._entry_false_at[candidate.entry_id] = max(previous, candidate.score)
+            self._entry_false_at[entry] = max(self._entry_false_at.get(entry, -math.inf), candidate.score)
+            self._entry_right_from.pop(entry, None)
         if judgement.decision == "verify":
             tally = self._tallies[candidate.tenant]
             tally.verified += 1

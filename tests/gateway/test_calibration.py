@@ -54,8 +54,8 @@ def test_a_wrong_answer_closes_its_band_until_enough_agreements_reopen_it() -> N
     assert ask(c, 0.9, entry="e2") == "explore"  # the whole band now needs evidence
     assert ask(c, 0.97, entry="e2") == "serve"  # another band is untouched
     agreements = 0
-    while ask(c, 0.9, entry="e2") == "explore":
-        c.observe(c.judge(Candidate("t", "semantic", "e2", 0.9, True)), agreed=True)
+    while ask(c, 0.9, entry=f"new{agreements}") == "explore":  # new entries: no entry's own evidence
+        c.observe(c.judge(Candidate("t", "semantic", f"new{agreements}", 0.9, True)), agreed=True)
         agreements += 1
         assert agreements < 200
     # (δ/2 · 20 + 1) / (20 + 1 + n) <= δ needs n >= 90 agreements after one false hit
@@ -72,6 +72,20 @@ def test_an_entry_found_wrong_is_not_served_at_that_score_again() -> None:
     assert ask(c, 0.9, entry="bad") == "refuse"
     assert ask(c, 0.85, entry="bad") == "refuse"
     assert ask(c, 0.95, entry="bad") == "serve"
+
+
+def test_an_entry_checked_right_is_served_from_that_score_up_and_a_wrong_one_takes_it_back() -> None:
+    c = calibrator(verify_every=1000)
+    explored = c.judge(Candidate("t", "semantic", "e1", 0.7, False))
+    assert explored.decision == "explore"
+    c.observe(explored, agreed=True)
+    assert ask(c, 0.7, entry="e1") == "serve"
+    assert ask(c, 0.75, entry="e1") == "serve"
+    assert ask(c, 0.66, entry="e1") == "explore"
+    assert ask(c, 0.7, entry="e2") == "explore"  # the band itself has not opened
+    c.observe(c.judge(Candidate("t", "semantic", "e1", 0.66, False)), agreed=False)
+    assert ask(c, 0.75, entry="e1") == "explore"
+    assert ask(c, 0.66, entry="e1") == "refuse"
 
 
 def test_a_band_under_the_point_opens_on_evidence_and_only_for_its_tenant() -> None:

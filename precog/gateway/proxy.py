@@ -2,7 +2,8 @@
 
 StorInfer's parallel path: the upstream request starts when the request arrives (or after
 `parallel_delay_ms`, see precog.gateway.pending) while the lookup runs. A hit cancels it; a miss finds it
-already under way, so a miss pays almost nothing for having looked.
+already under way, so a miss pays almost nothing for having looked. An upstream that bills per token gets
+the request only after the lookup's p99 (`upstream_bills_per_token`), so hits spend nothing there.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from precog.gateway.errors import GatewayError
 from precog.gateway.lookup import Check, Hit, Lookup, LookupResult
 from precog.gateway.metrics import GatewayMetrics
 from precog.gateway.openai_format import AnswerCollector
-from precog.gateway.pending import KVParam, PendingRequest, UpstreamRequest, start_request
+from precog.gateway.pending import EarlyStart, KVParam, PendingRequest, UpstreamRequest, start_request
 from precog.gateway.query import CacheQuery
 from precog.gateway.settings import GatewaySettings
 from precog.gateway.shared import SharedCache
@@ -61,6 +62,7 @@ class CompletionProxy:
         self._metrics = metrics
         self._shared = shared
         self._background: set[asyncio.Task[Any]] = set()
+        self._early = EarlyStart(settings.parallel_delay_ms / 1000.0, settings.upstream_bills_per_token)
 
     async def handle(
         self,
@@ -89,10 +91,14 @@ class CompletionProxy:
             )
 
         early = None
-        if self._settings.parallel_path and not self._settings.kv_reuse and control != "only-if-cached":
-            early = self._start(request, self._settings.parallel_delay_ms / 1000.0)
+        delay_s = self._early.delay_s()
+        parallel = self._settings.parallel_path and not self._settings.kv_reuse
+        if parallel and control != "only-if-cached" and delay_s is not None:
+            early = self._start(request, delay_s)
+        looking = time.perf_counter()
         try:
             result = await self._lookup.run(query)
+            self._early.observe(time.perf_counter() - looking)
         except asyncio.CancelledError:
             if early is not None:
                 await early.discard()
@@ -235,11 +241,10 @@ class CompletionProxy:
             ) from exc
         finally:
             await response.aclose()
-        if writeback or check is not None:
-            collector = AnswerCollector(query.kind)
-            with contextlib.suppress(ValueError):
-                collector.take_body(json.loads(content))
-            self._after_answer(query, collector, writeback, replace, check)
+        collector = AnswerCollector(query.kind)
+        with contextlib.suppress(ValueError):
+            collector.take_body(json.loads(content))
+        self._after_answer(query, collector, writeback, replace, check)
         return Response(
             content, status_code=response.status_code, media_type="application/json", headers=headers
         )
@@ -252,7 +257,9 @@ class CompletionProxy:
         replace: bool,
         check: Check | None,
     ) -> None:
-        """A relayed answer arrived whole: offer it for write-back, and settle the check it answers."""
+        """A relayed answer arrived: count the tokens the upstream says it spent, offer the answer for
+        write-back, and settle the check it answers."""
+        self._stats.spend(collector.prompt_tokens or 0, collector.completion_tokens or 0)
         if writeback:
             self._writeback.offer(query, collector, replace=replace)
         if check is not None and collector.text:
@@ -287,5 +294,4 @@ class CompletionProxy:
             yield b"data: " + json.dumps(error.body()).encode() + b"\n\n"
         finally:
             await response.aclose()
-        if finished:
-            self._after_answer(query, collector, writeback, replace, check)
+        self._after_answer(query, collector, writeback and finished, replace, check if finished else None)

@@ -155,6 +155,12 @@ class GatewaySettings(ServiceSettings):
         default=True, description="Start the upstream request while the lookup runs (StorInfer)."
     )
     parallel_delay_ms: float = Field(default=0.0, ge=0.0, le=10_000.0)
+    upstream_bills_per_token: bool = Field(
+        default=False,
+        description="The upstream charges for tokens (a hosted API): the parallel path then sends a request "
+        "no sooner than the lookup's measured p99 (and not before a first lookup has been timed), so hits "
+        "spend no upstream tokens; a miss waits at most that long more.",
+    )
 
     max_request_bytes: int = Field(default=1 << 20, ge=1024)
     rate_limit_per_minute: int = Field(

@@ -60,6 +60,8 @@ class Stats:
         self._by_group: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
         self._latency: dict[str, _Histogram] = defaultdict(_Histogram)
         self.tokens_saved = 0
+        self.upstream_prompt_tokens = 0
+        self.upstream_completion_tokens = 0
 
     def record(self, tenant: str, model: str, outcome: str, latency_ms: float, tokens_saved: int = 0) -> None:
         now = int(time.time())
@@ -72,6 +74,11 @@ class Stats:
         self._by_group[(tenant, model)][outcome] += 1
         self._latency[outcome].add(latency_ms)
         self.tokens_saved += tokens_saved
+
+    def spend(self, prompt_tokens: int, completion_tokens: int) -> None:
+        """Tokens the upstream reported (its `usage`) for a relayed request."""
+        self.upstream_prompt_tokens += prompt_tokens
+        self.upstream_completion_tokens += completion_tokens
 
     def _window(self, seconds: int) -> Counter[str]:
         since = time.time() - seconds
@@ -105,4 +112,14 @@ class Stats:
             "series": series,
             "tokens_saved": self.tokens_saved,
             "cost_saved_usd": round(self.tokens_saved * self.cost_per_1k_tokens / 1000, 6),
+            "upstream_tokens": {
+                "prompt": self.upstream_prompt_tokens,
+                "completion": self.upstream_completion_tokens,
+            },
+            "cost_spent_usd": round(
+                (self.upstream_prompt_tokens + self.upstream_completion_tokens)
+                * self.cost_per_1k_tokens
+                / 1000,
+                6,
+            ),
         }

@@ -156,3 +156,27 @@ def test_without_upstream_kv_import_a_follow_up_never_names_a_blob(
     url = start_gateway(store_path=path, upstream_kv_import=False).url
     relayed = _follow_up_after_a_hit(url, upstream_state)
     assert len(relayed) == 1 and "kv_blob_id" not in relayed[0]
+
+
+def test_an_upstream_billing_per_token_never_sees_a_hit_and_its_spend_is_counted(
+    start_gateway: GatewayFactory, upstream_state: UpstreamState, embedder: Embedder, tmp_path: Path
+) -> None:
+    path = tmp_path / "seeded-billed"
+    _seed(path, embedder)
+    url = start_gateway(store_path=path, upstream_bills_per_token=True).url
+    upstream_state.delay_s = 0.2
+    rewordings = [QUESTION.rstrip("?"), QUESTION.lower(), QUESTION.upper(), f"  {QUESTION}  "]
+    for n in range(40):  # enough lookups for a p99, and hits after it
+        reworded = rewordings[n % len(rewordings)]
+        response = httpx.post(f"{url}/v1/chat/completions", json=chat(reworded, temperature=1.0), timeout=30)
+        assert response.headers["x-precog-cache"] == "hit", response.headers["x-precog-cache-reason"]
+    time.sleep(0.3)
+    assert upstream_state.requests == []
+
+    started = time.monotonic()
+    miss = httpx.post(f"{url}/v1/chat/completions", json=chat("An unseen question"), timeout=30)
+    assert miss.headers["x-precog-cache"] == "miss"
+    assert time.monotonic() - started < 2.0
+    usage = miss.json()["usage"]
+    spent = httpx.get(f"{url}/admin/stats", timeout=10).json()["upstream_tokens"]
+    assert spent == {"prompt": usage["prompt_tokens"], "completion": usage["completion_tokens"]}

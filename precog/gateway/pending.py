@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -85,30 +84,3 @@ def start_request(upstream: Upstream, request: UpstreamRequest, delay_s: float) 
         return await upstream.post(request.path, request.json())
 
     return PendingRequest(asyncio.create_task(send(), name="upstream-request"), go, request)
-
-
-class EarlyStart:
-    """When the parallel path sends the upstream request. An upstream that is free to run (our backend)
-    gets it after `delay_s`; one that bills per token gets it no sooner than the lookup's p99 over the
-    last `window` lookups (none measured yet: only once the lookup has missed), so that a hit, decided
-    within that time, has spent no token on a request it then cancels."""
-
-    def __init__(self, delay_s: float, billed: bool, window: int = 1024, every: int = 32) -> None:
-        self._delay_s = delay_s
-        self._billed = billed
-        self._seconds: deque[float] = deque(maxlen=window)
-        self._every = every
-        self._p99: float | None = None
-
-    def delay_s(self) -> float | None:
-        """Seconds to wait before sending; None: send only after a miss."""
-        if not self._billed:
-            return self._delay_s
-        return None if self._p99 is None else max(self._delay_s, self._p99)
-
-    def observe(self, seconds: float) -> None:
-        """One lookup's duration; the p99 is recomputed every `every` lookups."""
-        self._seconds.append(seconds)
-        if self._billed and (self._p99 is None or len(self._seconds) % self._every == 0):
-            ordered = sorted(self._seconds)
-            self._p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]

@@ -2,8 +2,8 @@
 
 StorInfer's parallel path: the upstream request starts when the request arrives (or after
 `parallel_delay_ms`, see precog.gateway.pending) while the lookup runs. A hit cancels it; a miss finds it
-already under way, so a miss pays almost nothing for having looked. An upstream that bills per token gets
-the request only after the lookup's p99 (`upstream_bills_per_token`), so hits spend nothing there.
+already under way, so a miss pays almost nothing for having looked. An upstream that bills per token
+(`upstream_bills_per_token`) gets the request only once the lookup has missed, so hits spend nothing there.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from precog.gateway.errors import GatewayError
 from precog.gateway.lookup import Check, Hit, Lookup, LookupResult
 from precog.gateway.metrics import GatewayMetrics
 from precog.gateway.openai_format import AnswerCollector
-from precog.gateway.pending import EarlyStart, KVParam, PendingRequest, UpstreamRequest, start_request
+from precog.gateway.pending import KVParam, PendingRequest, UpstreamRequest, start_request
 from precog.gateway.query import CacheQuery
 from precog.gateway.settings import GatewaySettings
 from precog.gateway.shared import SharedCache
@@ -62,7 +62,10 @@ class CompletionProxy:
         self._metrics = metrics
         self._shared = shared
         self._background: set[asyncio.Task[Any]] = set()
-        self._early = EarlyStart(settings.parallel_delay_ms / 1000.0, settings.upstream_bills_per_token)
+        # An upstream that bills per token sees a request only once the lookup has missed: no hit pays.
+        self._parallel = (
+            settings.parallel_path and not settings.kv_reuse and not settings.upstream_bills_per_token
+        )
 
     async def handle(
         self,
@@ -91,14 +94,10 @@ class CompletionProxy:
             )
 
         early = None
-        delay_s = self._early.delay_s()
-        parallel = self._settings.parallel_path and not self._settings.kv_reuse
-        if parallel and control != "only-if-cached" and delay_s is not None:
-            early = self._start(request, delay_s)
-        looking = time.perf_counter()
+        if self._parallel and control != "only-if-cached":
+            early = self._start(request, self._settings.parallel_delay_ms / 1000.0)
         try:
             result = await self._lookup.run(query)
-            self._early.observe(time.perf_counter() - looking)
         except asyncio.CancelledError:
             if early is not None:
                 await early.discard()

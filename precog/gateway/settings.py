@@ -157,9 +157,9 @@ class GatewaySettings(ServiceSettings):
     parallel_delay_ms: float = Field(default=0.0, ge=0.0, le=10_000.0)
     upstream_bills_per_token: bool = Field(
         default=False,
-        description="The upstream charges for tokens (a hosted API): the parallel path then sends a request "
-        "no sooner than the lookup's measured p99 (and not before a first lookup has been timed), so hits "
-        "spend no upstream tokens; a miss waits at most that long more.",
+        description="The upstream charges for tokens (a hosted API): no parallel path, a request is sent "
+        "only once the lookup has missed, so hits spend no upstream tokens; a miss waits for the lookup "
+        "(bench/billed_upstream_bench.py measures what that costs).",
     )
 
     max_request_bytes: int = Field(default=1 << 20, ge=1024)

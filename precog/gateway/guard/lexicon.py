@@ -1,10 +1,15 @@
-"""Closed word classes the typed checks rely on: negators, polar opposites, function words and fillers.
+"""Word classes the typed checks rely on: negators, polar opposites, function words and fillers.
 
-These are small general-English lists, not tuned to any data set. Anything they miss is left to the
-classifier, which sees how much content changed and how far apart the changed words are.
+Polar opposites are WordNet's antonyms (precog.gateway.guard.wordnet) plus the closed class of opposite
+prepositions; the rest are closed grammatical classes. Anything they miss is left to the classifier, which
+sees how much content changed and how far apart the changed words are.
 """
 
 from __future__ import annotations
+
+from functools import cache
+
+from precog.gateway.guard.wordnet import antonyms
 
 NEGATORS = frozenset(
     {
@@ -26,34 +31,12 @@ NEGATING_PREFIXES = ("un", "non", "dis", "in", "im", "il", "ir", "de", "anti")
 # A negating prefix written as its own word once hyphens are split ("non-refundable" -> "non refundable").
 DETACHED_PREFIXES = frozenset({"non", "un", "anti", "dis", "de"})
 
-_OPPOSITE_PAIRS = """
-accept decline, accept reject, accepted rejected, allow ban, allow forbid, allowed banned, allowed prohibited,
-permitted prohibited, open closed, open shut, opening closing, include exclude, included excluded,
-includes excludes, including excluding, add remove, add delete, added removed, eat avoid, use avoid,
-start stop, start end, begin end, on off, in out, into out, up down, upload download, uploads downloads,
-import export, increase decrease, increase reduce, raise lower, rise fall, buy sell, buying selling,
-bought sold, lend borrow, deposit withdraw, credit debit, send receive, sent received, sending receiving,
-arrive depart, arrival departure, arrivals departures, inbound outbound, incoming outgoing, before after,
-earlier later, early late, earliest latest, first last, next last, next previous, more less, more fewer,
-most least, maximum minimum, max min, bigger smaller, larger smaller, big small, large small, higher lower,
-high low, highest lowest, above below, over under, longer shorter, long short, faster slower, fast slow,
-quicker slower, cheaper dearer, cheap expensive, cheapest dearest, hot cold, warmer colder, heavier lighter,
-heavy light, old new, older newer, oldest newest, young old, younger older, safe dangerous, true false,
-right wrong, pass fail, win lose, won lost, join leave, enter exit, entry exit, login logout,
-positive negative,
-plus minus, gain lose, gain loss, profit loss, with without, for against, pros cons, benefits drawbacks,
-advantages disadvantages, strengths weaknesses, best worst, better worse, good bad, easier harder, easy hard,
-easy difficult, north south, east west, left right, top bottom, front back, inside outside, internal external,
-public private, full empty, full part, domestic international, online offline, day night, morning evening,
-summer winter, men women, man woman, male female, boys girls, adult child, adults children, employer employee,
-buyer seller, landlord tenant, sender recipient, husband wife,
-input output, inflow outflow, give take, giving taking, lending borrowing, charge refund,
-increase cut, forward back, forwards backwards, upstairs downstairs, uphill downhill, push pull,
-arriving leaving, always never, enable disable, upgrade downgrade, approve reject, approved rejected,
-compulsory optional, mandatory optional, grant revoke, pause resume, busy quiet, spicy mild, cover exclude,
-take avoid, allow block, increase less, increase lower, increase smaller, reduce more, reduce raise,
-permit refuse, win draw, agree disagree, like hate, love hate, lock unlock, mount unmount, everyone nobody,
-all none, everything nothing, pay receive, payer payee,
+# Opposite prepositions and particles of direction, order and inclusion: a closed grammatical class,
+# listed whole (WordNet has no prepositions). Every other polar opposite comes from WordNet.
+_DIRECTION_PAIRS = """
+to from, into out, onto off, towards away, up down, in out, inside outside, above below, over under,
+before after, with without, for against, on off, ahead behind, forward back, upward downward,
+inbound outbound, incoming outgoing, plus minus, more less, most least, all none, always never
 """.strip()
 
 
@@ -68,19 +51,43 @@ def _opposites(text: str) -> dict[str, frozenset[str]]:
     return {word: frozenset(others) for word, others in table.items()}
 
 
-def opposite_words(word: str) -> frozenset[str]:
-    """Polar opposites of `word`, also through a plural or tense ending ("increased" -> "decreased")."""
-    found = OPPOSITES.get(word)
-    if found is not None:
-        return found
-    for ending in ("s", "es", "ed", "d", "ing"):
-        base = word.removesuffix(ending)
-        if base != word and base in OPPOSITES:
-            return frozenset(other + ending for other in OPPOSITES[base]) | OPPOSITES[base]
-    return frozenset()
+_ENDINGS = ("s", "es", "ed", "d", "ing", "er", "r", "est", "st")
 
 
-OPPOSITES = _opposites(_OPPOSITE_PAIRS)
+def _bases(word: str) -> set[str]:
+    """`word` and the lemmas it may inflect: plural, tense, comparative ("bigger" -> "big", "earlier" ->
+    "early")."""
+    bases = {word}
+    for ending in _ENDINGS:
+        stem = word.removesuffix(ending)
+        if stem == word or len(stem) < 2:
+            continue
+        bases.add(stem)
+        if len(stem) > 2 and stem[-1] == stem[-2]:
+            bases.add(stem[:-1])  # a doubled consonant: "bigger", "stopped"
+        if stem.endswith("i"):
+            bases.add(stem[:-1] + "y")  # "earlier", "carried"
+    return bases
+
+
+def are_polar_opposites(a: str, b: str) -> bool:
+    """Antonyms, also through a plural, tense or comparative ending ("increased" / "decreased")."""
+    table = _opposite_table()
+    right = _bases(b)
+    return any(not right.isdisjoint(table.get(base, ())) for base in _bases(a))
+
+
+def load() -> None:
+    """Read WordNet now (about 2 s), not on the first request that needs an opposite."""
+    _opposite_table()
+
+
+@cache
+def _opposite_table() -> dict[str, frozenset[str]]:
+    table = dict(antonyms())
+    for word, others in _opposites(_DIRECTION_PAIRS).items():
+        table[word] = table.get(word, frozenset()) | others
+    return table
 
 # Prepositions that give a relation a direction: swapping the words around them reverses the question.
 DIRECTIONAL = frozenset({"to", "from", "into", "than", "vs", "versus", "over", "against", "onto", "towards"})

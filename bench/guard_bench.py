@@ -37,9 +37,14 @@ def _rates(labels: list[bool], served: list[bool], groups: list[str]) -> dict[st
         g: sum(s for s, h in zip(served, groups, strict=True) if h == g) / groups.count(g)
         for g in sorted(set(groups))
     }
+    from precog.gateway.calibration import wilson_interval
+
     return {
         "recall": sum(positives) / len(positives),
         "false_hits": sum(negatives) / len(negatives),
+        "recall_interval": wilson_interval(sum(positives), len(positives)),
+        "false_hits_interval": wilson_interval(sum(negatives), len(negatives)),
+        "served_traps": f"{sum(negatives)} of {len(negatives)}",
         "by_group": by_group,
     }
 
@@ -254,12 +259,20 @@ def _short(group: str) -> str:
 
 
 def _header(groups: list[str]) -> str:
-    return f"{'':<38}{'recall':>8}{'false':>8}" + "".join(f"{_short(g):>16}" for g in groups)
+    return f"{'':<38}{'recall (95% CI)':>20}{'false hits (95% CI)':>22}" + "".join(
+        f"{_short(g):>16}" for g in groups
+    )
+
+
+def _with_interval(rate: float, interval: list[float] | tuple[float, float] | None) -> str:
+    return f"{rate:.1%}" if interval is None else f"{rate:.1%} ({interval[0]:.0%}-{interval[1]:.0%})"
 
 
 def _row(name: str, rates: dict[str, Any], groups: list[str]) -> str:
     cells = "".join(f"{rates['by_group'][g]:>16.0%}" for g in groups)
-    return f"{name:<38}{rates['recall']:>8.1%}{rates['false_hits']:>8.1%}{cells}"
+    recall = _with_interval(rates["recall"], rates.get("recall_interval"))
+    false = _with_interval(rates["false_hits"], rates.get("false_hits_interval"))
+    return f"{name:<38}{recall:>20}{false:>22}{cells}"
 
 
 def print_table(results: dict[str, Any]) -> None:

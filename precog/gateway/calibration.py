@@ -16,19 +16,24 @@ deciding score (the guard's P(same) in the question tier), and each entry also k
   band says, so a question that was checked once is answered from storage when it comes again.
 
 Rules that fail closed (a changed number, negation, a swapped question word) are vetoes: no evidence
-can open them. State lives in memory, per gateway process; a restart starts again from the prior.
+can open them. State is per gateway process, saved beside the store (`save`/`load`, JSON written
+atomically) on stop and every `save_every` checks, so a restart keeps what was learned.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from collections import defaultdict
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
 
 Decision = Literal["serve", "verify", "explore", "refuse"]
 
 _BAND_WIDTH = 0.04
+_STATE_VERSION = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +183,34 @@ class Calibrator:
     def tenants(self) -> list[str]:
         return sorted(self._tallies)
 
+    def state(self) -> dict[str, Any]:
+        """Everything learned, as a JSON-ready copy (safe to write from another thread)."""
+        return {
+            "version": _STATE_VERSION,
+            "points": dict(self._points),
+            "bands": [[*key, band.checked, band.false] for key, band in self._bands.items() if band.checked],
+            "entry_false_at": dict(self._entry_false_at),
+            "entry_right_from": dict(self._entry_right_from),
+            "tallies": {tenant: asdict(tally) for tenant, tally in self._tallies.items()},
+        }
+
+    def save(self, path: Path) -> None:
+        write_state(self.state(), path)
+
+    def load(self, path: Path) -> None:
+        """Take up what a previous process learned; evidence gathered under other accept points (a
+        retrained guard) is dropped, since its bands no longer mean the same scores."""
+        state: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        if state.get("version") != _STATE_VERSION:
+            raise ValueError(f"calibration state version {state.get('version')!r} is not {_STATE_VERSION}")
+        if state["points"] == self._points:
+            for tenant, tier, band, checked, false in state["bands"]:
+                self._bands[(str(tenant), str(tier), int(band))] = _Band(int(checked), int(false))
+        self._entry_false_at.update({str(k): float(v) for k, v in state["entry_false_at"].items()})
+        self._entry_right_from.update({str(k): float(v) for k, v in state["entry_right_from"].items()})
+        for tenant, tally in state["tallies"].items():
+            self._tallies[str(tenant)] = _Tally(**tally)
+
     def _band_key(self, tenant: str, tier: str, score: float) -> tuple[str, str, int]:
         """Bands are counted from the tier's accept point, so none straddles it."""
         return tenant, tier, math.floor((score - self._points.get(tier, 0.0)) / _BAND_WIDTH)
@@ -188,6 +221,16 @@ class Calibrator:
             return policy.max_false_hit_rate / 2, policy.prior_strength
         upper = self._points.get(tier, 0.0) + (band + 1) * _BAND_WIDTH
         return min(1.0, max(policy.max_false_hit_rate, 1.0 - upper)), policy.prior_strength_below
+
+
+def write_state(state: dict[str, Any], path: Path) -> None:
+    """Write a calibrator's state atomically: a crash leaves the old file or the new one."""
+    partial = path.with_name(path.name + ".partial")
+    with partial.open("w", encoding="utf-8") as out:
+        json.dump(state, out)
+        out.flush()
+        os.fsync(out.fileno())
+    partial.replace(path)
 
 
 def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float] | None:

@@ -14,10 +14,11 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal, Protocol
 
 from precog.gateway.batcher import EmbeddingBatcher
-from precog.gateway.calibration import Calibrator, Candidate, Judgement
+from precog.gateway.calibration import Calibrator, Candidate, Judgement, write_state
 from precog.gateway.guard import AnswerVerdict, answer_check, uncovered
 from precog.gateway.metrics import GatewayMetrics
 from precog.gateway.openai_format import StoredAnswer, estimate_tokens
@@ -30,6 +31,7 @@ Tier = Literal["exact", "shared", "semantic", "answer"]
 # A repeat with typos is looked for from this cosine up, under the similarity threshold: lower, two
 # questions that align word for word but for slips are rarely left (and the guard's own floor is 0.5).
 REPEAT_FLOOR = 0.5
+SAVE_EVERY_CHECKS = 50  # the calibrator's state is also saved when the gateway stops
 
 
 class Verdict(Protocol):
@@ -139,6 +141,7 @@ class Lookup:
         answers: AnswerTier | None = None,
         calibrator: Calibrator | None = None,
         agree_similarity: float = 0.9,
+        calibration_file: Path | None = None,
     ) -> None:
         self._store = store
         self._batcher = batcher
@@ -151,6 +154,8 @@ class Lookup:
         self._answers = answers
         self._calibrator = calibrator
         self._agree_similarity = agree_similarity
+        self._calibration_file = calibration_file
+        self._checks = 0
 
     @contextmanager
     def _stage(self, result: LookupResult, name: str) -> Iterator[None]:
@@ -270,6 +275,9 @@ class Lookup:
             a, b = await asyncio.gather(self._batcher.embed(stored), self._batcher.embed(fresh))
             agreed = float(a @ b) >= self._agree_similarity
         self._calibrator.observe(check.judgement, agreed)
+        self._checks += 1
+        if self._calibration_file is not None and self._checks % SAVE_EVERY_CHECKS == 0:
+            await asyncio.to_thread(write_state, self._calibrator.state(), self._calibration_file)
         judgement = check.judgement
         tenant = judgement.candidate.tenant
         self._metrics.calibration_checks.labels(

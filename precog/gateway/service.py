@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import cast
 
 import torch
@@ -68,6 +69,11 @@ class Gateway:
         )
         guard = guard or _default_guard()
         calibrator = _calibrator(settings, guard)
+        if calibrator is not None and _calibration_file(settings).exists():
+            try:
+                calibrator.load(_calibration_file(settings))
+            except (OSError, ValueError, KeyError, TypeError) as exc:  # start again from the prior
+                log.warning("calibration state not loaded", extra={"error": repr(exc)})
         proxy = _proxy(settings, replication, batcher, guard, calibrator, upstream, writeback, stats, metrics)
         gateway = cls(
             settings=settings,
@@ -109,6 +115,8 @@ class Gateway:
         )
 
     async def stop(self) -> None:
+        if self.calibrator is not None and self.settings.store_role == "local":
+            self.calibrator.save(_calibration_file(self.settings))
         await self.writeback.stop()
         await self.batcher.stop()
         await self.replication.stop()
@@ -162,6 +170,11 @@ def _default_guard() -> CandidateGuard:
     return cast(CandidateGuard, Guard())
 
 
+def _calibration_file(settings: GatewaySettings) -> Path:
+    """Beside the store, like its snapshots: what the calibrator learned survives a restart."""
+    return Path(f"{settings.store_path}.calibration.json")
+
+
 def _calibrator(settings: GatewaySettings, guard: CandidateGuard) -> Calibrator | None:
     if not settings.calibration:
         return None
@@ -202,6 +215,7 @@ def _proxy(
         ),
         calibrator,
         settings.calibration_agree_similarity,
+        _calibration_file(settings) if settings.store_role == "local" else None,
     )
     return CompletionProxy(
         settings,

@@ -3,6 +3,8 @@ over real HTTP (a band closes after a wrong answer, an entry found wrong is neve
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
 
@@ -125,9 +127,11 @@ def _ask(url: str, question: str, **extra: float) -> httpx.Response:
 
 
 def test_the_gateway_checks_would_be_hits_and_stops_serving_a_wrong_entry(
-    start_gateway: GatewayFactory, upstream_state: UpstreamState
+    start_gateway: GatewayFactory, upstream_state: UpstreamState, tmp_path: Path
 ) -> None:
-    url = start_gateway(calibration_verify_every=2).url
+    store = tmp_path / "calibrated-store"
+    server = start_gateway(calibration_verify_every=2, store_path=store)
+    url = server.url
     stored = "How tall is the Eiffel Tower in meters?"
     _ask(url, stored)
     wait_for(lambda: len(entries(url)) == 1)
@@ -161,8 +165,15 @@ def test_the_gateway_checks_would_be_hits_and_stops_serving_a_wrong_entry(
     assert again.headers["x-precog-cache"] == "miss", again.headers["x-precog-cache-reason"]
     assert len(entries(url)) == 1
     # "what's" is "what is" once normalised: the paraphrase served before has the same guard score
-    before = _ask(url, "What is the height of the Eiffel Tower in meters?")
+    before = _ask(url, "What is the height of the Eiffel Tower in meters?", temperature=1.0)
     assert before.headers["x-precog-cache"] == "miss", before.headers["x-precog-cache-reason"]
+
+    server.stop()  # what was learned is saved beside the store and taken up by the next process
+    assert Path(f"{store}.calibration.json").is_file()
+    restarted = start_gateway(calibration_verify_every=2, store_path=store).url
+    after_restart = _ask(restarted, paraphrase, temperature=1.0)
+    assert after_restart.headers["x-precog-cache"] == "miss", after_restart.headers["x-precog-cache-reason"]
+    assert httpx.get(f"{restarted}/admin/stats", timeout=10).json()["false_hits"][0]["verified_false"] == 1
 
 
 def test_calibration_off_is_the_fixed_guard(start_gateway: GatewayFactory) -> None:
@@ -234,3 +245,25 @@ def test_a_flood_from_another_tenant_moves_nothing_of_the_victims(
         before["explored"],
     )
     assert victim["served"] == before["served"] + 1
+
+
+def test_what_was_learned_survives_a_save_and_load(tmp_path: Path) -> None:
+    c = calibrator(verify_every=1000)
+    c.observe(c.judge(Candidate("t", "semantic", "bad", 0.9, True)), agreed=False)
+    c.observe(c.judge(Candidate("t", "semantic", "good", 0.7, False)), agreed=True)
+    path = tmp_path / "calibration.json"
+    c.save(path)
+    again = calibrator(verify_every=1000)
+    again.load(path)
+    assert again.state() == c.state()
+    assert ask(again, 0.9, entry="bad") == "refuse"
+    assert ask(again, 0.9, entry="new") == "explore"  # the band that saw the wrong answer stays closed
+    assert ask(again, 0.7, entry="good") == "serve"
+
+    retrained = Calibrator(CalibrationPolicy(verify_every=1000), {"semantic": 0.8})
+    retrained.load(path)  # other accept points: the bands mean other scores now, the entries do not
+    assert retrained.state()["bands"] == []
+    assert retrained.state()["entry_false_at"] == {"bad": 0.9}
+    path.write_text('{"version": 99}')
+    with pytest.raises(ValueError, match="version"):
+        calibrator().load(path)

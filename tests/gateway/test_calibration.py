@@ -10,7 +10,7 @@ import pytest
 
 from precog.gateway.calibration import CalibrationPolicy, Calibrator, Candidate, wilson_interval
 from tests.gateway.conftest import GatewayFactory
-from tests.gateway.fake_upstream import UpstreamState
+from tests.gateway.fake_upstream import UpstreamState, answer_for
 from tests.gateway.support import chat, entries, wait_for
 
 POINT = 0.84
@@ -267,3 +267,38 @@ def test_what_was_learned_survives_a_save_and_load(tmp_path: Path) -> None:
     path.write_text('{"version": 99}')
     with pytest.raises(ValueError, match="version"):
         calibrator().load(path)
+
+
+def test_a_near_miss_checked_right_becomes_an_alias_and_one_checked_wrong_does_not(
+    start_gateway: GatewayFactory, upstream_state: UpstreamState
+) -> None:
+    """Krites' alias path: relayed now, judged against the fresh answer in the background, then served."""
+    url = start_gateway().url
+    stored = "How tall is the Eiffel Tower in meters?"
+    _ask(url, stored)
+    wait_for(lambda: len(entries(url)) == 1)
+    entry_id = entries(url)[0]["id"]
+
+    def checks(result: str) -> str:
+        metrics = httpx.get(f"{url}/metrics", timeout=10).text
+        labels = f'decision="explore",result="{result}",tenant="default"'
+        prefix = f"precog_gateway_calibration_checks_total{{{labels}}}"
+        return next((line.split()[-1] for line in metrics.splitlines() if line.startswith(prefix)), "0")
+
+    near = "How high is the Eiffel Tower in meters?"  # cosine 0.98, the guard says no (p 0.72: high vs tall)
+    upstream_state.answers[near] = answer_for(stored)
+    first = _ask(url, near, temperature=1.0)
+    assert first.headers["x-precog-cache"] == "miss"
+    assert "explore: relayed to check a would-be hit" in first.headers["x-precog-cache-reason"]
+    wait_for(lambda: checks("agreed") == "1.0")
+    second = _ask(url, near, temperature=1.0)
+    assert second.headers["x-precog-cache"] == "hit", second.headers["x-precog-cache-reason"]
+    assert second.headers["x-precog-entry-id"] == entry_id
+
+    _ask(url, "How tall is the Eiffel Tower in feet?")
+    wait_for(lambda: len(entries(url)) == 2)
+    trap = "How high is the Eiffel Tower in feet?"
+    upstream_state.answers[trap] = "It is 1,083 feet tall."
+    assert _ask(url, trap, temperature=1.0).headers["x-precog-cache"] == "miss"
+    wait_for(lambda: checks("wrong") == "1.0")
+    assert _ask(url, trap, temperature=1.0).headers["x-precog-cache"] == "miss"

@@ -256,3 +256,21 @@ def test_a_question_word_swapped_alone_for_another_class_is_vetoed(guard: Guard)
     assert question_word_check(same_class.alignment) is None
     wider = compare("what year was Lincoln born", "when was Lincoln born")
     assert question_word_check(wider.alignment) is None
+
+
+@pytest.mark.parametrize(
+    ("query", "candidate"),
+    [
+        ("How do I buy a ticket?", "How do I purchase a ticket?"),
+        ("Can I repair my bike here?", "Can I fix my bike here?"),
+        ("Is the hotel cheap?", "Is the hotel inexpensive?"),
+    ],
+)
+def test_wordnet_synonyms_are_weighed_not_counted_as_changed_content(
+    query: str, candidate: str, guard: Guard
+) -> None:
+    comparison = compare(query, candidate)
+    assert comparison.alignment.synonyms == 1
+    assert comparison.alignment.left_content == [] and comparison.alignment.right_content == []
+    assert comparison.mismatches == ()
+    assert not guard.near_repeat(query, candidate)  # a swap of senses is the classifier's call, not a repeat

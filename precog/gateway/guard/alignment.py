@@ -12,7 +12,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from difflib import SequenceMatcher
 
-from precog.gateway.guard.lexicon import FILLERS, FUNCTION_WORDS, NEGATING_PREFIXES, are_polar_opposites
+from precog.gateway.guard.lexicon import (
+    FILLERS,
+    FUNCTION_WORDS,
+    NEGATING_PREFIXES,
+    are_polar_opposites,
+    are_synonyms,
+)
 from precog.gateway.guard.text import Token
 
 _SUFFIXES = (
@@ -52,6 +58,7 @@ class Alignment:
     matched: int
     typos: int = 0
     same_stem: int = 0
+    synonyms: int = 0
     moved: int = 0
     fillers: int = 0
     opposites: list[tuple[str, str]] = field(default_factory=list)
@@ -172,6 +179,10 @@ def _pair_changed_words(result: Alignment, removed: list[Token], added: list[Tok
                     result.same_stem += 1
                 elif is_typo(token.norm, other.norm, _looks_like_name(token) or _looks_like_name(other)):
                     result.typos += 1
+                elif are_synonyms(token.norm, other.norm) and not (
+                    _looks_like_name(token) or _looks_like_name(other)
+                ):
+                    result.synonyms += 1
                 else:
                     continue
                 removed.remove(token)

@@ -69,6 +69,7 @@ class Guard:
         alignment = comparison.alignment
         return not (
             comparison.mismatches
+            or alignment.synonyms  # a word of another sense can change the question: the classifier's call
             or alignment.left_content
             or alignment.right_content
             or alignment.function_changes

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from functools import cache
 
-from precog.gateway.guard.wordnet import antonyms
+from precog.gateway.guard.wordnet import antonyms, senses
 
 NEGATORS = frozenset(
     {
@@ -75,6 +75,14 @@ def are_polar_opposites(a: str, b: str) -> bool:
     table = _opposite_table()
     right = _bases(b)
     return any(not right.isdisjoint(table.get(base, ())) for base in _bases(a))
+
+
+def are_synonyms(a: str, b: str) -> bool:
+    """Two words sharing a WordNet synset, also through an ending ("purchased" / "bought" is not one:
+    irregular forms stay apart)."""
+    table = senses()
+    right = set().union(*(table.get(base, frozenset()) for base in _bases(b)))
+    return bool(right) and any(not right.isdisjoint(table.get(base, ())) for base in _bases(a))
 
 
 def load() -> None:

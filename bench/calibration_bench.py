@@ -11,6 +11,7 @@ Each ask goes through the question tier's decision as `precog.gateway.lookup` ma
 the similarity floor, the guard's verdict (vetoes fail closed), then `precog.gateway.calibration`
 (serve / verify / explore / refuse). A relayed check learns from the label, which stands in for
 comparing the stand-in upstream's fresh answer with the stored one (same answer iff `same_answer`).
+`check_new_entries` (a second replay) also relays each entry's first would-be hit.
 Fixed baselines decide each event the same way every epoch: the guard's P(same) at a fixed threshold
 (behind the same floor and vetoes) and plain cosine at a fixed threshold, the best of each chosen in
 hindsight. false-hit rate = wrong answers served / answers served (95% Wilson intervals).
@@ -106,11 +107,14 @@ class Tally:
         }
 
 
-def replay(stream: list[Event], epochs: int, delta: float, floor: float, seed: int) -> dict[str, Any]:
+def replay(
+    stream: list[Event], epochs: int, delta: float, floor: float, seed: int, check_new: bool = False
+) -> dict[str, Any]:
     """The calibrator deciding every ask, learning from each check's label; a tally per epoch."""
     from precog.gateway.guard import Guard
 
-    calibrator = Calibrator(CalibrationPolicy(max_false_hit_rate=delta), {"semantic": Guard().threshold})
+    policy = CalibrationPolicy(max_false_hit_rate=delta, check_new_entries=check_new)
+    calibrator = Calibrator(policy, {"semantic": Guard().threshold})
     rng = random.Random(seed)
     per_epoch, total = [], Tally()
     for _ in range(epochs):
@@ -194,6 +198,10 @@ def print_table(results: dict[str, Any]) -> None:
     for n, row in enumerate(calibrated["per_epoch"], 1):
         line(f"calibrated, pass {n}", row)
     line("calibrated, all passes", calibrated["total"])
+    checked_new = results["calibrated_check_new_entries"]
+    for n, row in enumerate(checked_new["per_epoch"], 1):
+        line(f"  + check_new_entries, pass {n}", row)
+    line("  + check_new_entries, all passes", checked_new["total"])
     for name, row in results["best_fixed"].items():
         line(name, row)
     ratio = results["hits_vs_best_fixed_guard"]
@@ -213,6 +221,7 @@ def main() -> None:
     torch.set_num_threads(1)
     stream = events()
     calibrated = replay(stream, args.epochs, args.delta, args.floor, args.seed)
+    checked_new = replay(stream, args.epochs, args.delta, args.floor, args.seed, check_new=True)
     sweeps = fixed(stream, args.epochs, args.floor)
     measured = calibrated["total"]["false_hit_rate"] or 0.0
     same_rate = max(measured, 0.0)
@@ -231,6 +240,7 @@ def main() -> None:
         "floor": args.floor,
         "seed": args.seed,
         "calibrated": calibrated,
+        "calibrated_check_new_entries": checked_new,
         "best_fixed": best,
         "hits_vs_best_fixed_guard": (
             round(calibrated["total"]["served"] / peer["served"], 3) if peer and peer["served"] else None

@@ -43,6 +43,7 @@ class CalibrationPolicy:
     explore_from: float = 0.5
     prior_strength: float = 20.0
     prior_strength_below: float = 4.0
+    check_new_entries: bool = False  # relay and compare an entry's first would-be hit (vCache explores so)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.max_false_hit_rate < 1.0:
@@ -129,6 +130,9 @@ class Calibrator:
         learnable = candidate.accepted or candidate.score >= policy.explore_from
         right_from = self._entry_right_from.get(candidate.entry_id, math.inf)
         if learnable and (estimate <= policy.max_false_hit_rate or candidate.score >= right_from):
+            if policy.check_new_entries and right_from == math.inf:
+                tally.explored += 1
+                return Judgement("explore", estimate, candidate)
             tally.eligible += 1
             if tally.eligible % policy.verify_every == 0:
                 return Judgement("verify", estimate, candidate)

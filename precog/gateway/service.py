@@ -179,7 +179,10 @@ def _calibrator(settings: GatewaySettings, guard: CandidateGuard) -> Calibrator 
     if not settings.calibration:
         return None
     policy = CalibrationPolicy(
-        settings.max_false_hit_rate, settings.calibration_verify_every, settings.calibration_explore_from
+        settings.max_false_hit_rate,
+        settings.calibration_verify_every,
+        settings.calibration_explore_from,
+        check_new_entries=settings.calibration_check_new_entries,
     )
     return Calibrator(policy, {"semantic": guard.threshold, "answer": 0.0, "repeat": 0.0})
 

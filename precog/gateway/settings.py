@@ -104,6 +104,11 @@ class GatewaySettings(ServiceSettings):
     calibration_verify_every: int = Field(
         default=20, ge=1, description="Relay and compare every n-th would-be hit that could be served."
     )
+    calibration_check_new_entries: bool = Field(
+        default=False,
+        description="Relay and compare each entry's first would-be hit before serving it: a bound that rests "
+        "on evidence per entry instead of the guard's prior, for one relayed ask per entry.",
+    )
     calibration_explore_from: float = Field(
         default=0.5,
         ge=0.0,

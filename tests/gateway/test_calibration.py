@@ -302,3 +302,14 @@ def test_a_near_miss_checked_right_becomes_an_alias_and_one_checked_wrong_does_n
     assert _ask(url, trap, temperature=1.0).headers["x-precog-cache"] == "miss"
     wait_for(lambda: checks("wrong") == "1.0")
     assert _ask(url, trap, temperature=1.0).headers["x-precog-cache"] == "miss"
+
+
+def test_check_new_entries_relays_each_entrys_first_would_be_hit() -> None:
+    c = calibrator(verify_every=1000, check_new_entries=True)
+    first = c.judge(Candidate("t", "semantic", "e1", 0.95, True))
+    assert first.decision == "explore"
+    c.observe(first, agreed=True)
+    assert ask(c, 0.95, entry="e1") == "serve"
+    trap = c.judge(Candidate("t", "semantic", "e2", 0.95, True))
+    c.observe(trap, agreed=False)
+    assert ask(c, 0.95, entry="e2") == "refuse"

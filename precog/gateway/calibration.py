@@ -17,7 +17,7 @@ deciding score (the guard's P(same) in the question tier), and each entry also k
 
 Rules that fail closed (a changed number, negation, a swapped question word) are vetoes: no evidence
 can open them. State is per gateway process, saved beside the store (`save`/`load`, JSON written
-atomically) on stop and every `save_every` checks, so a restart keeps what was learned.
+atomically) on stop and every `lookup.SAVE_EVERY_CHECKS` checks, so a restart keeps what was learned.
 """
 
 from __future__ import annotations
@@ -207,13 +207,19 @@ class Calibrator:
         state: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
         if state.get("version") != _STATE_VERSION:
             raise ValueError(f"calibration state version {state.get('version')!r} is not {_STATE_VERSION}")
+        bands = {
+            (str(tenant), str(tier), int(band)): _Band(int(checked), int(false))
+            for tenant, tier, band, checked, false in state["bands"]
+        }
+        false_at = {str(k): float(v) for k, v in state["entry_false_at"].items()}
+        right_from = {str(k): float(v) for k, v in state["entry_right_from"].items()}
+        tallies = {str(tenant): _Tally(**tally) for tenant, tally in state["tallies"].items()}
+        # Parsed whole before anything is taken: a damaged file leaves this calibrator at its prior.
         if state["points"] == self._points:
-            for tenant, tier, band, checked, false in state["bands"]:
-                self._bands[(str(tenant), str(tier), int(band))] = _Band(int(checked), int(false))
-        self._entry_false_at.update({str(k): float(v) for k, v in state["entry_false_at"].items()})
-        self._entry_right_from.update({str(k): float(v) for k, v in state["entry_right_from"].items()})
-        for tenant, tally in state["tallies"].items():
-            self._tallies[str(tenant)] = _Tally(**tally)
+            self._bands.update(bands)
+        self._entry_false_at.update(false_at)
+        self._entry_right_from.update(right_from)
+        self._tallies.update(tallies)
 
     def _band_key(self, tenant: str, tier: str, score: float) -> tuple[str, str, int]:
         """Bands are counted from the tier's accept point, so none straddles it."""

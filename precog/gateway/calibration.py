@@ -55,7 +55,7 @@ class CalibrationPolicy:
 @dataclass(frozen=True, slots=True)
 class Candidate:
     """One would-be hit as the calibrator sees it: whose, which tier, the deciding score, the guard's
-    own verdict, and whether a rule vetoed it."""
+    own verdict, whether a rule vetoed it, and whether its request may be relayed to check it."""
 
     tenant: str
     tier: str
@@ -63,6 +63,7 @@ class Candidate:
     score: float
     accepted: bool
     vetoed: bool = False
+    relayable: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +120,10 @@ class Calibrator:
         self._tallies: dict[str, _Tally] = defaultdict(_Tally)
 
     def judge(self, candidate: Candidate) -> Judgement:
+        """A candidate whose request may not be relayed (only-if-cached) is never checked: what the policy
+        would serve is served (it takes no verification slot), the rest is refused."""
         policy = self.policy
+        may_check = candidate.relayable
         if candidate.vetoed:
             return Judgement("refuse", 1.0, candidate)
         estimate = self.estimate_at(candidate.tenant, candidate.tier, candidate.score)
@@ -130,16 +134,17 @@ class Calibrator:
         learnable = candidate.accepted or candidate.score >= policy.explore_from
         right_from = self._entry_right_from.get(candidate.entry_id, math.inf)
         if learnable and (estimate <= policy.max_false_hit_rate or candidate.score >= right_from):
-            if policy.check_new_entries and right_from == math.inf:
+            if may_check and policy.check_new_entries and right_from == math.inf:
                 tally.explored += 1
                 return Judgement("explore", estimate, candidate)
-            tally.eligible += 1
-            if tally.eligible % policy.verify_every == 0:
-                return Judgement("verify", estimate, candidate)
+            if may_check:
+                tally.eligible += 1
+                if tally.eligible % policy.verify_every == 0:
+                    return Judgement("verify", estimate, candidate)
             tally.served += 1
             tally.expected_false += estimate
             return Judgement("serve", estimate, candidate)
-        if learnable:
+        if learnable and may_check:
             tally.explored += 1
             return Judgement("explore", estimate, candidate)
         return Judgement("refuse", estimate, candidate)

@@ -208,7 +208,13 @@ class Lookup:
             judged = sorted(zip(close, verdicts, strict=False), key=lambda pair: not pair[1].accept)
             for (entry, score), verdict in judged:  # accepted ones first: a check never displaces a hit
                 candidate = Candidate(
-                    query.tenant, "semantic", entry.id, verdict.score, verdict.accept, verdict.veto
+                    query.tenant,
+                    "semantic",
+                    entry.id,
+                    verdict.score,
+                    verdict.accept,
+                    verdict.veto,
+                    query.relayable,
                 )
                 decision = self._decide(candidate, entry, result)
                 if decision == "serve":
@@ -241,7 +247,9 @@ class Lookup:
         if repeat is None:
             return False
         entry, score = repeat
-        decision = self._decide(Candidate(query.tenant, "repeat", entry.id, score, True), entry, result)
+        decision = self._decide(
+            Candidate(query.tenant, "repeat", entry.id, score, True, relayable=query.relayable), entry, result
+        )
         if decision == "serve":
             result.hit = Hit.of(entry, score, "semantic")
             result.reason = f"similarity {score:.3f}, the same question but for typos and word forms"
@@ -310,7 +318,9 @@ class Lookup:
             )
         if verdict.accept:
             score = similarity.get(entry.id, 0.0)
-            candidate = Candidate(query.tenant, "answer", entry.id, verdict.score, True)
+            candidate = Candidate(
+                query.tenant, "answer", entry.id, verdict.score, True, relayable=query.relayable
+            )
             if self._decide(candidate, entry, result) == "serve":
                 result.check = None
                 result.hit = Hit.of(entry, score, "answer")

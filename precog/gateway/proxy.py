@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import time
+from dataclasses import replace
 from typing import Any, get_args
 
 import httpx
@@ -97,7 +98,9 @@ class CompletionProxy:
         if self._parallel and control != "only-if-cached":
             early = self._start(request, self._settings.parallel_delay_ms / 1000.0)
         try:
-            result = await self._lookup.run(query)
+            result = await self._lookup.run(
+                replace(query, relayable=False) if control == "only-if-cached" else query
+            )
         except asyncio.CancelledError:
             if early is not None:
                 await early.discard()

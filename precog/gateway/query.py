@@ -34,6 +34,7 @@ class CacheQuery:
     max_tokens: int | None = None
     stop: tuple[str, ...] = ()
     named_scope: str | None = None  # the request's own (x-precog-scope): the system prompt leaves the scope
+    relayable: bool = True  # False under only-if-cached: the request never reaches the upstream
 
     @property
     def scope(self) -> str:

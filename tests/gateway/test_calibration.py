@@ -49,6 +49,17 @@ def test_every_nth_servable_hit_is_verified_and_counted_apart() -> None:
     assert estimate.verified_interval == wilson_interval(1, 2)
 
 
+def test_a_request_that_may_not_be_relayed_is_served_or_refused_never_checked() -> None:
+    c = calibrator(verify_every=2)
+    held = [c.judge(Candidate("t", "semantic", f"e{i}", 0.9, True, relayable=False)) for i in range(4)]
+    assert [j.decision for j in held] == ["serve"] * 4  # no verification slot is taken by them
+    assert c.judge(Candidate("t", "semantic", "e9", 0.7, False, relayable=False)).decision == "refuse"
+    assert ask(c, 0.9) == "serve"
+    assert ask(c, 0.9) == "verify"  # the sampling of relayable hits is unchanged
+    strict = calibrator(verify_every=1000, check_new_entries=True)
+    assert strict.judge(Candidate("t", "semantic", "new", 0.9, True, relayable=False)).decision == "serve"
+
+
 def test_a_wrong_answer_closes_its_band_until_enough_agreements_reopen_it() -> None:
     c = calibrator(verify_every=1000)
     first = c.judge(Candidate("t", "semantic", "e1", 0.9, True))
@@ -174,6 +185,25 @@ def test_the_gateway_checks_would_be_hits_and_stops_serving_a_wrong_entry(
     after_restart = _ask(restarted, paraphrase, temperature=1.0)
     assert after_restart.headers["x-precog-cache"] == "miss", after_restart.headers["x-precog-cache-reason"]
     assert httpx.get(f"{restarted}/admin/stats", timeout=10).json()["false_hits"][0]["verified_false"] == 1
+
+
+def test_only_if_cached_serves_the_would_be_hit_a_check_would_have_relayed(
+    start_gateway: GatewayFactory,
+) -> None:
+    url = start_gateway(calibration_verify_every=1).url  # every relayable would-be hit is checked
+    _ask(url, "How tall is the Eiffel Tower in meters?")
+    wait_for(lambda: len(entries(url)) == 1)
+    question = "What is the height of the Eiffel Tower in meters?"
+    held = httpx.post(
+        f"{url}/v1/chat/completions",
+        json=chat(question),
+        headers={"x-precog-cache-control": "only-if-cached"},
+        timeout=30,
+    )
+    assert held.status_code == 200, held.text
+    assert held.headers["x-precog-cache"] == "hit", held.headers["x-precog-cache-reason"]
+    checked = _ask(url, question)
+    assert "verify: relayed to check" in checked.headers["x-precog-cache-reason"]
 
 
 def test_calibration_off_is_the_fixed_guard(start_gateway: GatewayFactory) -> None:

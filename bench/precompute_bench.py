@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
 import socket
@@ -49,6 +48,7 @@ from rich.console import Console
 from rich.table import Table
 
 from precog.backend import MODELS, OfflineModel, default_model_dir, is_complete
+from precog.gateway.calibration import wilson_interval
 from precog.precompute import PrecomputeSettings, QuestionWriter, run_precompute, write_sample
 from precog.store import Store
 
@@ -95,17 +95,6 @@ def service(args: list[str], env: dict[str, str], health: str) -> Iterator[None]
 def prepared(model: OfflineModel) -> Path | None:
     folder = default_model_dir(model)
     return folder if is_complete(folder) else None
-
-
-def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
-    """95% interval of a rate seen `successes` times in `trials`: with a few dozen held-out questions a
-    single hit moves the rate by several points, so the point estimate alone overstates what is known."""
-    if trials == 0:
-        return 0.0, 1.0
-    rate = successes / trials
-    centre = (rate + z * z / (2 * trials)) / (1 + z * z / trials)
-    half = z * math.sqrt(rate * (1 - rate) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def ask(
@@ -277,7 +266,7 @@ def judge(case: dict[str, Any], question: CoverageQuestion) -> None:
 
 
 def rate(successes: int, trials: int) -> dict[str, Any]:
-    low, high = wilson_interval(successes, trials)
+    low, high = wilson_interval(successes, trials) or (0.0, 1.0)
     return {
         "n": trials,
         "count": successes,
@@ -299,7 +288,7 @@ def summarise(
     inference_s = mean([c.get("inference_s", 0.0) for c in answerable])
     good_rate, (good_low, good_high) = (
         (good / len(answerable) if answerable else 0.0),
-        wilson_interval(good, len(answerable)),
+        wilson_interval(good, len(answerable)) or (0.0, 1.0),
     )
     model = lambda r: (r * hit_s + (1 - r) * inference_s) / inference_s if inference_s else None  # noqa: E731
     entries = max(stats["entries"], 1)

@@ -94,13 +94,13 @@ class CompletionProxy:
                 query, refresh, stream, "miss", "client asked to refresh", started, replace=True
             )
 
+        if control == "only-if-cached":
+            query = replace(query, relayable=False)
         early = None
-        if self._parallel and control != "only-if-cached":
+        if self._parallel and query.relayable:
             early = self._start(request, self._settings.parallel_delay_ms / 1000.0)
         try:
-            result = await self._lookup.run(
-                replace(query, relayable=False) if control == "only-if-cached" else query
-            )
+            result = await self._lookup.run(query)
         except asyncio.CancelledError:
             if early is not None:
                 await early.discard()
@@ -112,7 +112,7 @@ class CompletionProxy:
             if early is not None:
                 await early.discard()
             return await self._serve_hit(query, result, result.hit, stream, include_usage, started)
-        if control == "only-if-cached":
+        if not query.relayable:
             self._count(query, "miss", started, result.reason)
             raise GatewayError(
                 504,

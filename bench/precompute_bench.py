@@ -265,14 +265,15 @@ def judge(case: dict[str, Any], question: CoverageQuestion) -> None:
     case["inference_right"] = question.answerable and question.answered_by(case["inference_answer"])
 
 
-def rate(successes: int, trials: int) -> dict[str, Any]:
+def proportion(successes: int, trials: int) -> tuple[float, float, float]:
+    """The rate and its 95% interval, unrounded (0 in [0, 1] without trials)."""
     low, high = wilson_interval(successes, trials) or (0.0, 1.0)
-    return {
-        "n": trials,
-        "count": successes,
-        "rate": round(successes / trials, 4) if trials else 0.0,
-        "95ci": [round(low, 4), round(high, 4)],
-    }
+    return (successes / trials if trials else 0.0), low, high
+
+
+def rate(successes: int, trials: int) -> dict[str, Any]:
+    share, low, high = proportion(successes, trials)
+    return {"n": trials, "count": successes, "rate": round(share, 4), "95ci": [round(low, 4), round(high, 4)]}
 
 
 def summarise(
@@ -286,10 +287,7 @@ def summarise(
     misses = [c for c in cases if not c["hit"]]
     hit_s = mean([c.get("gateway_s", 0.0) for c in served])
     inference_s = mean([c.get("inference_s", 0.0) for c in answerable])
-    good_rate, (good_low, good_high) = (
-        (good / len(answerable) if answerable else 0.0),
-        wilson_interval(good, len(answerable)) or (0.0, 1.0),
-    )
+    good_rate, good_low, good_high = proportion(good, len(answerable))
     model = lambda r: (r * hit_s + (1 - r) * inference_s) / inference_s if inference_s else None  # noqa: E731
     entries = max(stats["entries"], 1)
     part = stats["bytes"]

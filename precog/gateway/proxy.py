@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import time
-from dataclasses import replace
 from typing import Any, get_args
 
 import httpx
@@ -95,7 +95,7 @@ class CompletionProxy:
             )
 
         if control == "only-if-cached":
-            query = replace(query, relayable=False)
+            query = dataclasses.replace(query, relayable=False)
         early = None
         if self._parallel and query.relayable:
             early = self._start(request, self._settings.parallel_delay_ms / 1000.0)
